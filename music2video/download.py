@@ -1,0 +1,156 @@
+"""Fetching weight files: resumable, checksummed, renamed into place only once complete."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from tqdm import tqdm
+
+from . import __version__
+
+CHUNK = 1 << 20  # 1 MiB, for reading the network and for hashing
+USER_AGENT = f"music2video/{__version__}"
+
+
+class DownloadError(RuntimeError):
+    """A weight file that could not be fetched; str() is one line naming the file, the URL and the fix."""
+
+
+class _Cut(Exception):
+    """The body ended early; the .part file is kept and the next try resumes it."""
+
+
+def sha256sum(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(CHUNK):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+def download(url: str, dest: Path, sha256: str | None = None,
+             verify: Callable[[Path], None] | None = None,
+             quiet: bool = False, timeout: float = 15.0, retries: int = 2) -> Path:
+    """Downloads url to dest with a tqdm bar, resuming a partial download; returns dest."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    for attempt in range(retries + 1):
+        try:
+            _fetch(url, dest, part, quiet, timeout)
+            break
+        except _Cut as cut:
+            if attempt == retries:
+                raise _error(dest, url, str(cut)) from None
+            if not quiet:
+                tqdm.write(f"{dest.name}: {cut}; resuming ({attempt + 1}/{retries})")
+        except (OSError, http.client.HTTPException) as err:
+            raise _error(dest, url, _reason(err)) from err
+    _check(url, dest, part, sha256, verify)
+    os.replace(part, dest)
+    return dest
+
+
+def _fetch(url: str, dest: Path, part: Path, quiet: bool, timeout: float) -> None:
+    """Fetches url into part, appending when the server honours a Range request."""
+    have = part.stat().st_size if part.exists() else 0
+    try:
+        response = _open(url, have, timeout)
+    except urllib.error.HTTPError as err:
+        err.close()
+        if err.code != 416 or not have:
+            raise
+        # 416: the part is complete or too long already; start again
+        response = _open(url, 0, timeout)
+    with response:
+        start, total = _span(response)
+        if start not in (0, have):
+            part.unlink()
+            raise _Cut(f"server resumed at byte {start}, not {have}")
+        bar = tqdm(total=total, initial=start, unit="B", unit_scale=True, desc=dest.name,
+                   disable=quiet)
+        with open(part, "ab" if start else "wb") as file, bar:
+            finished = _copy(response, file, bar)
+    size = part.stat().st_size
+    if not finished or (total is not None and size < total):
+        raise _Cut(f"connection cut after {_mb(size)}" + (f" of {_mb(total)}" if total else ""))
+
+
+def _open(url: str, have: int, timeout: float) -> http.client.HTTPResponse:
+    """Opens url, asking for the bytes from `have` onwards when have > 0."""
+    headers = {"User-Agent": USER_AGENT}
+    if have:
+        headers["Range"] = f"bytes={have}-"
+    return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+
+
+def _span(response: http.client.HTTPResponse) -> tuple[int, int | None]:
+    """First byte offset and full file size (None when unknown) of a 200 or 206 response."""
+    length = response.headers.get("Content-Length")
+    if response.status != 206:
+        return 0, int(length) if length else None
+    span, _, size = response.headers.get("Content-Range", "").partition("/")
+    start = int(span.split()[-1].split("-")[0])  # "bytes 100-299/300" -> 100
+    if size.isdigit():
+        return start, int(size)
+    return start, start + int(length) if length else None
+
+
+def _copy(response, file, bar: tqdm) -> bool:
+    """Copies the body to file in 1 MiB chunks; False when the connection broke mid-body."""
+    while True:
+        try:
+            chunk = response.read(CHUNK)
+        except TimeoutError:
+            raise  # a stalled server is not retried: it would multiply the wait
+        except (OSError, http.client.HTTPException):
+            return False
+        if not chunk:
+            return True
+        file.write(chunk)
+        bar.update(len(chunk))
+
+
+def _check(url: str, dest: Path, part: Path, sha256: str | None,
+           verify: Callable[[Path], None] | None) -> None:
+    """Checks the finished part file; deletes it and raises DownloadError if it is wrong."""
+    if sha256 is not None:
+        got = sha256sum(part)
+        if got != sha256.lower():
+            part.unlink()
+            reason = f"checksum did not match (expected {sha256[:12]}, got {got[:12]})"
+            raise _error(dest, url, reason)
+    if verify is not None:
+        try:
+            verify(part)
+        except Exception as err:
+            part.unlink(missing_ok=True)
+            raise _error(dest, url, _reason(err)) from err
+
+
+def _error(dest: Path, url: str, reason: str) -> DownloadError:
+    """The one-line DownloadError for dest, with the fix in its text."""
+    return DownloadError(f"could not download {dest} from {url}: {reason}; "
+                         f"run: bash download_models.sh "
+                         f"(or fetch the file by hand into {dest.parent}/)")
+
+
+def _reason(err: BaseException) -> str:
+    """A short, one-line reason for an error: 'HTTP Error 404: Not Found', '[Errno 111] ...'."""
+    if isinstance(err, urllib.error.URLError) and not isinstance(err, urllib.error.HTTPError):
+        err = err.reason if isinstance(err.reason, BaseException) else Exception(err.reason)
+    if isinstance(err, TimeoutError):
+        return "timed out"
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def _mb(size: int) -> str:
+    """A byte count in megabytes, as '1.2 MB'."""
+    return f"{size / 1e6:.1f} MB"

@@ -1,0 +1,202 @@
+"""Video: frames stream into ffmpeg as H.264 chunks, which are joined and muxed with the song."""
+
+import os
+import queue
+import re
+import subprocess
+import threading
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+CRF = 17  # the seed's quality
+PRESET = "medium"  # the seed used veryslow: several times slower for a few percent of size
+AUDIO_BITRATE = "192k"
+MINTERPOLATE = "minterpolate=fps={fps}:mi_mode=mci:mc_mode=aobmc:me_mode=bidir:vsbmc=1"
+
+
+class VideoError(RuntimeError):
+    """ffmpeg failed; str() carries ffmpeg's own message."""
+
+
+def ffmpeg_exe() -> str:
+    """The ffmpeg binary that ships with imageio-ffmpeg (no system ffmpeg needed)."""
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def _tail(stderr: bytes | str, lines: int = 3) -> str:
+    """The last lines of ffmpeg's stderr, joined on one line."""
+    text = stderr.decode(errors="replace") if isinstance(stderr, bytes) else stderr
+    return " | ".join(text.strip().splitlines()[-lines:])
+
+
+def run_ffmpeg(args: list[str], what: str) -> None:
+    """Runs ffmpeg with an argument list; failures raise VideoError with ffmpeg's message."""
+    cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args]
+    result = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if result.returncode != 0:
+        raise VideoError(f"ffmpeg failed to {what}: {_tail(result.stderr)}")
+
+
+def part_path(path: Path) -> Path:
+    """The temporary name a file is written under until it is complete."""
+    return path.with_name(f".{path.stem}.part{path.suffix}")
+
+
+def encoder_args() -> list[str]:
+    """The H.264 settings every chunk shares, so chunks join without re-encoding."""
+    return ["-c:v", "libx264", "-preset", PRESET, "-crf", str(CRF), "-pix_fmt", "yuv420p"]
+
+
+class FrameWriter:
+    """Streams RGB frames into one H.264 mp4 through ffmpeg, from a writer thread.
+
+    Frames are (H, W, 3) uint8 arrays or CPU tensors; the file appears under its final name
+    only when close() finishes it."""
+
+    def __init__(self, path: Path, width: int, height: int, fps: float, depth: int = 8):
+        self.path, self.part = Path(path), part_path(Path(path))
+        self.shape, self.count = (height, width, 3), 0
+        cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+               "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", f"{fps}",
+               "-i", "-", *encoder_args(), "-an", "-f", "mp4", str(self.part)]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._drain, daemon=True)
+        self.thread.start()
+
+    def _drain(self) -> None:
+        """Writer thread: pipes queued frames to ffmpeg until the None sentinel."""
+        while (item := self.queue.get()) is not None:
+            frame, repeat = item
+            if self.error is None:
+                try:
+                    data = np.ascontiguousarray(np.asarray(frame), dtype=np.uint8).tobytes()
+                    for _ in range(repeat):
+                        self.proc.stdin.write(data)
+                except (BrokenPipeError, OSError) as err:
+                    self.error = err
+
+    def write(self, frame, repeat: int = 1) -> None:
+        """Queues a frame to appear `repeat` times."""
+        if self.error is not None:
+            self.abort()
+            raise VideoError(f"ffmpeg stopped while writing {self.path}: {_tail(self.proc.stderr.read())}")
+        if tuple(frame.shape) != self.shape:
+            raise ValueError(f"frame of shape {tuple(frame.shape)}, expected {self.shape}")
+        if repeat > 0:
+            self.queue.put((frame, repeat))
+            self.count += repeat
+
+    def close(self) -> Path:
+        """Finishes the file and moves it under its final name."""
+        self.queue.put(None)
+        self.thread.join()
+        self.proc.stdin.close()
+        stderr = self.proc.stderr.read()
+        if self.proc.wait() != 0 or self.error is not None:
+            self.part.unlink(missing_ok=True)
+            raise VideoError(f"ffmpeg failed to write {self.path}: {_tail(stderr)}")
+        os.replace(self.part, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        """Stops ffmpeg and removes the unfinished file."""
+        if self.thread.is_alive():
+            self.error = self.error or InterruptedError()
+            self.queue.put(None)
+            self.thread.join()
+        self.proc.kill()
+        self.proc.wait()
+        self.part.unlink(missing_ok=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def concat_list(chunks: list[Path], path: Path) -> Path:
+    """Writes an ffmpeg concat list, quoting each path (never a shell string)."""
+    lines = ["ffconcat version 1.0"]
+    lines += ["file '" + str(Path(c).resolve()).replace("'", "'\\''") + "'" for c in chunks]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _nvenc_usable() -> bool:
+    """Whether ffmpeg has NVENC and a CUDA GPU is there to run it."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return False
+    listed = subprocess.run([ffmpeg_exe(), "-hide_banner", "-encoders"], capture_output=True,
+                            text=True).stdout
+    return "h264_nvenc" in listed
+
+
+def _video_args(interpolate_fps: float) -> list[list[str]]:
+    """Ways to write the joined video, best first: stream copy, or motion-interpolated."""
+    if not interpolate_fps:
+        return [["-c:v", "copy"]]
+    vf = ["-vf", MINTERPOLATE.format(fps=interpolate_fps)]
+    x264 = vf + encoder_args()
+    nvenc = vf + ["-c:v", "h264_nvenc", "-b:v", "10M", "-pix_fmt", "yuv420p"]
+    return [nvenc, x264] if _nvenc_usable() else [x264]
+
+
+def join(chunks: list[Path], audio: Path, out: Path, interpolate_fps: float = 0,
+         audio_seconds: float | None = None) -> Path:
+    """Joins chunks in order and adds the song as AAC; written to a temporary name, then renamed.
+
+    `audio_seconds` trims the song (for joining a partial run)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    listing = concat_list(chunks, out.with_name(f".{out.stem}.concat.txt"))
+    part = part_path(out)
+    trim = ["-t", f"{audio_seconds:.6f}"] if audio_seconds is not None else []
+    try:
+        for attempt, video in enumerate(options := _video_args(interpolate_fps)):
+            try:
+                run_ffmpeg(["-f", "concat", "-safe", "0", "-i", str(listing), *trim,
+                            "-i", str(audio), "-map", "0:v:0", "-map", "1:a:0", *video,
+                            "-c:a", "aac", "-b:a", AUDIO_BITRATE, "-movflags", "+faststart",
+                            "-f", "mp4", str(part)], f"join the chunks into {out}")
+                break
+            except VideoError:
+                if attempt == len(options) - 1:
+                    raise
+                warnings.warn("NVENC failed; encoding the interpolated video on the CPU")
+        os.replace(part, out)
+    finally:
+        part.unlink(missing_ok=True)
+        listing.unlink(missing_ok=True)
+    return out
+
+
+def probe(path: Path) -> dict:
+    """Streams and durations of a media file, read from ffmpeg's report."""
+    result = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)],
+                            capture_output=True, text=True)
+    report = result.stderr
+    video = re.findall(r"Stream #\S+.*?: Video: (\w+).*?, (\d+)x(\d+)", report)
+    audio = re.findall(r"Stream #\S+.*?: Audio: (\w+)", report)
+    fps = re.search(r"(\d+(?:\.\d+)?) fps", report)
+    return {"video": [v[0] for v in video], "audio": audio,
+            "size": (int(video[0][1]), int(video[0][2])) if video else None,
+            "fps": float(fps.group(1)) if fps else None}
+
+
+def count_frames(path: Path) -> tuple[int, float]:
+    """Decoded video frames of a file and their duration in seconds."""
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.count_frames_and_secs(str(path))
