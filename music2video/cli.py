@@ -328,7 +328,9 @@ def generate(opts: Options) -> Path:
                 "lyrics": _digest(opts.lyrics), **({"seed": opts.seed} if opts.seed is not None else {})}
     folder = RunFolder(opts.run_dir)
     seed = opts.seed if opts.seed is not None else random.randrange(2**31)
-    manifest = folder.start(identity, segments, opts.overwrite, seed)
+    info = {"audio_path": str(song.path), "video": str(opts.video_path), "fps": opts.fps,
+            "output_video_fps": opts.output_video_fps}
+    manifest = folder.start(identity, segments, opts.overwrite, seed, info)
     steps = sum(s.iterations for s in segments)
     say(opts, f"{song.path}: {song.duration:.2f} s, {len(segments)} segments, {steps} steps, "
               f"{round(song.duration * opts.fps)} frames at {opts.fps:g} fps; device {device}, "
@@ -337,8 +339,6 @@ def generate(opts: Options) -> Path:
     models = load_models(opts, resolve_weights(opts), device, manifest["seed"])
     Engine(opts, song, models, folder, manifest, segments).run()
     join(folder.finished_chunks(manifest), song.path, opts.video_path, opts.output_video_fps)
-    manifest["video"] = str(opts.video_path)
-    folder.write(manifest)
     say(opts, f"done: {opts.video_path}")
     return opts.video_path
 

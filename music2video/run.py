@@ -75,10 +75,12 @@ class RunFolder:
             if item.is_file() and (ours or item.name == MANIFEST):
                 item.unlink()
 
-    def start(self, identity: dict, segments: list[Segment], overwrite: bool, seed: int) -> dict:
+    def start(self, identity: dict, segments: list[Segment], overwrite: bool, seed: int,
+              info: dict) -> dict:
         """The manifest to work from: the folder's own when it is the same run, else a new one.
 
-        A new run records `seed`; a resumed one keeps the seed it started with."""
+        A new run records `seed`; a resumed one keeps the seed it started with. `info` (song
+        path, video path, fps) is recorded either way, for combine_mp4.py."""
         old = self.read()
         plan = json.loads(json.dumps([segment_record(s, len(segments)) for s in segments]))
         if old is not None and not overwrite:
@@ -88,10 +90,12 @@ class RunFolder:
             if differs:
                 raise RunError(f"{self.path} holds another run (different {', '.join(differs)}); "
                                "rerun with --overwrite to replace it, or choose another -o")
+            old.update(info)
+            self.write(old)
             return old
         self.clear()
         manifest = {"version": VERSION, "identity": identity, "seed": seed, "segments": plan,
-                    "done": 0, "iterations_done": 0, "state": None, "video": None}
+                    "done": 0, "iterations_done": 0, "state": None, **info}
         self.write(manifest)
         return manifest
 

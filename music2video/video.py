@@ -84,8 +84,9 @@ class FrameWriter:
     def write(self, frame, repeat: int = 1) -> None:
         """Queues a frame to appear `repeat` times."""
         if self.error is not None:
+            message = _tail(self.proc.stderr.read()) if not self.proc.stderr.closed else ""
             self.abort()
-            raise VideoError(f"ffmpeg stopped while writing {self.path}: {_tail(self.proc.stderr.read())}")
+            raise VideoError(f"ffmpeg stopped while writing {self.path}: {message or self.error}")
         if tuple(frame.shape) != self.shape:
             raise ValueError(f"frame of shape {tuple(frame.shape)}, expected {self.shape}")
         if repeat > 0:
@@ -98,6 +99,7 @@ class FrameWriter:
         self.thread.join()
         self.proc.stdin.close()
         stderr = self.proc.stderr.read()
+        self.proc.stderr.close()
         if self.proc.wait() != 0 or self.error is not None:
             self.part.unlink(missing_ok=True)
             raise VideoError(f"ffmpeg failed to write {self.path}: {_tail(stderr)}")
@@ -112,6 +114,8 @@ class FrameWriter:
             self.thread.join()
         self.proc.kill()
         self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stderr):
+            pipe.close()
         self.part.unlink(missing_ok=True)
 
     def __enter__(self):

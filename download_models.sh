@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Fetches the model weights into ./checkpoints (or $MUSIC2VIDEO_CHECKPOINTS, or --checkpoints DIR).
+# With no arguments: VQGAN ImageNet f16-16384 (the seed's one default), CLIP ViT-B/32 and Wav2CLIP.
+#   bash download_models.sh                  # the defaults (~1.4 GB)
+#   bash download_models.sh --all            # every VQGAN too
+#   bash download_models.sh vqgan_gumbel_f8_8192 ViT-B/16
+#   bash download_models.sh --list           # what is offered and what is present
+# The files, URLs and checksums live in one place: music2video/weights.py.
+set -euo pipefail
+cd "$(dirname "$0")"
+exec "${PYTHON:-python}" -m music2video.weights "$@"
