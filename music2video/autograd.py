@@ -43,7 +43,11 @@ def clamp_with_grad(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
 
 
 def vector_quantize(x: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
-    """Snaps each vector of x (..., e) to its nearest codebook row (n, e), straight-through."""
-    d = x.pow(2).sum(-1, keepdim=True) + codebook.pow(2).sum(1) - 2 * x @ codebook.T  # (..., n)
+    """Snaps each vector of x (..., e) to its nearest codebook row (n, e), straight-through.
+
+    The distances stay fp32 under autocast: in bf16 near ties pick other codes."""
+    with torch.autocast(x.device.type, enabled=False):
+        xf = x.float()
+        d = xf.pow(2).sum(-1, keepdim=True) + codebook.float().pow(2).sum(1) - 2 * xf @ codebook.float().T  # (..., n)
     x_q = codebook[d.argmin(-1)]  # (..., e)
     return replace_grad(x_q, x)

@@ -81,7 +81,8 @@ def load_checkpoint(path: Path) -> dict:
     except CheckpointError:
         raise
     except Exception as err:  # truncated zip, bad magic number, short read, ...
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        text = str(err).partition("WeightsUnpickler error:")[2] or str(err)  # not torch's advice
+        reason = (text.strip().splitlines() or [type(err).__name__])[0]
         raise CheckpointError(f"{path} is corrupt or truncated ({reason[:160]}); delete it and "
                               "run: bash download_models.sh") from None
     if not isinstance(data, dict):

@@ -99,7 +99,8 @@ def _check_keys(path: Path, expected: dict, found: dict) -> None:
                                     ("wrong shape", shapes)) if keys]
     if problems:
         raise ModelError(f"{path} does not match its config ({'; '.join(problems)}); use the "
-                         ".ckpt that belongs with the .yaml, or run: bash download_models.sh")
+                         ".ckpt that belongs with the .yaml, or delete both and run: "
+                         "bash download_models.sh")
 
 
 def load_vqgan(config: Path, ckpt: Path, device="cpu") -> VQGAN:
@@ -194,6 +195,8 @@ def pick_device(cuda_device: str | None = None, gpu_id: int = 0) -> torch.device
         device = torch.device(cuda_device)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ModelError(f"-cd {cuda_device}: no CUDA GPU is visible; use -cd cpu")
+        if device.type == "mps" and not torch.backends.mps.is_available():
+            raise ModelError(f"-cd {cuda_device}: Apple MPS is not available here; use -cd cpu")
         if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
             raise ModelError(f"-cd {cuda_device}: this machine has {torch.cuda.device_count()} "
                              "GPU(s); pick one of them, e.g. -cd cuda:0")

@@ -82,6 +82,7 @@ class RunFolder:
         A new run records `seed`; a resumed one keeps the seed it started with. `info` (song
         path, video path, fps) is recorded either way, for combine_mp4.py."""
         old = self.read()
+        identity = json.loads(json.dumps(identity))  # tuples become lists, as when read back
         plan = json.loads(json.dumps([segment_record(s, len(segments)) for s in segments]))
         if old is not None and not overwrite:
             differs = [k for k in identity if old.get("identity", {}).get(k) != identity[k]]

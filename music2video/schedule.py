@@ -106,18 +106,18 @@ def interpolate_schedule(lyrics, duration: float, fps: float, ips: float, loudne
     """generate_interpolate.py: cut at lyric timestamps; text leads each stretch, audio ends it.
 
     Without lyrics the song is cut into `chunk`-second pieces, each guided by its own audio."""
-    if not lyrics:
+    times = sorted({l.time for l in lyrics if 0 <= l.time < duration})
+    if not times:
         bounds = fixed_bounds(duration, chunk)
         return _segments([(a, b, [Goal("audio", a, b)]) for a, b in zip(bounds, bounds[1:])],
                          fps, ips, loudness)
-    times = sorted({l.time for l in lyrics if 0 <= l.time < duration})
     spans = [(0.0, times[0], [Goal("audio", 0.0, times[0])])] if times[0] > 0 else []
     for t, end in zip(times, times[1:] + [duration]):
         lines = [Goal("text", text=l.text) for l in lyrics if l.time == t]
         audio = Goal("audio", t, end)
         if blend:
             fade_out = [Goal("text", text=g.text, weight=1.0, weight_end=0.0) for g in lines]
-            spans.append((t, end, fade_out + [Goal("audio", t, end, 0.0, 1.0)]))
+            spans.append((t, end, fade_out + [Goal("audio", t, end, weight=0.0, weight_end=1.0)]))
         else:
             mid = (t + end) / 2
             spans += [(t, mid, lines), (mid, end, [audio])]

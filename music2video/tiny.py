@@ -9,6 +9,7 @@ ResNet18 encoder is full size because its class cannot be shrunk)."""
 import argparse
 import pickle
 import types
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 
@@ -93,7 +94,8 @@ def write_clip(path: Path) -> Path:
     model = CLIP(embed_dim=EMBED_DIM, image_resolution=32, vision_layers=1, vision_width=64,
                  vision_patch_size=16, context_length=77, vocab_size=49408,
                  transformer_width=64, transformer_heads=1, transformer_layers=1).eval()
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.trace(model, (torch.zeros(1, 3, 32, 32), clip.tokenize(["a"])),
                                  check_trace=False)
     traced.save(str(path))

@@ -63,7 +63,9 @@ class FrameWriter:
         cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
                "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", f"{fps}",
                "-i", "-", *encoder_args(), "-an", "-f", "mp4", str(self.part)]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        # Its own session: a Ctrl-C in the terminal reaches Python, which closes ffmpeg itself.
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     start_new_session=True)
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._drain, daemon=True)
@@ -95,6 +97,14 @@ class FrameWriter:
 
     def close(self) -> Path:
         """Finishes the file and moves it under its final name."""
+        try:
+            return self._finish()
+        except BaseException:
+            self.abort()
+            raise
+
+    def _finish(self) -> Path:
+        """Drains the queue, waits for ffmpeg and renames the file into place."""
         self.queue.put(None)
         self.thread.join()
         self.proc.stdin.close()
@@ -115,7 +125,10 @@ class FrameWriter:
         self.proc.kill()
         self.proc.wait()
         for pipe in (self.proc.stdin, self.proc.stderr):
-            pipe.close()
+            try:
+                pipe.close()
+            except OSError:  # a pipe whose reader is gone
+                pass
         self.part.unlink(missing_ok=True)
 
     def __enter__(self):
@@ -163,6 +176,9 @@ def join(chunks: list[Path], audio: Path, out: Path, interpolate_fps: float = 0,
 
     `audio_seconds` trims the song (for joining a partial run)."""
     out = Path(out)
+    missing = [Path(c).name for c in chunks if not Path(c).is_file()]
+    if missing:
+        raise VideoError(f"cannot join into {out}: missing chunk(s) {', '.join(missing[:5])}")
     out.parent.mkdir(parents=True, exist_ok=True)
     listing = concat_list(chunks, out.with_name(f".{out.stem}.concat.txt"))
     part = part_path(out)
@@ -170,7 +186,7 @@ def join(chunks: list[Path], audio: Path, out: Path, interpolate_fps: float = 0,
     try:
         for attempt, video in enumerate(options := _video_args(interpolate_fps)):
             try:
-                run_ffmpeg(["-f", "concat", "-safe", "0", "-i", str(listing), *trim,
+                run_ffmpeg(["-xerror", "-f", "concat", "-safe", "0", "-i", str(listing), *trim,
                             "-i", str(audio), "-map", "0:v:0", "-map", "1:a:0", *video,
                             "-c:a", "aac", "-b:a", AUDIO_BITRATE, "-movflags", "+faststart",
                             "-f", "mp4", str(part)], f"join the chunks into {out}")

@@ -27,3 +27,73 @@ def short_song(tmp_path_factory) -> Path:
     """A 10-second synthesised song at 120 BPM, as mp3."""
     path = tmp_path_factory.mktemp("song") / "short song.mp3"
     return demo.encode_audio(demo.tonal_song(10.0, 120, SR), SR, path)
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_script(script: str, args: list[str], cwd: Path, **kwargs):
+    """Runs one of the top-level scripts as a user would, returning the CompletedProcess."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, str(REPO / script), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=600, **kwargs)
+
+
+def video_stats(path: Path) -> dict:
+    """Frame count, video seconds, audio seconds and streams of a finished video."""
+    from music2video import audio, video
+
+    frames, seconds = video.count_frames(path)
+    streams = video.probe(path)
+    audio_seconds = len(audio.load_audio(path, 16000)) / 16000
+    return {"frames": frames, "seconds": seconds, "audio_seconds": audio_seconds, **streams}
+
+
+def decoded_frames(path: Path) -> list[bytes]:
+    """Every decoded RGB frame of a video."""
+    import imageio_ffmpeg
+
+    reader = imageio_ffmpeg.read_frames(str(path))
+    next(reader)  # metadata
+    return [bytes(frame) for frame in reader]
+
+
+def write_lyrics(path: Path, rows: list[str]) -> Path:
+    """A CSV lyrics file in the seed's format."""
+    path.write_text("timestamp,text\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def http_files():
+    """A local HTTP server on 127.0.0.1: GET /NAME answers the bytes put in .files['/NAME']."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from types import SimpleNamespace
+
+    files: dict[str, bytes] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = files.get(self.path.split("?")[0])
+            if body is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    yield SimpleNamespace(url=f"http://127.0.0.1:{httpd.server_address[1]}", files=files)
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join()

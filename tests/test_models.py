@@ -1,0 +1,329 @@
+"""Tests for music2video.models: the three loaders on tiny models, their errors, device choice."""
+
+import urllib.request
+import warnings
+from collections import OrderedDict
+
+import clip
+import numpy as np
+import pytest
+import torch
+
+from music2video import models, tiny
+from music2video.checkpoint import state_dict_of
+from music2video.models import ModelError
+
+FIX = "bash download_models.sh"
+
+
+@pytest.fixture(scope="module")
+def gumbel_files(tmp_path_factory):
+    """A tiny GumbelVQ yaml + ckpt."""
+    return tiny.write_vqgan(tmp_path_factory.mktemp("gumbel"), gumbel=True, name="g")
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tiny_models):
+    """The tiny CLIP, loaded once."""
+    return models.load_clip(tiny_models["clip"])
+
+
+def vqgan_files(tiny_models, gumbel_files, gumbel):
+    """(yaml, ckpt) of the tiny VQModel or GumbelVQ."""
+    if gumbel:
+        return gumbel_files
+    return tiny_models["vqgan_config"], tiny_models["vqgan_checkpoint"]
+
+
+# VQGAN
+
+@pytest.mark.parametrize("gumbel", [False, True], ids=["vqmodel", "gumbel"])
+def test_load_vqgan_frozen_and_differentiable(tiny_models, gumbel_files, gumbel):
+    model = models.load_vqgan(*vqgan_files(tiny_models, gumbel_files, gumbel))
+    assert model.gumbel is gumbel
+    assert not model.training and not any(m.training for m in model.modules())
+    assert not any(p.requires_grad for p in model.parameters())
+    assert model.factor == 4 and model.codebook.shape == (64, 16)
+
+    z = torch.randn(1, 16, 16, 16, requires_grad=True)  # (B, e, H/f, W/f)
+    image = model.synth(z)
+    assert image.shape == (1, 3, 64, 64)
+    assert image.min() >= 0 and image.max() <= 1 and image.std() > 0
+    image.mean().backward()
+    assert z.grad is not None and torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+
+    latent = model.encode(torch.rand(1, 3, 64, 64))
+    assert latent.shape == (1, 16, 16, 16)
+    codes = latent.movedim(1, 3).reshape(-1, 16)  # every cell is a codebook row
+    assert (codes[:, None] == model.codebook[None]).all(dim=2).any(dim=1).all()
+    assert model.synth(latent).shape == (1, 3, 64, 64)
+
+
+def test_load_vqgan_weights_come_from_the_ckpt(tiny_models):
+    model = models.load_vqgan(tiny_models["vqgan_config"], tiny_models["vqgan_checkpoint"])
+    state = state_dict_of(tiny_models["vqgan_checkpoint"])
+    assert torch.equal(model.decoder.conv_out.weight, state["decoder.conv_out.weight"])
+    assert torch.equal(model.codebook, state["quantize.embedding.weight"])
+
+
+def test_load_vqgan_never_builds_the_loss(tiny_models, gumbel_files, monkeypatch):
+    from taming.modules.losses import vqperceptual
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the training loss (and its VGG download) was built")
+
+    monkeypatch.setattr(vqperceptual.VQLPIPSWithDiscriminator, "__init__", refuse)
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    for yaml, ckpt in (vqgan_files(tiny_models, gumbel_files, False), gumbel_files):
+        assert models.load_vqgan(yaml, ckpt).synth(torch.zeros(1, 16, 4, 4)).shape == (1, 3, 16, 16)
+
+
+def edited_ckpt(tiny_models, path, edit):
+    """A Lightning checkpoint of the tiny VQGAN with its state dict changed by edit(state)."""
+    state = OrderedDict(state_dict_of(tiny_models["vqgan_checkpoint"]))
+    edit(state)
+    tiny.lightning_save(tiny.lightning_checkpoint(state), path)
+    return path
+
+
+@pytest.mark.parametrize("edit, problem", [
+    (lambda s: s.pop("decoder.conv_out.bias"), "missing decoder.conv_out.bias"),
+    (lambda s: s.update({"decoder.extra.weight": torch.zeros(3)}),
+     "unexpected decoder.extra.weight"),
+    (lambda s: s.update({"quant_conv.weight": torch.zeros(8, 16, 1, 1)}),
+     "wrong shape quant_conv.weight"),
+], ids=["missing", "unexpected", "shape"])
+def test_ckpt_that_does_not_fit_its_config(tiny_models, tmp_path, edit, problem):
+    ckpt = edited_ckpt(tiny_models, tmp_path / "bad.ckpt", edit)
+    with pytest.raises(ModelError) as err:
+        models.load_vqgan(tiny_models["vqgan_config"], ckpt)
+    message = str(err.value)
+    assert message.startswith(f"{ckpt} does not match its config")
+    assert problem in message and FIX in message
+
+
+def test_extra_loss_keys_are_fine(tiny_models, tmp_path):
+    ckpt = edited_ckpt(tiny_models, tmp_path / "more_loss.ckpt",
+                       lambda s: s.update({"loss.perceptual_loss.lin0.weight": torch.zeros(2)}))
+    assert models.load_vqgan(tiny_models["vqgan_config"], ckpt).factor == 4
+
+
+def test_gumbel_ckpt_with_vqmodel_config(tiny_models, gumbel_files):
+    with pytest.raises(ModelError, match="missing quantize.embedding.weight") as err:
+        models.load_vqgan(tiny_models["vqgan_config"], gumbel_files[1])
+    assert str(gumbel_files[1]) in str(err.value)
+    assert "unexpected" in str(err.value)
+
+
+def test_unsupported_target(tiny_models, tmp_path):
+    yaml = tmp_path / "transformer.yaml"
+    text = tiny_models["vqgan_config"].read_text()
+    transformer = "taming.models.cond_transformer.Net2NetTransformer"
+    yaml.write_text(text.replace(models.VQMODEL, transformer))
+    with pytest.raises(ModelError) as err:
+        models.load_vqgan(yaml, tiny_models["vqgan_checkpoint"])
+    message = str(err.value)
+    assert str(yaml) in message and "Net2NetTransformer is not supported" in message
+
+
+@pytest.mark.parametrize("text", ["model:\n  target: x\n", "[unclosed", "foo: 1\n"],
+                         ids=["no-params", "bad-yaml", "no-model"])
+def test_not_a_vqgan_config(tmp_path, text):
+    yaml = tmp_path / "bad.yaml"
+    yaml.write_text(text)
+    with pytest.raises(ModelError, match="is not a taming VQGAN config") as err:
+        models.read_vqgan_config(yaml)
+    assert str(yaml) in str(err.value) and FIX in str(err.value)
+
+
+def test_missing_vqgan_files(tiny_models, tmp_path):
+    with pytest.raises(ModelError) as err:
+        models.load_vqgan(tmp_path / "none.yaml", tiny_models["vqgan_checkpoint"])
+    assert str(err.value) == f"{tmp_path / 'none.yaml'} not found; run: {FIX}"
+    with pytest.raises(ModelError) as err:
+        models.load_vqgan(tiny_models["vqgan_config"], tmp_path / "none.ckpt")
+    assert str(err.value) == f"{tmp_path / 'none.ckpt'} not found; run: {FIX}"
+
+
+# CLIP
+
+def test_load_clip_torchscript(tiny_clip):
+    assert isinstance(tiny_clip, clip.model.CLIP)  # the hackable model, not the TorchScript one
+    assert {p.dtype for p in tiny_clip.parameters()} == {torch.float32}
+    assert not tiny_clip.training and not any(p.requires_grad for p in tiny_clip.parameters())
+    assert tiny_clip.visual.input_resolution == 32
+    text = tiny_clip.encode_text(clip.tokenize(["a red apple", "the sea at night"]))
+    assert text.shape == (2, 512) and text.dtype == torch.float32
+    assert not torch.allclose(text[0], text[1])
+    assert tiny_clip.encode_image(torch.rand(3, 3, 32, 32)).shape == (3, 512)
+
+
+def test_load_clip_state_dict_file(tiny_clip, tmp_path):
+    path = tmp_path / "clip_state.pt"
+    torch.save(tiny_clip.state_dict(), path)
+    model = models.load_clip(path)
+    assert model.visual.input_resolution == 32
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    tokens = clip.tokenize(["a cat"])
+    same = torch.cosine_similarity(model.encode_text(tokens), tiny_clip.encode_text(tokens))
+    assert same.item() > 0.999  # equal up to CLIP's float16 round trip in build_model
+
+
+@pytest.mark.parametrize("kind", ["truncated", "garbage", "empty"])
+def test_load_clip_bad_file(tiny_models, tmp_path, kind):
+    whole = tiny_models["clip"].read_bytes()
+    content = {"truncated": whole[:len(whole) // 2], "garbage": b"not a model " * 100,
+               "empty": b""}[kind]
+    path = tmp_path / "clip.pt"
+    path.write_bytes(content)
+    with pytest.raises(ModelError) as err:
+        models.load_clip(path)
+    message = str(err.value)
+    assert message.startswith(f"{path} is not a loadable CLIP checkpoint")
+    assert FIX in message and "\n" not in message
+
+
+def test_load_clip_missing_file(tmp_path):
+    with pytest.raises(ModelError, match="not found; run: bash download_models.sh"):
+        models.load_clip(tmp_path / "ViT-B-32.pt")
+
+
+def test_clip_path_unknown_name(tmp_path):
+    with pytest.raises(ModelError) as err:
+        models.clip_path("ViT-Z/99", tmp_path)
+    message = str(err.value)
+    assert message.startswith("Model ViT-Z/99 not found; available models = ")
+    assert all(name in message for name in clip.available_models())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_clip_path_of_an_existing_file(tiny_models, tmp_path):
+    assert models.clip_path(str(tiny_models["clip"]), tmp_path) == tiny_models["clip"]
+    assert list(tmp_path.iterdir()) == []
+
+
+# Wav2CLIP
+
+def test_load_wav2clip_offline(tiny_models, monkeypatch):
+    def offline(*args, **kwargs):
+        raise AssertionError("load_wav2clip went to the network")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    model = models.load_wav2clip(tiny_models["wav2clip"])
+    assert not model.training and not any(m.training for m in model.modules())
+    assert not any(p.requires_grad for p in model.parameters())
+
+    noise = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1  # 1 s, 16 kHz
+    embed = models.embed_audio(model, noise)
+    assert embed.shape == (1, 512) and embed.dtype == torch.float32
+    assert torch.isfinite(embed).all() and embed.abs().sum() > 0
+    again = models.embed_audio(model, noise.astype(np.float64))  # float64 input is converted
+    assert torch.allclose(embed, again)
+
+
+def test_load_wav2clip_weights_come_from_the_file(tiny_models):
+    model = models.load_wav2clip(tiny_models["wav2clip"])
+    state = torch.load(tiny_models["wav2clip"])
+    assert torch.equal(model.encoder.conv1.weight, state["audio_encoder.conv1.weight"])
+
+
+def test_wav2clip_file_without_audio_encoder(tiny_models, tmp_path):
+    state = torch.load(tiny_models["wav2clip"])
+    path = tmp_path / "Wav2CLIP.pt"
+    torch.save({k: v for k, v in state.items() if not k.startswith("audio_encoder.")}, path)
+    with pytest.raises(ModelError) as err:
+        models.load_wav2clip(path)
+    assert str(err.value).startswith(f"{path} is not a Wav2CLIP checkpoint")
+    assert FIX in str(err.value)
+
+
+def test_wav2clip_file_without_transform(tiny_models, tmp_path):
+    state = torch.load(tiny_models["wav2clip"])
+    path = tmp_path / "Wav2CLIP.pt"
+    torch.save({k: v for k, v in state.items() if k.startswith("audio_encoder.")}, path)
+    with pytest.raises(ModelError) as err:
+        models.load_wav2clip(path)
+    assert str(err.value).startswith(f"{path} does not fit Wav2CLIP")
+
+
+def test_wav2clip_given_a_vqgan_ckpt(tiny_models):
+    with pytest.raises(ModelError, match="is not a Wav2CLIP checkpoint"):
+        models.load_wav2clip(tiny_models["vqgan_checkpoint"])
+
+
+# Device selection
+
+@pytest.fixture
+def machine(monkeypatch):
+    """Pretends the machine has `gpus` CUDA devices and, optionally, Apple MPS."""
+
+    def make(gpus=0, mps=False):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+        monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+
+    return make
+
+
+def no_warnings(func, *args, **kwargs):
+    """Calls func, failing on any warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return func(*args, **kwargs)
+
+
+def test_cpu_fallback_warns(machine):
+    machine(gpus=0)
+    with pytest.warns(UserWarning, match="no GPU found; running on the CPU"):
+        assert models.pick_device() == torch.device("cpu")
+
+
+def test_first_gpu_by_default(machine):
+    machine(gpus=2)
+    assert no_warnings(models.pick_device) == torch.device("cuda", 0)
+
+
+def test_gpu_id(machine):
+    machine(gpus=2)
+    assert no_warnings(models.pick_device, gpu_id=1) == torch.device("cuda", 1)
+
+
+def test_gpu_id_out_of_range_warns(machine):
+    machine(gpus=1)
+    with pytest.warns(UserWarning, match="GPU 2 not found"):
+        assert models.pick_device(gpu_id=2) == torch.device("cuda", 0)
+
+
+def test_cuda_device_cpu(machine):
+    machine(gpus=1)
+    assert no_warnings(models.pick_device, cuda_device="cpu") == torch.device("cpu")
+
+
+def test_cuda_device_named(machine):
+    machine(gpus=2)
+    device = no_warnings(models.pick_device, cuda_device="cuda:1", gpu_id=0)
+    assert device == torch.device("cuda", 1)
+
+
+def test_cuda_device_out_of_range(machine):
+    machine(gpus=1)
+    with pytest.raises(ModelError, match="has 1 GPU") as err:
+        models.pick_device(cuda_device="cuda:3")
+    assert "-cd cuda:3" in str(err.value)
+
+
+def test_cuda_device_without_cuda(machine):
+    machine(gpus=0)
+    with pytest.raises(ModelError, match="no CUDA GPU is visible; use -cd cpu"):
+        models.pick_device(cuda_device="cuda:0")
+
+
+def test_mps_when_no_cuda(machine):
+    machine(gpus=0, mps=True)
+    assert no_warnings(models.pick_device) == torch.device("mps")
+
+
+def test_cuda_before_mps(machine):
+    machine(gpus=1, mps=True)
+    assert no_warnings(models.pick_device) == torch.device("cuda", 0)

@@ -1,0 +1,169 @@
+"""generate_interpolate.py end to end, runs that survive kill -9 and Ctrl-C, and combine_mp4.py."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO, decoded_frames, run_script, video_stats, write_lyrics
+
+FPS = 30
+LYRICS = ["00:02,a lighthouse", "00:05,a field of sunflowers", "00:07.5,stars over the desert"]
+
+
+def interpolate_args(out: str, song: Path, lyrics: Path, model_flags, *extra) -> list[str]:
+    """The seed's interpolate command with small settings and the tiny models."""
+    return ["-vid", "-ips", "6", "-o", out, "-ap", str(song), "-lyr", str(lyrics), "-gid", "0",
+            "-s", "64", "64", "-cuts", "4", "-sd", "3", *model_flags, *extra]
+
+
+@pytest.fixture(scope="module")
+def lyrics_file(tmp_path_factory) -> Path:
+    """Three lines inside the 10-second song."""
+    return write_lyrics(tmp_path_factory.mktemp("lyr") / "song.csv", LYRICS)
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, short_song, lyrics_file, model_flags) -> dict:
+    """An uninterrupted interpolate run to compare the resumed ones with."""
+    cwd = tmp_path_factory.mktemp("full")
+    result = run_script("generate_interpolate.py",
+                        interpolate_args("outputs/output.png", short_song, lyrics_file, model_flags),
+                        cwd)
+    assert result.returncode == 0, result.stderr
+    run_dir = cwd / "outputs" / "output"
+    return {"cwd": cwd, "run_dir": run_dir, "video": cwd / "outputs" / "output.mp4",
+            "manifest": json.loads((run_dir / "manifest.json").read_text())}
+
+
+def test_interpolate_video_is_in_sync(full_run, short_song):
+    stats = video_stats(full_run["video"])
+    assert abs(stats["frames"] / FPS - stats["audio_seconds"]) <= 1 / FPS
+    assert stats["frames"] == full_run["manifest"]["segments"][-1]["frame_end"]
+
+
+def test_interpolate_text_halves_start_on_their_lyrics(full_run):
+    segments = full_run["manifest"]["segments"]
+    starts = {g["text"]: s["frame_start"] for s in segments for g in s["goals"] if g["kind"] == "text"}
+    for row in LYRICS:
+        stamp, text = row.split(",", 1)
+        minutes, seconds = stamp.split(":")
+        assert abs(starts[text] - (int(minutes) * 60 + float(seconds)) * FPS) <= 1
+    assert segments[0]["goals"][0]["kind"] == "audio" and segments[0]["start"] == 0
+
+
+def start_run(cwd: Path, args: list[str]) -> subprocess.Popen:
+    """Starts generate_interpolate.py in the background."""
+    return subprocess.Popen([sys.executable, str(REPO / "generate_interpolate.py"), *args], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_segments(run_dir: Path, proc: subprocess.Popen, count: int) -> int:
+    """Waits until the manifest records `count` finished segments; returns how many it records."""
+    manifest = run_dir / "manifest.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if manifest.is_file():
+            done = json.loads(manifest.read_text())["done"]
+            if done >= count:
+                return done
+        time.sleep(0.01)
+    raise AssertionError(f"run ended or stalled before {count} segments: {proc.communicate()}")
+
+
+@pytest.fixture
+def killed_run(tmp_path, short_song, lyrics_file, model_flags) -> dict:
+    """A run killed with SIGKILL right after its first finished segment."""
+    args = interpolate_args("outputs/output.png", short_song, lyrics_file, model_flags)
+    proc = start_run(tmp_path, args)
+    done = wait_for_segments(tmp_path / "outputs" / "output", proc, 1)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    return {"cwd": tmp_path, "args": args, "done": done, "run_dir": tmp_path / "outputs" / "output"}
+
+
+def test_killed_run_resumes_to_the_same_video(killed_run, full_run):
+    total = len(full_run["manifest"]["segments"])
+    assert 1 <= killed_run["done"] < total
+    assert not (killed_run["cwd"] / "outputs" / "output.mp4").exists()
+    result = run_script("generate_interpolate.py", killed_run["args"], killed_run["cwd"])
+    assert result.returncode == 0, result.stderr
+    assert "resuming at segment" in result.stdout + result.stderr
+    resumed = killed_run["cwd"] / "outputs" / "output.mp4"
+    assert video_stats(resumed)["frames"] == video_stats(full_run["video"])["frames"]
+    assert decoded_frames(resumed) == decoded_frames(full_run["video"])
+
+
+def test_partial_join_of_a_killed_run(killed_run):
+    manifest = json.loads((killed_run["run_dir"] / "manifest.json").read_text())
+    frames = manifest["segments"][manifest["done"] - 1]["frame_end"]
+    out = killed_run["cwd"] / "partial.mp4"
+    result = run_script("combine_mp4.py", [str(killed_run["run_dir"]), "--partial", "--output",
+                                           str(out)], killed_run["cwd"])
+    assert result.returncode == 0, result.stderr
+    stats = video_stats(out)
+    assert stats["frames"] == frames
+    assert abs(stats["audio_seconds"] - frames / FPS) <= 1 / FPS
+    refused = run_script("combine_mp4.py", [str(killed_run["run_dir"])], killed_run["cwd"])
+    assert refused.returncode == 1 and "--partial" in refused.stderr
+
+
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, short_song, lyrics_file, model_flags):
+    args = interpolate_args("out/v.png", short_song, lyrics_file, model_flags)
+    proc = start_run(tmp_path, args)
+    wait_for_segments(tmp_path / "out" / "v", proc, 1)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert "run the same command again to resume" in stderr
+    assert "Traceback" not in stderr
+    assert [p.name for p in (tmp_path / "out").rglob("*.part*")] == []
+    assert not (tmp_path / "out" / "v.mp4").exists()
+
+
+def test_changed_command_is_refused_unless_overwrite(full_run, short_song, lyrics_file, model_flags):
+    cwd = full_run["cwd"]
+    before = (full_run["run_dir"] / "manifest.json").read_text()
+    changed = interpolate_args("outputs/output.png", short_song, lyrics_file, model_flags, "--blend")
+    refused = run_script("generate_interpolate.py", changed, cwd)
+    assert refused.returncode == 1
+    assert "blend" in refused.stderr and "--overwrite" in refused.stderr
+    assert len([l for l in refused.stderr.splitlines() if "error" in l]) == 1
+    assert (full_run["run_dir"] / "manifest.json").read_text() == before
+
+
+def test_combine_rejoins_in_segment_order(full_run, tmp_path):
+    out = tmp_path / "again.mp4"
+    result = run_script("combine_mp4.py", ["--dirs", str(full_run["run_dir"]), "--music",
+                                           str(full_run["manifest"]["audio_path"]), "--output",
+                                           str(out)], full_run["cwd"])
+    assert result.returncode == 0, result.stderr
+    assert decoded_frames(out) == decoded_frames(full_run["video"])
+
+
+def test_combine_names_a_missing_chunk(tmp_path, short_song, lyrics_file, model_flags):
+    args = interpolate_args("o/v.png", short_song, lyrics_file, model_flags, "-ips", "2")
+    assert run_script("generate_interpolate.py", args, tmp_path).returncode == 0
+    manifest = json.loads((tmp_path / "o" / "v" / "manifest.json").read_text())
+    victim = [s["chunk"] for s in manifest["segments"] if s["chunk"]][2]
+    os.remove(tmp_path / "o" / "v" / victim)
+    result = run_script("combine_mp4.py", ["o/v"], tmp_path)
+    assert result.returncode == 1
+    assert victim in result.stderr and "Traceback" not in result.stderr
+
+
+def test_blend_and_no_lyrics_modes_finish(tmp_path, short_song, model_flags):
+    """--blend cross-fades; without lyrics the song is cut into -vl chunks, each its own audio."""
+    args = ["-ips", "2", "-o", "o/v.png", "-ap", str(short_song), "-s", "64", "64", "-cuts", "2",
+            "-vl", "4", "--blend", *model_flags]
+    result = run_script("generate_interpolate.py", args, tmp_path)
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((tmp_path / "o" / "v" / "manifest.json").read_text())
+    spans = [(s["goals"][0]["start"], s["goals"][0]["end"]) for s in manifest["segments"]]
+    assert spans == [(0.0, 4.0), (4.0, 8.0), (8.0, pytest.approx(10.0, abs=0.05))]
+    stats = video_stats(tmp_path / "o" / "v.mp4")
+    assert abs(stats["frames"] / FPS - stats["audio_seconds"]) <= 1 / FPS

@@ -1,0 +1,254 @@
+"""Tests for music2video.video: streaming frames into chunks, joining them with the song, errors."""
+
+import time
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+import torch
+
+from music2video import audio, demo, video
+from music2video.video import FrameWriter, VideoError, concat_list, join, part_path, run_ffmpeg
+
+W, H, FPS = 64, 48, 30
+SR = 44100
+STEP = 8  # brightness per frame index in the numbered chunks (30 frames fit in 0-255)
+
+
+def gradient(i: int) -> np.ndarray:
+    """Frame i of a moving gradient, (H, W, 3) uint8."""
+    x = (np.arange(W)[None, :] * 4 + np.arange(H)[:, None] * 2 + 8 * i) % 256
+    return np.stack([x, np.roll(x, i, axis=1), 255 - x], axis=-1).astype(np.uint8)
+
+
+def flat(level: int) -> np.ndarray:
+    """A flat grey frame, (H, W, 3) uint8."""
+    return np.full((H, W, 3), level, np.uint8)
+
+
+def write_numbered(path: Path, first: int, count: int) -> Path:
+    """A chunk whose frame k has brightness (first + k) * STEP: its global index, readable back."""
+    with FrameWriter(path, W, H, FPS) as writer:
+        for i in range(first, first + count):
+            writer.write(flat(i * STEP))
+    return path
+
+
+def frame_indices(path: Path) -> list[int]:
+    """The index each decoded frame of a numbered video shows (its mean brightness / STEP)."""
+    reader = imageio_ffmpeg.read_frames(str(path))
+    meta = next(reader)
+    assert tuple(meta["size"]) == (W, H)
+    means = [np.frombuffer(frame, np.uint8).mean() for frame in reader]
+    return [int(round(m / STEP)) for m in means]
+
+
+def audio_seconds(path: Path) -> float:
+    """Seconds of decoded audio in a file."""
+    return len(audio.load_audio(path, 16000)) / 16000
+
+
+def wait_for(path: Path) -> bool:
+    """Whether path appears within a generous 20 s (ffmpeg creates its output as it starts)."""
+    for _ in range(2000):
+        if path.exists():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+@pytest.fixture(scope="module")
+def song(tmp_path_factory) -> Path:
+    """Three seconds of a 440 Hz tone as m4a."""
+    y = (0.3 * np.sin(2 * np.pi * 440 * np.arange(3 * SR) / SR)).astype(np.float32)
+    return demo.encode_audio(y, SR, tmp_path_factory.mktemp("audio") / "tone.m4a")
+
+
+@pytest.fixture(scope="module")
+def one_second(tmp_path_factory) -> Path:
+    """One second of a tone as mp3."""
+    y = (0.3 * np.sin(2 * np.pi * 330 * np.arange(SR) / SR)).astype(np.float32)
+    return demo.encode_audio(y, SR, tmp_path_factory.mktemp("audio") / "one second.mp3")
+
+
+@pytest.fixture(scope="module")
+def chunks(tmp_path_factory) -> list[Path]:
+    """Three numbered chunks of 10, 7 and 13 frames: together frames 0-29."""
+    folder = tmp_path_factory.mktemp("chunks")
+    return [write_numbered(folder / "chunk_000.mp4", 0, 10),
+            write_numbered(folder / "chunk_001.mp4", 10, 7),
+            write_numbered(folder / "chunk_002.mp4", 17, 13)]
+
+
+# --- FrameWriter ------------------------------------------------------------------------------
+
+
+def test_frame_writer_appears_only_after_close(tmp_path):
+    out = tmp_path / "clip.mp4"
+    writer = FrameWriter(out, W, H, FPS)
+    assert writer.part == part_path(out) == tmp_path / ".clip.part.mp4"
+    for i in range(20):
+        writer.write(gradient(i))
+    assert wait_for(writer.part)  # written under the temporary name...
+    assert not out.exists()  # ...and not yet under the final one
+    assert writer.close() == out
+    assert out.exists() and not writer.part.exists()
+    assert writer.count == 20
+    frames, seconds = video.count_frames(out)
+    assert frames == 20
+    assert seconds == pytest.approx(20 / FPS, abs=0.5 / FPS)
+    info = video.probe(out)
+    assert info["video"] == ["h264"] and info["audio"] == [] and info["size"] == (W, H)
+    assert info["fps"] == FPS
+
+
+def test_frame_writer_keeps_the_pictures(tmp_path):
+    out = tmp_path / "levels.mp4"
+    with FrameWriter(out, W, H, FPS) as writer:
+        writer.write(flat(40))
+        writer.write(torch.full((H, W, 3), 200, dtype=torch.uint8))  # a CPU tensor works too
+        writer.write(flat(120))
+    assert frame_indices(out) == [5, 25, 15]
+
+
+def test_frame_writer_repeat(tmp_path):
+    out = tmp_path / "held.mp4"
+    with FrameWriter(out, W, H, FPS) as writer:
+        writer.write(flat(1 * STEP), repeat=3)
+        writer.write(flat(2 * STEP), repeat=0)  # shown for no frame
+        writer.write(flat(3 * STEP))
+        writer.write(flat(4 * STEP), repeat=4)
+        assert writer.count == 8
+    assert video.count_frames(out)[0] == 8
+    assert frame_indices(out) == [1, 1, 1, 3, 4, 4, 4, 4]
+
+
+@pytest.mark.parametrize("shape", [(H, W), (H, W, 4), (W, H, 3), (H + 1, W, 3)])
+def test_frame_writer_rejects_wrong_shapes(tmp_path, shape):
+    out = tmp_path / "shapes.mp4"
+    writer = FrameWriter(out, W, H, FPS)
+    writer.write(flat(8))
+    with pytest.raises(ValueError, match=r"expected \(48, 64, 3\)"):
+        writer.write(np.zeros(shape, np.uint8))
+    writer.write(flat(16))  # the writer is still usable
+    writer.close()
+    assert frame_indices(out) == [1, 2]
+
+
+def test_frame_writer_context_manager_cleans_up_on_error(tmp_path):
+    out = tmp_path / "broken.mp4"
+    with pytest.raises(ValueError):
+        with FrameWriter(out, W, H, FPS) as writer:
+            for i in range(5):
+                writer.write(gradient(i))
+            assert wait_for(writer.part)
+            writer.write(np.zeros((H, W), np.uint8))
+    assert not out.exists() and not part_path(out).exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_frame_writer_abort(tmp_path):
+    out = tmp_path / "stopped.mp4"
+    writer = FrameWriter(out, W, H, FPS)
+    for i in range(5):
+        writer.write(gradient(i))
+    writer.abort()
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- join -------------------------------------------------------------------------------------
+
+
+def test_join_keeps_every_frame_in_order(tmp_path, chunks, one_second):
+    out = join(chunks, one_second, tmp_path / "video.mp4")
+    assert out == tmp_path / "video.mp4"
+    info = video.probe(out)
+    assert info["video"] == ["h264"] and info["audio"] == ["aac"]
+    assert video.count_frames(out)[0] == 30
+    assert frame_indices(out) == list(range(30))  # no frame lost or doubled at the joins
+    assert audio_seconds(out) == pytest.approx(1.0, abs=0.1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["video.mp4"]  # no list or part left
+
+
+def test_join_creates_the_folder(tmp_path, chunks, song):
+    out = tmp_path / "new" / "deeper" / "video.mp4"
+    join(chunks[:1], song, out, audio_seconds=10 / FPS)
+    assert out.is_file()
+    assert frame_indices(out) == list(range(10))
+
+
+def test_join_audio_seconds_trims_the_song(tmp_path, chunks, song):
+    full = join(chunks, song, tmp_path / "full.mp4")
+    trimmed = join(chunks, song, tmp_path / "trimmed.mp4", audio_seconds=1.0)
+    assert audio_seconds(full) == pytest.approx(3.0, abs=0.1)
+    assert audio_seconds(trimmed) == pytest.approx(1.0, abs=0.1)
+    assert video.count_frames(trimmed)[0] == 30
+
+
+@pytest.mark.parametrize("where", [0, 1, 3])
+def test_join_missing_chunk_fails_naming_it(tmp_path, chunks, song, where):
+    out = tmp_path / "video.mp4"
+    listed = list(chunks)
+    listed.insert(where, tmp_path / "missing.mp4")
+    with pytest.raises(VideoError, match="missing chunk.*missing.mp4") as info:
+        join(listed, song, out)
+    assert str(out) in str(info.value)
+    assert list(tmp_path.iterdir()) == []  # no video, part or list left
+
+
+def test_join_unreadable_later_chunk_fails(tmp_path, chunks, song):
+    """ffmpeg's concat skips a chunk it cannot read; -xerror turns that into a failure."""
+    out = tmp_path / "video.mp4"
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video at all" * 100)
+    with pytest.raises(VideoError, match="ffmpeg failed to join"):
+        join([chunks[0], bad, *chunks[1:]], song, out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.mp4"]
+
+
+def test_odd_file_names(tmp_path, one_second):
+    folder = tmp_path / "my clips ♪"
+    folder.mkdir()
+    names = ["it's chunk 1.mp4", "chunk 'two'.mp4", "bön œuvre 三.mp4"]
+    parts = [write_numbered(folder / names[0], 0, 4), write_numbered(folder / names[1], 4, 3),
+             write_numbered(folder / names[2], 7, 5)]
+    listing = concat_list(parts, tmp_path / "list.txt")
+    lines = listing.read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "ffconcat version 1.0"
+    assert lines[1] == "file '" + str(parts[0].resolve()).replace("'", "'\\''") + "'"
+    assert len(lines) == 4 and "三" in lines[3]
+    song = Path(one_second)
+    odd_song = folder / "l'été song.mp3"
+    odd_song.write_bytes(song.read_bytes())
+    out = join(parts, odd_song, folder / "the 'final' vidéo.mp4")
+    assert out.is_file()
+    assert frame_indices(out) == list(range(12))
+    assert video.probe(out)["audio"] == ["aac"]
+
+
+def test_concat_list_resolves_relative_paths(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    listing = concat_list([Path("a.mp4"), Path("sub/b.mp4")], tmp_path / "l.txt")
+    assert listing.read_text(encoding="utf-8") == (
+        f"ffconcat version 1.0\nfile '{tmp_path.resolve() / 'a.mp4'}'\n"
+        f"file '{tmp_path.resolve() / 'sub' / 'b.mp4'}'\n")
+
+
+# --- run_ffmpeg -------------------------------------------------------------------------------
+
+
+def test_run_ffmpeg_bad_option():
+    with pytest.raises(VideoError, match="ffmpeg failed to do the thing: .*Unrecognized option "
+                                         "'frobnicate'"):
+        run_ffmpeg(["-frobnicate"], "do the thing")
+
+
+def test_run_ffmpeg_missing_input(tmp_path):
+    with pytest.raises(VideoError) as info:
+        run_ffmpeg(["-i", str(tmp_path / "nothing.wav"), str(tmp_path / "out.wav")], "convert")
+    message = str(info.value)
+    assert message.startswith("ffmpeg failed to convert: ")
+    assert "No such file or directory" in message and "nothing.wav" in message
+    assert "\n" not in message
+    assert not (tmp_path / "out.wav").exists()

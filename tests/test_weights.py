@@ -1,0 +1,264 @@
+"""Tests for music2video.weights: the registry, the weights folder, and download_models.sh.
+
+Nothing here reaches the internet: URLs are pointed at 127.0.0.1 (a closed port or the
+`http_files` server). The one run of the real script relies on this machine and CI having no
+network except the package registries, so the real URLs fail fast (name resolution fails)."""
+
+import hashlib
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import clip
+import pytest
+from clip.clip import _MODELS
+
+from music2video import download, models, tiny, weights
+
+REPO = Path(__file__).resolve().parents[1]
+FIX = "bash download_models.sh"
+VQGANS = ["vqgan_imagenet_f16_16384", "vqgan_imagenet_f16_1024", "vqgan_gumbel_f8_8192",
+          "wikiart_16384"]
+DEFAULT_FILES = ["vqgan_imagenet_f16_16384.yaml", "vqgan_imagenet_f16_16384.ckpt", "ViT-B-32.pt",
+                 "Wav2CLIP.pt"]
+
+
+def closed_port_url() -> str:
+    """A URL on 127.0.0.1 where nothing listens: connections are refused at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def redirect(monkeypatch, url_of) -> dict[str, weights.Model]:
+    """Replaces the registry by one whose every file URL is url_of(model, file)."""
+    patched = {name: replace(m, files=tuple(replace(f, url=url_of(m, f)) for f in m.files))
+               for name, m in weights.registry().items()}
+    monkeypatch.setattr(weights, "registry", lambda: patched)
+    return patched
+
+
+def default_files() -> list[weights.WeightFile]:
+    """The files `bash download_models.sh` fetches with no arguments."""
+    return [f for name in weights.DEFAULT_FETCH for f in weights.lookup(name).files]
+
+
+def error_lines(stderr: str) -> list[str]:
+    """The lines of stderr, which must all be one-line errors."""
+    lines = stderr.splitlines()
+    assert all(line.startswith("error: ") for line in lines), stderr
+    assert "Traceback" not in stderr
+    return lines
+
+
+def assert_one_line_per_file(lines, root: Path, files) -> None:
+    """Exactly one error line per file, naming its path, its URL and the fix."""
+    assert len(lines) == len(files)
+    for file in files:
+        mine = [line for line in lines if f"{root / file.filename} " in line]
+        assert len(mine) == 1, (file.filename, lines)
+        assert file.url in mine[0] and FIX in mine[0]
+
+
+# The registry
+
+def test_registry_vqgans():
+    models_ = weights.registry()
+    assert weights.DEFAULT_VQGAN == VQGANS[0]
+    assert weights.DEFAULT_FETCH == (VQGANS[0], "ViT-B/32", "wav2clip")
+    for name in VQGANS:
+        model = models_[name]
+        assert model.kind == "vqgan"
+        assert [f.filename for f in model.files] == [f"{name}.yaml", f"{name}.ckpt"]
+        assert all(re.match(r"https?://", f.url) for f in model.files)
+        assert model.files[0].url != model.files[1].url
+    assert "a7530b09fed84f80a887" in models_[VQGANS[0]].files[1].url  # the seed's share
+    assert sorted(m.name for m in models_.values() if m.kind == "vqgan") == sorted(VQGANS)
+
+
+def test_registry_clip_models_with_their_digests():
+    models_ = weights.registry()
+    assert clip.available_models()  # else this test checks nothing
+    for name in clip.available_models():
+        file, = models_[name].files
+        url = _MODELS[name]
+        assert models_[name].kind == "clip"
+        assert (file.url, file.filename) == (url, url.rsplit("/", 1)[1])
+        assert file.sha256 == url.split("/")[-2] and re.fullmatch(r"[0-9a-f]{64}", file.sha256)
+    assert models_["ViT-B/32"].files[0].sha256 == (
+        "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af")
+
+
+def test_registry_wav2clip_and_unique_filenames():
+    file, = weights.lookup("wav2clip").files
+    assert (file.filename, file.url) == ("Wav2CLIP.pt", weights.WAV2CLIP_URL)
+    filenames = [f.filename for m in weights.registry().values() for f in m.files]
+    assert len(filenames) == len(set(filenames))  # one folder holds them all
+
+
+def test_lookup_unknown_name():
+    with pytest.raises(KeyError) as err:
+        weights.lookup("nope")
+    message = err.value.args[0]
+    assert message.startswith("Model nope not found; available models = ")
+    assert all(name in message for name in [*VQGANS, "ViT-B/32", "wav2clip"])
+
+
+# The weights folder
+
+def test_checkpoint_dir_precedence(monkeypatch, tmp_path):
+    monkeypatch.delenv(weights.ENV_VAR, raising=False)
+    assert weights.checkpoint_dir() == Path("checkpoints")
+    monkeypatch.setenv(weights.ENV_VAR, "")
+    assert weights.checkpoint_dir() == Path("checkpoints")
+    monkeypatch.setenv(weights.ENV_VAR, str(tmp_path / "env"))
+    assert weights.checkpoint_dir() == tmp_path / "env"
+    assert weights.checkpoint_dir(tmp_path / "flag") == tmp_path / "flag"
+
+
+def test_main_honours_the_env_var(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv(weights.ENV_VAR, str(tmp_path))
+    (tmp_path / "Wav2CLIP.pt").write_bytes(b"present")
+    assert weights.main(["--list"]) == 0
+    listing = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert " present " in listing["wav2clip"] and " missing " in listing[VQGANS[0]]
+
+
+# ensure
+
+@pytest.fixture
+def no_download(monkeypatch):
+    """Makes any download fail the test."""
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"download called: {args}")
+
+    monkeypatch.setattr(download, "download", refuse)
+
+
+def test_ensure_keeps_an_existing_file(tmp_path, no_download):
+    path = tmp_path / "m.yaml"
+    path.write_bytes(b"model: {}")
+    assert weights.ensure(weights.WeightFile("m.yaml", "http://x.invalid/m.yaml"), tmp_path) == path
+
+
+def test_ensure_keeps_a_file_whose_digest_matches(tmp_path, no_download):
+    path = tmp_path / "m.pt"
+    path.write_bytes(b"weights")
+    digest = hashlib.sha256(b"weights").hexdigest()
+    file = weights.WeightFile("m.pt", "http://x.invalid/m.pt", digest)
+    assert weights.ensure(file, tmp_path) == path
+
+
+def test_ensure_refetches_a_file_whose_digest_does_not_match(tmp_path, http_files):
+    http_files.files["/m.pt"] = b"the right weights"
+    path = tmp_path / "m.pt"
+    path.write_bytes(b"stale")
+    file = weights.WeightFile("m.pt", f"{http_files.url}/m.pt",
+                              hashlib.sha256(b"the right weights").hexdigest())
+    assert weights.ensure(file, tmp_path, quiet=True) == path
+    assert path.read_bytes() == b"the right weights"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
+
+
+# download_models.sh, in process
+
+def test_main_offline_one_line_per_missing_file(monkeypatch, tmp_path, capsys):
+    dead = closed_port_url()
+    redirect(monkeypatch, lambda m, f: f"{dead}/{f.filename}")
+    assert weights.main(["--checkpoints", str(tmp_path)]) != 0
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert [f.filename for f in default_files()] == DEFAULT_FILES
+    assert_one_line_per_file(error_lines(err), tmp_path, default_files())
+    assert list(tmp_path.iterdir()) == []  # no final names, no .part files
+
+
+def test_main_unknown_name(tmp_path, capsys, no_download):
+    assert weights.main(["--checkpoints", str(tmp_path), "nope"]) == 1
+    lines = error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and lines[0].startswith("error: Model nope not found; available models")
+
+
+@pytest.fixture(scope="module")
+def gumbel_ckpt(tmp_path_factory):
+    """A tiny GumbelVQ checkpoint: sound, but not for the VQModel config."""
+    return tiny.write_vqgan(tmp_path_factory.mktemp("gumbel"), gumbel=True, name="g")[1]
+
+
+def serve_defaults(monkeypatch, http_files, tiny_models, ckpt_bytes=None):
+    """Serves the tiny vqgan.yaml/.ckpt and wav2clip.pt under the default models' URLs."""
+    http_files.files.update({
+        "/vqgan.yaml": tiny_models["vqgan_config"].read_bytes(),
+        "/vqgan.ckpt": ckpt_bytes or tiny_models["vqgan_checkpoint"].read_bytes(),
+        "/wav2clip.pt": tiny_models["wav2clip"].read_bytes()})
+    served = {f"{VQGANS[0]}.yaml": "/vqgan.yaml", f"{VQGANS[0]}.ckpt": "/vqgan.ckpt",
+              "Wav2CLIP.pt": "/wav2clip.pt"}
+    dead = closed_port_url()
+    redirect(monkeypatch, lambda m, f: http_files.url + served[f.filename]
+             if f.filename in served else f"{dead}/{f.filename}")
+
+
+def test_fetch_from_a_server_verifies_and_renames(monkeypatch, tmp_path, tiny_models, http_files,
+                                                   capsys):
+    serve_defaults(monkeypatch, http_files, tiny_models)
+    checked = []
+    for name in ("load_vqgan", "read_vqgan_config", "load_wav2clip"):
+        real = getattr(models, name)
+        monkeypatch.setattr(models, name, lambda *a, real=real, name=name:
+                            checked.append((name, Path(a[-1]).name)) or real(*a))
+
+    code = weights.main(["--checkpoints", str(tmp_path), "-q", VQGANS[0], "wav2clip"])
+    out, err = capsys.readouterr()
+    assert (code, err) == (0, "")
+    names = [f"{VQGANS[0]}.yaml", f"{VQGANS[0]}.ckpt", "Wav2CLIP.pt"]
+    assert out.splitlines() == [f"ok  {tmp_path / n}" for n in names]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
+    assert (tmp_path / names[1]).read_bytes() == tiny_models["vqgan_checkpoint"].read_bytes()
+    assert (tmp_path / names[2]).read_bytes() == tiny_models["wav2clip"].read_bytes()
+    # each file passed its structural check while it was still a .part file
+    assert [c for c in checked if c[1].endswith(".part")] == [
+        ("read_vqgan_config", f"{names[0]}.part"), ("load_vqgan", f"{names[1]}.part"),
+        ("load_wav2clip", f"{names[2]}.part")]
+    assert models.load_vqgan(tmp_path / names[0], tmp_path / names[1]).factor == 4
+
+
+@pytest.mark.parametrize("kind, reason", [("garbage", "corrupt or truncated"),
+                                          ("gumbel", "does not match its config"),
+                                          ("truncated", "corrupt or truncated")])
+def test_corrupt_download_is_not_kept(monkeypatch, tmp_path, tiny_models, http_files, gumbel_ckpt,
+                                      capsys, kind, reason):
+    whole = tiny_models["vqgan_checkpoint"].read_bytes()
+    served = {"garbage": os.urandom(50_000), "gumbel": gumbel_ckpt.read_bytes(),
+              "truncated": whole[:len(whole) // 2]}[kind]
+    serve_defaults(monkeypatch, http_files, tiny_models, ckpt_bytes=served)
+
+    assert weights.main(["--checkpoints", str(tmp_path), "-q", VQGANS[0]]) == 1
+    out, err = capsys.readouterr()
+    line, = error_lines(err)
+    ckpt = tmp_path / f"{VQGANS[0]}.ckpt"
+    assert line.startswith(f"error: could not download {ckpt} from {http_files.url}/vqgan.ckpt: ")
+    assert reason in line and FIX in line
+    assert out == f"ok  {tmp_path / f'{VQGANS[0]}.yaml'}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{VQGANS[0]}.yaml"]
+
+
+# download_models.sh, as users run it
+
+def test_download_models_sh_offline(tmp_path):
+    # Assumes no network beyond the package registries (true here and in CI): the real URLs
+    # fail at name resolution or connection, quickly.
+    env = {k: v for k, v in os.environ.items() if k != weights.ENV_VAR} | {"PYTHON": sys.executable}
+    start = time.monotonic()
+    done = subprocess.run(["bash", "download_models.sh", "--checkpoints", str(tmp_path)], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=60)
+    elapsed = time.monotonic() - start
+    assert elapsed < 30
+    assert done.returncode != 0
+    assert done.stdout == ""
+    assert_one_line_per_file(error_lines(done.stderr), tmp_path, default_files())
+    assert list(tmp_path.iterdir()) == []
