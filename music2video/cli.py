@@ -338,7 +338,8 @@ def generate(opts: Options) -> Path:
     say(opts, f"video will be written to {opts.video_path} (chunks in {folder.path}/)")
     models = load_models(opts, resolve_weights(opts), device, manifest["seed"])
     Engine(opts, song, models, folder, manifest, segments).run()
-    join(folder.finished_chunks(manifest), song.path, opts.video_path, opts.output_video_fps)
+    join(folder.finished_chunks(manifest), song.path, opts.video_path, opts.output_video_fps,
+         video_seconds=segments[-1].frame_end / opts.fps)
     say(opts, f"done: {opts.video_path}")
     return opts.video_path
 

@@ -38,9 +38,11 @@ def combine(run_dir: Path, music: Path | None, output: Path | None, partial: boo
     music = Path(music or manifest["audio_path"])
     if not music.is_file():
         raise RunError(f"song not found: {music}; pass it with --music")
-    seconds = done[-1]["frame_end"] / manifest["fps"] if partial else None
+    finished = done if partial else manifest["segments"]
+    seconds = finished[-1]["frame_end"] / manifest["fps"]
     fps = manifest.get("output_video_fps", 0) if interpolate_fps is None else interpolate_fps
-    return join(chunks, music, Path(output or manifest["video"]), fps, seconds)
+    return join(chunks, music, Path(output or manifest["video"]), fps,
+                audio_seconds=seconds if partial else None, video_seconds=seconds)
 
 
 def main(argv=None) -> int:

@@ -1,6 +1,7 @@
 """The optimisation loop: one VQGAN-CLIP step moves the latent towards the segment's goals."""
 
 import contextlib
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,18 @@ def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
         "RMSprop": lambda: torch.optim.RMSprop(params, lr=lr),
     }
     return factories[name]()
+
+
+def default_precision(device) -> str:
+    """The fastest precision that holds fp32's loss curve: bf16 where the hardware computes it."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu":
+        native = any(getattr(torch.cpu, f"_is_{name}_supported", lambda: False)()
+                     for name in ("avx512_bf16", "amx_tile"))
+        return "bf16" if native else "fp32"
+    return "fp32"
 
 
 def autocast(device: torch.device, precision: str):
@@ -67,12 +80,29 @@ def random_latent(vqgan: VQGAN, width: int, height: int, gen: torch.Generator) -
     """A latent (1, e, h, w) of random codebook entries, the seed's default start."""
     f = vqgan.factor
     codes = torch.randint(vqgan.codebook.shape[0], (height // f, width // f), generator=gen)
-    return vqgan.codebook[codes.to(vqgan.codebook.device)].permute(2, 0, 1).unsqueeze(0).clone()
+    return vqgan.codebook[codes.to(vqgan.codebook.device)].permute(2, 0, 1).unsqueeze(0).contiguous()
 
 
-def to_frame(image: torch.Tensor) -> torch.Tensor:
-    """A picture (1, 3, H, W) in [0, 1] as uint8 (H, W, 3) on the CPU."""
-    return image[0].detach().float().mul(255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu()
+def to_frame(image: torch.Tensor, cpu: bool = True) -> torch.Tensor:
+    """A picture (1, 3, H, W) in [0, 1] as uint8 (H, W, 3) on the CPU, or left on its device."""
+    frame = image[0].detach().float().mul(255).round().clamp(0, 255).to(torch.uint8)
+    frame = frame.permute(1, 2, 0).contiguous()  # (H, W, 3)
+    return frame.cpu() if cpu else frame
+
+
+def prepare_models(vqgan: VQGAN, perceptor: Perceptor, channels_last: bool = False,
+                   compile_mode: str | None = None) -> None:
+    """Optional speed-ups of the decoder and CLIP's image tower, in place; the same losses.
+
+    channels_last stores conv weights NHWC; compile_mode ('default', 'max-autotune-no-cudagraphs',
+    ...) torch.compiles both (minutes of compiling first, and again when the size or cut count
+    changes)."""
+    if channels_last:
+        vqgan.to(memory_format=torch.channels_last)
+        perceptor.clip.visual.to(memory_format=torch.channels_last)
+    if compile_mode:
+        vqgan.decoder.compile(mode=compile_mode)
+        perceptor.clip.visual.compile(mode=compile_mode)
 
 
 @dataclass
@@ -87,18 +117,21 @@ class Optimiser:
     """Owns the latent and its optimiser; step() is one iteration of VQGAN-CLIP."""
 
     def __init__(self, vqgan: VQGAN, perceptor: Perceptor, z: torch.Tensor, name: str = "Adam",
-                 lr: float = 0.1, init_weight: float = 0.0, precision: str = "fp32"):
+                 lr: float = 0.1, init_weight: float = 0.0, precision: str = "fp32",
+                 channels_last: bool = False, compile_mode: str | None = None):
         self.vqgan, self.perceptor = vqgan, perceptor
         self.name, self.lr, self.init_weight, self.precision = name, lr, init_weight, precision
         self.device = z.device
+        prepare_models(vqgan, perceptor, channels_last, compile_mode)
         self.z_min = vqgan.codebook.min(dim=0).values.view(1, -1, 1, 1)
         self.z_max = vqgan.codebook.max(dim=0).values.view(1, -1, 1, 1)
-        self.z = z.detach().clone().requires_grad_(True)
+        # A contiguous copy: AdamP views the parameter as (batch, -1).
+        self.z = z.detach().clone(memory_format=torch.contiguous_format).requires_grad_(True)
         self.opt = make_optimizer(name, [self.z], lr)
 
     def restart(self, z: torch.Tensor) -> None:
         """Starts again from a new latent with a fresh optimiser (the seed's zoom motion)."""
-        self.z = z.detach().clone().requires_grad_(True)
+        self.z = z.detach().clone(memory_format=torch.contiguous_format).requires_grad_(True)
         self.opt = make_optimizer(self.name, [self.z], self.lr)
 
     def step(self, targets: list[tuple[Target, float]], iteration: int) -> StepResult:
@@ -119,8 +152,9 @@ class Optimiser:
         return StepResult(image.detach().float(), loss.detach())
 
     def state_dict(self) -> dict:
-        """The latent and optimiser state, for resuming."""
-        return {"z": self.z.detach().cpu(), "optimiser": self.opt.state_dict()}
+        """A copy of the latent and optimiser state, for resuming."""
+        return {"z": self.z.detach().cpu().clone(),
+                "optimiser": copy.deepcopy(self.opt.state_dict())}
 
     def load_state_dict(self, state: dict) -> None:
         """Restores the latent and optimiser state saved by state_dict()."""

@@ -93,12 +93,18 @@ class RunFolder:
                                "rerun with --overwrite to replace it, or choose another -o")
             old.update(info)
             self.write(old)
+            self.remove_leftovers()
             return old
         self.clear()
         manifest = {"version": VERSION, "identity": identity, "seed": seed, "segments": plan,
                     "done": 0, "iterations_done": 0, "state": None, **info}
         self.write(manifest)
         return manifest
+
+    def remove_leftovers(self) -> None:
+        """Deletes temporary files an interrupted run left behind."""
+        for item in self.path.glob(".*.part*"):
+            item.unlink(missing_ok=True)
 
     def chunk(self, record: dict) -> Path | None:
         """Path of a segment's chunk (None for a segment with no frames)."""

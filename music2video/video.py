@@ -42,8 +42,11 @@ def run_ffmpeg(args: list[str], what: str) -> None:
 
 
 def part_path(path: Path) -> Path:
-    """The temporary name a file is written under until it is complete."""
-    return path.with_name(f".{path.stem}.part{path.suffix}")
+    """The temporary name a file is written under until it is complete.
+
+    It carries the process id: an ffmpeg orphaned by a killed run may still be finishing its
+    own temporary file while a resumed run writes the same chunk."""
+    return path.with_name(f".{path.stem}.{os.getpid()}.part{path.suffix}")
 
 
 def encoder_args() -> list[str]:
@@ -54,7 +57,8 @@ def encoder_args() -> list[str]:
 class FrameWriter:
     """Streams RGB frames into one H.264 mp4 through ffmpeg, from a writer thread.
 
-    Frames are (H, W, 3) uint8 arrays or CPU tensors; the file appears under its final name
+    Frames are (H, W, 3) uint8 arrays or tensors on any device (a GPU frame is copied to the host
+    on the writer thread, so the loop never waits for it); the file appears under its final name
     only when close() finishes it."""
 
     def __init__(self, path: Path, width: int, height: int, fps: float, depth: int = 8):
@@ -77,6 +81,8 @@ class FrameWriter:
             frame, repeat = item
             if self.error is None:
                 try:
+                    if hasattr(frame, "cpu"):  # a tensor, maybe on the GPU: copied off the loop
+                        frame = frame.cpu()
                     data = np.ascontiguousarray(np.asarray(frame), dtype=np.uint8).tobytes()
                     for _ in range(repeat):
                         self.proc.stdin.write(data)
@@ -160,21 +166,28 @@ def _nvenc_usable() -> bool:
     return "h264_nvenc" in listed
 
 
-def _video_args(interpolate_fps: float) -> list[list[str]]:
-    """Ways to write the joined video, best first: stream copy, or motion-interpolated."""
+def _video_args(interpolate_fps: float, seconds: float | None) -> list[list[str]]:
+    """Ways to write the joined video, best first: stream copy, or motion-interpolated.
+
+    minterpolate needs a frame after the last one: the last frame is held briefly, and the
+    result trimmed back to the video's length so the sound stays in sync."""
     if not interpolate_fps:
         return [["-c:v", "copy"]]
-    vf = ["-vf", MINTERPOLATE.format(fps=interpolate_fps)]
+    chain = ["tpad=stop_mode=clone:stop=2", MINTERPOLATE.format(fps=interpolate_fps)]
+    if seconds is not None:
+        chain.append(f"trim=duration={seconds:.6f}")
+    vf = ["-vf", ",".join(chain)]
     x264 = vf + encoder_args()
     nvenc = vf + ["-c:v", "h264_nvenc", "-b:v", "10M", "-pix_fmt", "yuv420p"]
     return [nvenc, x264] if _nvenc_usable() else [x264]
 
 
 def join(chunks: list[Path], audio: Path, out: Path, interpolate_fps: float = 0,
-         audio_seconds: float | None = None) -> Path:
+         audio_seconds: float | None = None, video_seconds: float | None = None) -> Path:
     """Joins chunks in order and adds the song as AAC; written to a temporary name, then renamed.
 
-    `audio_seconds` trims the song (for joining a partial run)."""
+    `audio_seconds` trims the song (for joining a partial run); `video_seconds`, the chunks'
+    length, keeps a motion-interpolated video exactly that long."""
     out = Path(out)
     missing = [Path(c).name for c in chunks if not Path(c).is_file()]
     if missing:
@@ -184,7 +197,7 @@ def join(chunks: list[Path], audio: Path, out: Path, interpolate_fps: float = 0,
     part = part_path(out)
     trim = ["-t", f"{audio_seconds:.6f}"] if audio_seconds is not None else []
     try:
-        for attempt, video in enumerate(options := _video_args(interpolate_fps)):
+        for attempt, video in enumerate(options := _video_args(interpolate_fps, video_seconds)):
             try:
                 run_ffmpeg(["-xerror", "-f", "concat", "-safe", "0", "-i", str(listing), *trim,
                             "-i", str(audio), "-map", "0:v:0", "-map", "1:a:0", *video,

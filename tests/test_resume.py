@@ -93,6 +93,7 @@ def test_killed_run_resumes_to_the_same_video(killed_run, full_run):
     result = run_script("generate_interpolate.py", killed_run["args"], killed_run["cwd"])
     assert result.returncode == 0, result.stderr
     assert "resuming at segment" in result.stdout + result.stderr
+    assert [p.name for p in killed_run["cwd"].rglob("*.part*")] == []
     resumed = killed_run["cwd"] / "outputs" / "output.mp4"
     assert video_stats(resumed)["frames"] == video_stats(full_run["video"])["frames"]
     assert decoded_frames(resumed) == decoded_frames(full_run["video"])

@@ -1,5 +1,6 @@
 """Tests for music2video.video: streaming frames into chunks, joining them with the song, errors."""
 
+import os
 import time
 from pathlib import Path
 
@@ -87,7 +88,7 @@ def chunks(tmp_path_factory) -> list[Path]:
 def test_frame_writer_appears_only_after_close(tmp_path):
     out = tmp_path / "clip.mp4"
     writer = FrameWriter(out, W, H, FPS)
-    assert writer.part == part_path(out) == tmp_path / ".clip.part.mp4"
+    assert writer.part == part_path(out) == tmp_path / f".clip.{os.getpid()}.part.mp4"
     for i in range(20):
         writer.write(gradient(i))
     assert wait_for(writer.part)  # written under the temporary name...

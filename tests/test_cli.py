@@ -1,0 +1,172 @@
+"""The command line: bad input is one stderr line and a non-zero exit, before any model loads."""
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import video_stats, write_lyrics
+
+from music2video import cli, run, weights
+
+FPS = 30
+
+
+@pytest.fixture
+def no_models(monkeypatch):
+    """Makes loading (or fetching) any model a test failure: errors must come first."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the input was checked")
+
+    monkeypatch.setattr(run, "load_models", refuse)
+    monkeypatch.setattr(run, "resolve_weights", refuse)
+
+
+def one_error_line(capsys, *expected: str) -> str:
+    """The single error line on stderr, checked to contain each expected text."""
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "error" in line]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for text in expected:
+        assert text in lines[0], lines[0]
+    return lines[0]
+
+
+def base_args(tmp_path: Path, song, *extra) -> list[str]:
+    """A small generate command line writing into tmp_path."""
+    return ["-o", str(tmp_path / "out" / "v.png"), "-ap", str(song), "-s", "64", "64",
+            "-cuts", "2", "-ips", "2", "-q", *extra]
+
+
+def test_missing_song(tmp_path, capsys, no_models):
+    assert cli.main("beats", base_args(tmp_path, tmp_path / "nope.mp3")) == 1
+    one_error_line(capsys, "nope.mp3", "not found")
+    assert not (tmp_path / "out" / "v.mp4").exists()
+
+
+def test_undecodable_song(tmp_path, capsys, no_models):
+    bad = tmp_path / "song.mp3"
+    bad.write_text("this is not audio")
+    assert cli.main("beats", base_args(tmp_path, bad)) == 1
+    one_error_line(capsys, "song.mp3", "cannot decode")
+
+
+def test_empty_song(tmp_path, capsys, no_models):
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    assert cli.main("interpolate", base_args(tmp_path, empty)) == 1
+    one_error_line(capsys, "empty.wav", "empty")
+
+
+def test_malformed_lyrics_name_the_line(tmp_path, capsys, short_song, no_models):
+    lyrics = write_lyrics(tmp_path / "l.csv", ["00:01,fine", "0x:02,broken"])
+    assert cli.main("beats", base_args(tmp_path, short_song, "-lyr", str(lyrics))) == 1
+    one_error_line(capsys, "l.csv", "line 3")
+
+
+def test_lyrics_all_past_the_end_are_refused(tmp_path, capsys, short_song, no_models):
+    lyrics = write_lyrics(tmp_path / "l.csv", ["05:00,far too late"])
+    assert cli.main("beats", base_args(tmp_path, short_song, "-lyr", str(lyrics))) == 1
+    one_error_line(capsys, "l.csv")
+
+
+def test_unknown_clip_model(tmp_path, capsys, short_song, tiny_models):
+    args = base_args(tmp_path, short_song, "-m", "ViT-Huge/99", "-conf",
+                     str(tiny_models["vqgan_config"]), "-ckpt", str(tiny_models["vqgan_checkpoint"]))
+    assert cli.main("beats", args) == 1
+    one_error_line(capsys, "ViT-Huge/99", "available models", "ViT-B/32")
+    assert not (tmp_path / "out" / "v.mp4").exists()
+
+
+def test_missing_vqgan_files(tmp_path, capsys, short_song, model_flags):
+    args = base_args(tmp_path, short_song, *model_flags[4:], "-conf", str(tmp_path / "a.yaml"),
+                     "-ckpt", str(tmp_path / "a.ckpt"))
+    assert cli.main("beats", args) == 1
+    one_error_line(capsys, "a.yaml", "download_models.sh")
+
+
+def test_size_smaller_than_a_cell(tmp_path, capsys, short_song, model_flags):
+    assert cli.main("beats", base_args(tmp_path, short_song, *model_flags, "-s", "2", "2")) == 1
+    one_error_line(capsys, "-s 2 2", "at least")
+
+
+def test_no_weights_and_no_network(tmp_path, capsys, short_song, monkeypatch):
+    """Missing default weights with no network: the download error names file, URL and fix."""
+    def offline_registry():
+        return {name: weights.Model(m.name, m.kind, tuple(
+            weights.WeightFile(f.filename, f"http://127.0.0.1:9/{f.filename}", f.sha256)
+            for f in m.files), m.size_mb, m.licence) for name, m in real().items()}
+
+    real = weights.registry
+    monkeypatch.setattr(weights, "registry", offline_registry)
+    args = base_args(tmp_path, short_song, "--checkpoints", str(tmp_path / "ck"))
+    assert cli.main("beats", args) == 1
+    one_error_line(capsys, "vqgan_imagenet_f16_16384.yaml", "http://127.0.0.1:9/",
+                   "bash download_models.sh")
+    assert [p.name for p in (tmp_path / "ck").iterdir()] == []
+
+
+@pytest.mark.parametrize("flags,expected", [
+    (["-cuts", "0"], "-cuts must be greater than 0"),
+    (["-s", "0", "64"], "-s must be greater than 0"),
+    (["-ips", "-1"], "-ips cannot be negative"),
+    (["-vsd", "frames/"], "-vsd"),
+    (["-nps", "1", "2", "-npw", "0.5"], "one weight per seed"),
+    (["-i", "100"], "-i"),
+    (["-cpe", "5"], "-cpe"),
+    (["-ofps", "20"], "-ofps"),
+    (["--fps", "24", "-ifps", "12"], "--fps and -ifps"),
+    (["-cutm", "sideways"], "invalid choice"),
+])
+def test_impossible_flags(tmp_path, capsys, short_song, flags, expected):
+    with pytest.raises(SystemExit) as info:
+        cli.main("beats", base_args(tmp_path, short_song, *flags))
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and expected in err, err
+
+
+def test_lyric_beats_only_in_generate(tmp_path, capsys, short_song):
+    with pytest.raises(SystemExit):
+        cli.main("interpolate", base_args(tmp_path, short_song, "--lyric_beats", "2"))
+    with pytest.raises(SystemExit):
+        cli.main("beats", base_args(tmp_path, short_song, "--blend"))
+
+
+def test_options_keep_the_seeds_flags(short_song):
+    opts = cli.parse_options("beats", ["-ap", str(short_song), "-aug", "Ji", "Sh", "-aug", "Gn",
+                                       "-ifps", "15", "-gid", "2", "-cd", "cpu"])
+    assert opts.augments == ("Ji", "Sh", "Gn") and opts.fps == 15 and opts.gpu_id == 2
+    assert opts.video_path == Path("outputs/output.mp4")
+    assert opts.run_dir == Path("outputs/output") and opts.preview == Path("outputs/output.png")
+    default = cli.parse_options("beats", ["-ap", str(short_song)])
+    assert default.augments == ("Af", "Pe", "Ji", "Er") and default.fps == 30
+    assert default.size == (512, 512) and default.iterations_per_second == 0
+
+
+def test_every_knob_runs_together(tmp_path, short_song, model_flags):
+    """The seed's style and motion knobs all work in one run (and -ofps interpolates)."""
+    from PIL import Image
+
+    picture = tmp_path / "pic.png"
+    Image.new("RGB", (40, 30), (200, 30, 60)).save(picture)
+    args = base_args(tmp_path, short_song, *model_flags, "-ips", "3", "-p",
+                     "oil painting:1|dark:-0.5^watercolour", "-cpe", "4", "-ip", f"{picture}:0.5",
+                     "-ii", str(picture), "-iw", "0.5", "-nps", "1", "2", "-npw", "0.3", "0.2",
+                     "-cutm", "nrupdated", "-aug", "Ji", "Sh", "Re", "-opt", "DiffGrad", "-zvid",
+                     "-zse", "3", "-zsc", "0.95", "-zsx", "2", "-zsy", "1", "-ofps", "60", "-d",
+                     "-se", "5", "-sd", "1")
+    assert cli.main("beats", args) == 0
+    stats = video_stats(tmp_path / "out" / "v.mp4")
+    assert stats["fps"] == 60
+    assert abs(stats["seconds"] - stats["audio_seconds"]) <= 1 / FPS
+    assert (tmp_path / "out" / "v.png").is_file()
+    manifest = json.loads((tmp_path / "out" / "v" / "manifest.json").read_text())
+    assert manifest["identity"]["optimiser"] == "DiffGrad"
+
+
+@pytest.mark.parametrize("mode", ["beats", "interpolate"])
+def test_init_noise_modes_run(tmp_path, short_song, model_flags, mode):
+    args = base_args(tmp_path, short_song, *model_flags, "-in", "gradient", "-ips", "1",
+                     "-cutm", "original", "-opt", "RAdam")
+    assert cli.main(mode, args) == 0
