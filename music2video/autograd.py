@@ -47,7 +47,7 @@ def vector_quantize(x: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
 
     The distances stay fp32 under autocast: in bf16 near ties pick other codes."""
     with torch.autocast(x.device.type, enabled=False):
-        xf = x.float()
-        d = xf.pow(2).sum(-1, keepdim=True) + codebook.float().pow(2).sum(1) - 2 * xf @ codebook.float().T  # (..., n)
+        xf, cf = x.float(), codebook.float()
+        d = xf.pow(2).sum(-1, keepdim=True) + cf.pow(2).sum(1) - 2 * xf @ cf.T  # (..., n)
     x_q = codebook[d.argmin(-1)]  # (..., e)
     return replace_grad(x_q, x)

@@ -77,6 +77,7 @@ class Options:
     lyric_beats: int  # beat segments each lyric line guides (beats mode)
     blend: bool  # cross-fade text into audio instead of halves (interpolate mode)
     precision: str  # 'auto', 'fp32', 'bf16', 'fp16'
+    compile: str | None  # torch.compile mode for the decoder and CLIP, or None
     overwrite: bool
     quiet: bool
 
@@ -153,7 +154,10 @@ def add_seed_flags(p: argparse.ArgumentParser) -> None:
     a("-gid", "--gpu_id", type=int, default=0, help="CUDA GPU index")
     a("-sf", "--audio_sampling_freq", type=int, default=16000, help="sample rate for the audio embeddings")
     a("--precision", choices=("auto", *PRECISIONS), default="auto",
-      help="arithmetic of the loop; auto: bf16 on recent GPUs, fp32 elsewhere")
+      help="arithmetic of the loop; auto: bf16 where the hardware computes it natively "
+           "(recent GPUs, CPUs with avx512_bf16/AMX), fp32 elsewhere")
+    a("--compile", default=None, choices=("default", "reduce-overhead", "max-autotune-no-cudagraphs"),
+      help="torch.compile the decoder and CLIP with this mode (minutes of compiling first)")
     a("--overwrite", action="store_true", help="replace a different earlier run in the run folder")
     a("-q", "--quiet", action="store_true", help="no progress bar or log lines")
 
@@ -294,12 +298,11 @@ def resolve_precision(opts: Options, device) -> Options:
     """Options with 'auto' precision made concrete for the device."""
     import dataclasses
 
-    import torch
+    from .optimise import default_precision
 
     if opts.precision != "auto":
         return opts
-    fast = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    return dataclasses.replace(opts, precision="bf16" if fast else "fp32")
+    return dataclasses.replace(opts, precision=default_precision(device))
 
 
 def say(opts: Options, message: str) -> None:
@@ -324,6 +327,7 @@ def generate(opts: Options) -> Path:
     device = pick_device(opts.cuda_device, opts.gpu_id)
     opts = resolve_precision(opts, device)
     torch.backends.cudnn.deterministic = opts.deterministic
+    torch.backends.cudnn.benchmark = not opts.deterministic
     identity = {**opts.identity(), "audio": song.sha256(),
                 "lyrics": _digest(opts.lyrics), **({"seed": opts.seed} if opts.seed is not None else {})}
     folder = RunFolder(opts.run_dir)
@@ -382,5 +386,9 @@ def main(mode: str, argv=None) -> int:
             return 1
         except RunInterrupted as err:
             print(f"{MODES[mode]}: {err}", file=sys.stderr)
+            return 130
+        except KeyboardInterrupt:
+            print(f"{MODES[mode]}: interrupted; run the same command again to resume",
+                  file=sys.stderr)
             return 130
     return 0

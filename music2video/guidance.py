@@ -159,9 +159,14 @@ class Perceptor:
         self.std = torch.tensor(CLIP_STD, device=self.device).view(1, 3, 1, 1)
 
     def encode_views(self, image: torch.Tensor) -> torch.Tensor:
-        """Embeddings (cutn, D) of the cut-outs of a picture (1, 3, H, W) in [0, 1]."""
-        views = self.cutouts(image)
-        return self.clip.encode_image((views - self.mean) / self.std).float()
+        """Embeddings (cutn, D) of the cut-outs of a picture (1, 3, H, W) in [0, 1].
+
+        The cut-outs are always fp32 (bf16 sampling grids are off by a pixel, and the random
+        draws stay those of fp32); CLIP runs in the caller's autocast precision."""
+        with torch.autocast(image.device.type, enabled=False):
+            views = self.cutouts(image.float())
+            views = (views - self.mean) / self.std  # (cutn, 3, s, s)
+        return self.clip.encode_image(views).float()
 
     @torch.no_grad()
     def image_target(self, image: torch.Tensor, weight=1.0, stop=float("-inf")) -> Target:

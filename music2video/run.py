@@ -1,13 +1,22 @@
 """The run: its folder, its manifest, resuming, and the engine both generate modes share."""
 
+import contextlib
 import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from PIL import Image
+from tqdm import tqdm
 
-from .schedule import Segment
+from . import weights
+from .guidance import MakeCutouts, Perceptor, Target, noise_target, parse_prompt, split_prompts
+from .models import (ModelError, clip_path, embed_audio, load_clip, load_vqgan, load_wav2clip,
+                     read_vqgan_config)
+from .optimise import (Optimiser, load_image, noise_image, random_latent, to_frame, zoom_shift)
+from .schedule import Segment, audio_window, frame_sources
+from .video import FrameWriter
 
 MANIFEST = "manifest.json"
 VERSION = 1
@@ -181,9 +190,6 @@ class Engine:
 
     def _style_targets(self) -> list[list]:
         """Style goals for every segment: -p prompt groups (one per '^' phrase), -ip, -nps."""
-        from .guidance import noise_target, parse_prompt, split_prompts
-        from .optimise import load_image
-
         o, perceptor = self.opts, self.models.perceptor
         fixed = []
         for item in split_prompts(o.image_prompts):
@@ -205,10 +211,6 @@ class Engine:
 
     def _segment_targets(self, seg: Segment) -> list:
         """(target, goal) pairs of a segment: CLIP text or Wav2CLIP audio embeddings."""
-        from .guidance import Target
-        from .models import embed_audio
-        from .schedule import audio_window
-
         pairs = []
         for goal in seg.goals:
             if goal.kind == "text":
@@ -222,13 +224,11 @@ class Engine:
 
     def _start_optimiser(self):
         """The optimiser at the first unfinished segment, and the picture and step count so far."""
-        from .optimise import Optimiser
-
         m, o = self.models, self.opts
         state = self.folder.load_state(self.manifest)
         z = m.initial_latent if state is None else state["optimiser"]["z"]
         opt = Optimiser(m.vqgan, m.perceptor, z.to(m.device), o.optimiser, o.learning_rate,
-                        o.init_weight, o.precision)
+                        o.init_weight, o.precision, compile_mode=o.compile)
         if state is None:
             return opt, None, 0
         opt.load_state_dict(state["optimiser"])
@@ -240,12 +240,8 @@ class Engine:
         if o.save_every and iteration % o.save_every == 0:
             save_preview(result.image, o.preview)
             if not o.quiet:
-                from tqdm import tqdm
-
                 tqdm.write(f"step {iteration}: loss {result.loss.item():.4g}")
         if o.zoom_video and iteration >= o.zoom_start and (iteration + 1) % o.zoom_save_every == 0:
-            from .optimise import zoom_shift
-
             with torch.no_grad():
                 moved = zoom_shift(self.models.vqgan.synth(opt.z), o.zoom_scale,
                                    o.zoom_shift_x, o.zoom_shift_y)
@@ -253,12 +249,6 @@ class Engine:
 
     def _render_segment(self, seg: Segment, opt, previous, iteration: int, bar):
         """Optimises one segment, streaming its frames into its chunk; returns the last picture."""
-        import contextlib
-
-        from .optimise import to_frame
-        from .schedule import frame_sources
-        from .video import FrameWriter
-
         pairs = self._segment_targets(seg)
         continuity = (self.models.perceptor.image_target(previous)
                       if previous is not None else None)
@@ -274,7 +264,7 @@ class Engine:
                     targets.append((continuity, continuity.weight))
                 result = opt.step(targets, i)
                 if counts[i]:
-                    writer.write(to_frame(result.image), counts[i])
+                    writer.write(to_frame(result.image, cpu=False), counts[i])
                 self._after_step(opt, result, iteration)
                 iteration += 1
                 bar.update(1)
@@ -282,8 +272,6 @@ class Engine:
 
     def run(self) -> None:
         """Renders every unfinished segment; Ctrl-C stops cleanly between frames."""
-        from tqdm import tqdm
-
         count, first = len(self.segments), self.manifest["done"]
         if first >= count:
             return
@@ -309,10 +297,6 @@ class Engine:
 
 def save_preview(image: torch.Tensor, path: Path) -> None:
     """Writes the current picture as a PNG, atomically (the seed's -o preview)."""
-    from PIL import Image
-
-    from .optimise import to_frame
-
     path.parent.mkdir(parents=True, exist_ok=True)
     part = path.with_name(f".{path.stem}.part{path.suffix}")
     Image.fromarray(to_frame(image).numpy()).save(part, format="PNG")
@@ -334,9 +318,6 @@ class Models:
 
 def resolve_weights(opts) -> dict[str, Path]:
     """Paths of the three models' files, fetching the registry's defaults when missing."""
-    from . import weights
-    from .models import ModelError, clip_path
-
     root = weights.checkpoint_dir(opts.checkpoints)
     paths = {}
     if opts.vqgan_config or opts.vqgan_checkpoint:
@@ -355,8 +336,6 @@ def resolve_weights(opts) -> dict[str, Path]:
 
 def picture_size(opts, factor: int) -> tuple[int, int]:
     """-s rounded down to whole VQGAN cells; too small a size is an error."""
-    from .models import ModelError
-
     width, height = (s // factor * factor for s in opts.size)
     if not width or not height:
         raise ModelError(f"-s {opts.size[0]} {opts.size[1]} is smaller than one {factor}-pixel "
@@ -366,8 +345,6 @@ def picture_size(opts, factor: int) -> tuple[int, int]:
 
 def first_latent(opts, vqgan, size, seed: int, device) -> torch.Tensor:
     """The start latent: -ii picture, -in noise, or random codebook entries (the seed's default)."""
-    from .optimise import load_image, noise_image, random_latent
-
     gen = torch.Generator().manual_seed(seed)
     width, height = size
     if opts.init_image:
@@ -382,9 +359,6 @@ def first_latent(opts, vqgan, size, seed: int, device) -> torch.Tensor:
 
 def load_models(opts, paths: dict, device, seed: int) -> Models:
     """Loads VQGAN, CLIP (with the cut-outs) and Wav2CLIP onto the device."""
-    from .guidance import MakeCutouts, Perceptor
-    from .models import load_clip, load_vqgan, load_wav2clip, read_vqgan_config
-
     target, params = read_vqgan_config(paths["config"])
     size = picture_size(opts, 2 ** (len(params["ddconfig"]["ch_mult"]) - 1))
     vqgan = load_vqgan(paths["config"], paths["ckpt"], device)

@@ -1,5 +1,11 @@
 """Shared fixtures: tiny random-weight models in the real files' formats, and small songs."""
 
+import os
+
+# Idle OpenMP threads sleep instead of spinning: the tests run scripts in subprocesses beside
+# the test process on a 2-core machine, and spinning threads starve each other.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from pathlib import Path
 
 import pytest

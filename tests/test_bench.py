@@ -1,0 +1,148 @@
+"""The benchmark's pieces on tiny networks, and the speed levers against the fp32 loop.
+
+No test here checks a speed: timings on a shared CPU say nothing in CI. They check that the
+benchmark runs and reports, and that each lever kept on by default leaves the loss curve where
+fp32 eager puts it."""
+
+import json
+
+import pytest
+import torch
+
+from music2video import bench
+from music2video.autograd import vector_quantize
+from music2video.guidance import MakeCutouts, Perceptor, Target
+from music2video.optimise import Optimiser, default_precision
+
+STEPS = 10
+# bf16 keeps 8 bits of mantissa: over 10 steps the tiny loop's losses stay within 4e-4 of fp32
+# (measured); full-size ViT-B/32 + f16-16384 at 256², 8 cuts: see BENCHMARKS.md.
+BF16_RTOL = 1e-2
+SAME_RTOL = 1e-5  # levers that change only the memory layout or the order of the same sums
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared CPU, OpenMP threads spinning at barriers make tiny steps
+    tens of times slower (the benchmark itself sets OMP_WAIT_POLICY=PASSIVE instead)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def nets():
+    """Tiny VQGAN and CLIP, a start latent and two goals, as the benchmark builds them."""
+    vqgan, clip_model = bench.build_models("ViT-B/32", "cpu", tiny=True)
+    z = bench.random_latent(vqgan, 64, 64, torch.Generator().manual_seed(0))
+    return vqgan, clip_model, z, bench.goal_embeds(clip_model, "cpu")
+
+
+def losses(nets, steps=STEPS, **levers) -> list[float]:
+    """The loss of each step of our loop from seed 0 (models left in their plain layout)."""
+    vqgan, clip_model, z, embeds = nets
+    perceptor = Perceptor(clip_model, MakeCutouts(clip_model.visual.input_resolution, 4))
+    torch.manual_seed(0)
+    opt = Optimiser(vqgan, perceptor, z, **levers)
+    targets = [(Target(e), 1.0) for e in embeds]
+    try:
+        return [opt.step(targets, i).loss.item() for i in range(steps)]
+    finally:
+        vqgan.to(memory_format=torch.contiguous_format)
+        clip_model.to(memory_format=torch.contiguous_format)
+
+
+def assert_close(curve, reference, rtol):
+    worst = max(abs(a - b) / abs(b) for a, b in zip(curve, reference))
+    assert worst <= rtol, f"loss curve {curve} strays {worst:.2e} from fp32's {reference}"
+
+
+def test_benchmark_prints_one_json_line_last(capsys):
+    result = bench.main(["--tiny", "--device", "cpu", "--size", "32", "32", "--cuts", "2",
+                         "--steps", "1", "--precision", "fp32"])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert json.loads(last) == json.loads(json.dumps(result))
+    for key in ("device", "size", "cuts", "baseline_steps_per_s", "ours_steps_per_s", "ratio",
+                "flops_per_step", "peak_rss_mb"):
+        assert key in result
+    assert result["device"] == "cpu" and result["size"] == [32, 32] and result["cuts"] == 2
+    assert result["flops_per_step"] > 0 and result["peak_rss_mb"] > 0
+    rates = result["ours_steps_per_s"], result["baseline_steps_per_s"]
+    assert result["ratio"] == pytest.approx(rates[0] / rates[1])
+
+
+def test_levers_table_has_a_row_per_lever(capsys):
+    result = bench.main(["--tiny", "--device", "cpu", "--size", "32", "32", "--cuts", "2",
+                         "--steps", "1", "--levers"])
+    out = capsys.readouterr().out
+    rows = result["levers"]
+    assert {"baseline", "fp32 eager", "bf16 autocast", "bf16 + channels_last"} <= set(rows)
+    assert rows["baseline"]["ratio"] == 1.0
+    assert all(f"| {name} |" in out for name in rows)
+    assert len(result["video"]) == 3 and all(s > 0 for s in result["video"].values())
+
+
+def test_seed_recreation_does_the_same_math_as_our_fp32_loop(nets, tmp_path):
+    """The baseline times the seed's way of doing our work, not other work."""
+    vqgan, clip_model, z, embeds = nets
+    torch.manual_seed(0)
+    seed = bench.SeedLoop(vqgan, clip_model, z, embeds, 4, tmp_path)
+    seed_curve = [seed.step(i) for i in range(STEPS)]
+    assert_close(seed_curve, losses(nets, precision="fp32"), SAME_RTOL)
+    assert len(list(tmp_path.glob("*.png"))) == STEPS + 1  # a PNG a step, and the preview
+    assert seed.finish().stat().st_size > 0
+
+
+@pytest.mark.parametrize("precision", sorted({"bf16", default_precision("cpu")}))
+def test_precision_holds_the_fp32_loss_curve(nets, precision):
+    assert_close(losses(nets, precision=precision), losses(nets, precision="fp32"), BF16_RTOL)
+
+
+def test_default_precision_repeats_exactly(nets):
+    """Same seed, same losses: the default settings stay deterministic on the CPU."""
+    precision = default_precision("cpu")
+    assert losses(nets, 3, precision=precision) == losses(nets, 3, precision=precision)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_channels_last_gives_the_same_losses(nets, precision):
+    plain = losses(nets, precision=precision)
+    assert_close(losses(nets, precision=precision, channels_last=True), plain, SAME_RTOL)
+
+
+def test_codebook_lookup_stays_fp32_under_autocast():
+    """bf16 distances snap near ties to other codes (77 of these 256 points, unguarded)."""
+    gen = torch.Generator().manual_seed(0)
+    codebook = torch.randn(1024, 256, generator=gen)
+    a, b = torch.randint(1024, (2, 256), generator=gen)
+    x = (codebook[a] + codebook[b]) / 2 + 0.01 * torch.randn(256, 256, generator=gen)  # (256, e)
+    plain = vector_quantize(x, codebook)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = vector_quantize(x, codebook)
+    assert mixed.dtype == torch.float32
+    assert torch.equal(mixed, plain)
+
+
+def test_cutouts_stay_fp32_under_autocast(nets):
+    """The augments' sampling grids and random draws are those of fp32."""
+    vqgan, clip_model, z, _ = nets
+    cutouts = MakeCutouts(clip_model.visual.input_resolution, 4)
+    image = vqgan.synth(z)
+    torch.manual_seed(0)
+    plain = cutouts(image)
+    seen = []
+    hook = cutouts.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    try:
+        torch.manual_seed(0)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            Perceptor(clip_model, cutouts).encode_views(image.bfloat16())
+    finally:
+        hook.remove()
+    assert seen == [plain.dtype] == [torch.float32]
+
+
+def test_memory_mode_reports_each_songs_peak():
+    result = bench.memory([0.1])
+    (run,) = result["memory"].values()
+    assert run["peak_rss_mb"] > 0 and run["song_s"] == pytest.approx(6)
