@@ -7,5 +7,6 @@
 #   bash download_models.sh --list           # what is offered and what is present
 # The files, URLs and checksums live in one place: music2video/weights.py.
 set -euo pipefail
-cd "$(dirname "$0")"
+# Relative folders resolve against where you run it, as generate.py resolves ./checkpoints.
+export PYTHONPATH="$(cd "$(dirname "$0")" && pwd)${PYTHONPATH:+:$PYTHONPATH}"
 exec "${PYTHON:-python}" -m music2video.weights "$@"

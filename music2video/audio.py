@@ -4,9 +4,10 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import imageio_ffmpeg
 import librosa
 import numpy as np
+
+from .video import ffmpeg_exe, ffmpeg_path
 
 HOP_LENGTH = 512  # samples between analysis frames, for beats and loudness alike
 N_FFT = 2048  # librosa's default window for the mel spectrograms
@@ -41,8 +42,7 @@ def load_audio(path: Path, sr: int) -> np.ndarray:
         raise AudioError(f"audio file not found: {path}; check the path")
     if path.stat().st_size == 0:
         raise AudioError(f"audio file {path} is empty (0 bytes); give a file with sound in it")
-    # "file:" stops ffmpeg reading a name like "a:b.mp3" as protocol "a".
-    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "error", "-i", f"file:{path.absolute()}"]
+    cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-i", ffmpeg_path(path)]
     cmd += ["-map", "0:a:0", "-f", "f32le", "-ac", "1", "-ar", str(int(sr))]
     # Mix stereo as (L + R) / 2, as librosa.load does; ffmpeg's default gives 0.707 each.
     cmd += ["-rematrix_maxval", "1.0", "-"]

@@ -1,6 +1,7 @@
 """Command lines of generate.py and generate_interpolate.py: the seed's flags, checked up front."""
 
 import argparse
+import dataclasses
 import random
 import sys
 import warnings
@@ -14,7 +15,11 @@ MODES = {"beats": "generate.py", "interpolate": "generate_interpolate.py"}
 # Settings that change how a run is shown or where it lives, not what it renders: a resumed
 # run may differ in these.
 NOT_IDENTITY = {"output", "quiet", "overwrite", "save_every", "cuda_device", "gpu_id",
-                "checkpoints", "deterministic", "audio_prompt", "lyrics", "video", "seed"}
+                "deterministic", "video", "output_video_fps", "compile",
+                # files: compared by content (song, lyrics, start picture) or by resolved path
+                # and size (weights) in run_identity, not by how they were spelled
+                "audio_prompt", "lyrics", "init_image", "seed", "checkpoints", "clip_model",
+                "vqgan_config", "vqgan_checkpoint", "wav2clip_checkpoint"}
 
 
 class Fatal(Exception):
@@ -118,7 +123,8 @@ def add_seed_flags(p: argparse.ArgumentParser) -> None:
     a("-s", "--size", nargs=2, type=int, default=[512, 512], metavar=("W", "H"), help="picture size")
     a("-ii", "--init_image", type=Path, default=None, help="start from this picture")
     a("-in", "--init_noise", choices=["pixels", "gradient"], default=None, help="start from noise")
-    a("-iw", "--init_weight", type=float, default=0.0, help="pull towards the start, fading")
+    a("-iw", "--init_weight", type=float, default=0.0,
+      help="pull of the latent towards zero (the seed's rule), fading within each segment")
     a("-m", "--clip_model", default="ViT-B/32", help="CLIP model name or checkpoint path")
     a("-conf", "--vqgan_config", type=Path, default=None,
       help="VQGAN yaml (default: checkpoints/vqgan_imagenet_f16_16384.yaml)")
@@ -196,8 +202,16 @@ def _check_flags(p: argparse.ArgumentParser, args) -> None:
         p.error("-i takes a positive total and cannot be combined with -ips; give one of them")
     if len(args.noise_prompt_seeds) != len(args.noise_prompt_weights):
         p.error("-nps and -npw need one weight per seed")
-    if args.change_prompt_every and not args.prompts:
+    if args.change_prompt_every and "^" not in (args.prompts or ""):
         p.error("-cpe cycles the '^'-separated phrases of -p; give -p 'a^b^c'")
+    if args.init_image and args.init_noise:
+        p.error("-ii and -in both set the start picture; give one of them")
+    if getattr(args, "lyric_beats", 1) < 1:
+        p.error("--lyric_beats must be at least 1")
+    zoom = (args.zoom_start, args.zoom_save_every, args.zoom_scale, args.zoom_shift_x,
+            args.zoom_shift_y)
+    if not args.zoom_video and zoom != (0, 10, 0.99, 0, 0):
+        warnings.warn("the zoom settings (-zs -zse -zsc -zsx -zsy) only act with -zvid")
     _check_fps(p, args)
 
 
@@ -210,8 +224,6 @@ def _check_fps(p: argparse.ArgumentParser, args) -> None:
         p.error(f"--fps must be greater than 0, got {args.fps}")
     if args.output_video_fps and args.output_video_fps <= args.fps:
         p.error(f"-ofps ({args.output_video_fps:g}) must be above the rendered --fps ({args.fps:g})")
-    if getattr(args, "lyric_beats", 1) < 1:
-        p.error("--lyric_beats must be at least 1")
 
 
 def parse_options(mode: str, argv=None) -> Options:
@@ -239,12 +251,6 @@ class Song:
     samples: "np.ndarray"  # (n,) mono float32 at sr
     sr: int
     duration: float  # seconds
-
-    def sha256(self) -> str:
-        """Digest of the song file, so a resumed run knows it is the same song."""
-        from .download import sha256sum
-
-        return sha256sum(self.path)
 
 
 def read_song(opts: Options) -> Song:
@@ -296,13 +302,36 @@ def build_schedule(opts: Options, song: Song, lyrics: list) -> list:
 
 def resolve_precision(opts: Options, device) -> Options:
     """Options with 'auto' precision made concrete for the device."""
-    import dataclasses
-
     from .optimise import default_precision
 
     if opts.precision != "auto":
         return opts
     return dataclasses.replace(opts, precision=default_precision(device))
+
+
+def check_images(opts: Options) -> None:
+    """The start picture and the image prompts must be pictures PIL can read."""
+    from PIL import Image
+
+    from .guidance import parse_prompt, split_prompts
+
+    paths = [parse_prompt(item)[0] for item in split_prompts(opts.image_prompts)]
+    for path in paths + ([opts.init_image] if opts.init_image else []):
+        try:
+            with Image.open(path) as img:
+                img.verify()
+        except (OSError, ValueError) as err:
+            raise Fatal(f"cannot read image {path} ({type(err).__name__}); give a PNG or JPEG "
+                        "file") from None
+
+
+def run_identity(opts: Options, paths: dict) -> dict:
+    """What a resumed run must share with the run it continues: settings, and files by content."""
+    weights = {key: [str(Path(path).resolve()), Path(path).stat().st_size]
+               for key, path in sorted(paths.items())}
+    return {**opts.identity(), "audio": _digest(opts.audio_prompt), "lyrics": _digest(opts.lyrics),
+            "init_image": _digest(opts.init_image), "weights": weights,
+            **({"seed": opts.seed} if opts.seed is not None else {})}
 
 
 def say(opts: Options, message: str) -> None:
@@ -318,29 +347,30 @@ def generate(opts: Options) -> Path:
     import torch
 
     from .models import pick_device
-    from .run import Engine, RunFolder, load_models, resolve_weights
+    from .run import Engine, RunFolder, load_models, picture_size, resolve_weights
     from .video import join
 
     song = read_song(opts)
     lyrics = read_lyrics(opts, song.duration)
     segments = build_schedule(opts, song, lyrics)
+    check_images(opts)
     device = pick_device(opts.cuda_device, opts.gpu_id)
     opts = resolve_precision(opts, device)
     torch.backends.cudnn.deterministic = opts.deterministic
     torch.backends.cudnn.benchmark = not opts.deterministic
-    identity = {**opts.identity(), "audio": song.sha256(),
-                "lyrics": _digest(opts.lyrics), **({"seed": opts.seed} if opts.seed is not None else {})}
+    paths = resolve_weights(opts)
+    size = picture_size(opts, paths["config"])
     folder = RunFolder(opts.run_dir)
     seed = opts.seed if opts.seed is not None else random.randrange(2**31)
-    info = {"audio_path": str(song.path), "video": str(opts.video_path), "fps": opts.fps,
-            "output_video_fps": opts.output_video_fps}
-    manifest = folder.start(identity, segments, opts.overwrite, seed, info)
+    info = {"audio_path": str(song.path.resolve()), "video": str(opts.video_path.resolve()),
+            "fps": opts.fps, "output_video_fps": opts.output_video_fps}
+    manifest = folder.start(run_identity(opts, paths), segments, opts.overwrite, seed, info)
     steps = sum(s.iterations for s in segments)
     say(opts, f"{song.path}: {song.duration:.2f} s, {len(segments)} segments, {steps} steps, "
               f"{round(song.duration * opts.fps)} frames at {opts.fps:g} fps; device {device}, "
               f"{opts.precision}, seed {manifest['seed']}")
     say(opts, f"video will be written to {opts.video_path} (chunks in {folder.path}/)")
-    models = load_models(opts, resolve_weights(opts), device, manifest["seed"])
+    models = load_models(opts, paths, size, device, manifest["seed"])
     Engine(opts, song, models, folder, manifest, segments).run()
     join(folder.finished_chunks(manifest), song.path, opts.video_path, opts.output_video_fps,
          video_seconds=segments[-1].frame_end / opts.fps)

@@ -2,13 +2,13 @@
 
 import argparse
 import csv
-import functools
 import os
 import subprocess
 from pathlib import Path
 
-import imageio_ffmpeg
 import numpy as np
+
+from .video import encoders, ffmpeg_exe, ffmpeg_path
 
 DEMO_SR = 44100
 DEMO_BPM = 120.0
@@ -202,14 +202,6 @@ def demo_song(sr: int = DEMO_SR, seed: int = 0) -> np.ndarray:
     return (0.8 * out / np.abs(out).max()).astype(np.float32)
 
 
-@functools.lru_cache(maxsize=1)
-def _ffmpeg_encoders() -> frozenset:
-    """Names of the audio encoders the imageio-ffmpeg binary has."""
-    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-encoders"]
-    lines = subprocess.run(cmd, capture_output=True, check=True, text=True).stdout.splitlines()
-    return frozenset(line.split()[1] for line in lines if line.strip().startswith("A"))
-
-
 def _encoder_args(suffix: str, bitrate: str) -> tuple:
     """Container name and codec arguments for writing an audio file with this suffix."""
     if suffix not in _FORMATS:
@@ -217,7 +209,7 @@ def _encoder_args(suffix: str, bitrate: str) -> tuple:
                          f"name the file with one of {', '.join(_FORMATS)}")
     container, codec = _FORMATS[suffix]
     if suffix == ".ogg":
-        found = [name for name in ("libvorbis", "libopus") if name in _ffmpeg_encoders()]
+        found = [name for name in ("libvorbis", "libopus") if name in encoders()]
         if not found:
             raise ValueError("this ffmpeg has no Ogg encoder (libvorbis or libopus); "
                              "write .flac or .wav instead")
@@ -237,10 +229,10 @@ def encode_audio(y: np.ndarray, sr: int, path: Path, bitrate: str = "192k") -> P
                          "mix the channels first")
     container, codec = _encoder_args(path.suffix.lower(), bitrate)
     tmp = path.with_name(path.name + ".part")
-    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "error", "-y"]
+    cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-y"]
     cmd += ["-f", "f32le", "-ac", "1", "-ar", str(sr), "-i", "-"] + codec
     # bitexact leaves out the encoder's version tag, so the same audio gives the same file.
-    cmd += ["-fflags", "+bitexact", "-flags:a", "+bitexact", "-f", container, f"file:{tmp.absolute()}"]
+    cmd += ["-fflags", "+bitexact", "-flags:a", "+bitexact", "-f", container, ffmpeg_path(tmp)]
     try:
         subprocess.run(cmd, input=y.tobytes(), capture_output=True, check=True)
     except subprocess.CalledProcessError as e:

@@ -69,6 +69,11 @@ class VQGAN(nn.Module):
         return clamp_with_grad(self.decoder(self.post_quant_conv(z_q)).add(1).div(2), 0, 1)
 
 
+def cell_size(params: dict) -> int:
+    """Pixels per latent cell of a VQGAN config's params, read without building the model."""
+    return 2 ** (len(params["ddconfig"]["ch_mult"]) - 1)
+
+
 def read_vqgan_config(path: Path) -> tuple[str, dict]:
     """The model target and params of a taming yaml config."""
     from omegaconf import OmegaConf
@@ -121,15 +126,20 @@ def _state_dict(path: Path) -> dict:
         raise ModelError(str(err)) from None
 
 
-def clip_path(name: str, root: Path, quiet: bool = False) -> Path:
-    """A CLIP checkpoint file: the path itself, or the named model's file (fetched if missing)."""
+def check_clip_name(name: str) -> None:
+    """Raises unless name is a CLIP model name or an existing checkpoint file."""
     import clip
 
-    if os.path.isfile(name):
-        return Path(name)
-    if name not in clip.available_models():
+    if not os.path.isfile(name) and name not in clip.available_models():
         raise ModelError(f"Model {name} not found; available models = {clip.available_models()} "
                          "or a path to a CLIP checkpoint file")
+
+
+def clip_path(name: str, root: Path, quiet: bool = False) -> Path:
+    """A CLIP checkpoint file: the path itself, or the named model's file (fetched if missing)."""
+    check_clip_name(name)
+    if os.path.isfile(name):
+        return Path(name)
     return weights.fetch(name, root, quiet=quiet)[0]
 
 

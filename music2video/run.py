@@ -12,11 +12,11 @@ from tqdm import tqdm
 
 from . import weights
 from .guidance import MakeCutouts, Perceptor, Target, noise_target, parse_prompt, split_prompts
-from .models import (ModelError, clip_path, embed_audio, load_clip, load_vqgan, load_wav2clip,
-                     read_vqgan_config)
+from .models import (ModelError, cell_size, check_clip_name, clip_path, embed_audio, load_clip,
+                     load_vqgan, load_wav2clip, read_vqgan_config)
 from .optimise import (Optimiser, load_image, noise_image, random_latent, to_frame, zoom_shift)
 from .schedule import Segment, audio_window, frame_sources
-from .video import FrameWriter
+from .video import FrameWriter, part_path
 
 MANIFEST = "manifest.json"
 VERSION = 1
@@ -38,12 +38,19 @@ def chunk_name(index: int, count: int) -> str:
 
 def write_json(path: Path, data: dict) -> None:
     """Writes JSON atomically: a temporary file, fsynced, then renamed over the old one."""
-    part = path.with_name(f".{path.name}.part")
+    part = part_path(path)
     with open(part, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=1, ensure_ascii=False)
         f.flush()
         os.fsync(f.fileno())
     os.replace(part, path)
+
+
+def _same(key: str, value, old: dict) -> bool:
+    """Whether an identity entry matches the old run's (a -sd equal to its drawn seed does)."""
+    if key == "seed" and "seed" not in old.get("identity", {}):
+        return value == old.get("seed")
+    return old.get("identity", {}).get(key) == value
 
 
 def segment_record(seg: Segment, count: int) -> dict:
@@ -88,13 +95,14 @@ class RunFolder:
               info: dict) -> dict:
         """The manifest to work from: the folder's own when it is the same run, else a new one.
 
-        A new run records `seed`; a resumed one keeps the seed it started with. `info` (song
-        path, video path, fps) is recorded either way, for combine_mp4.py."""
+        A run with no finished segment is simply replaced. A new run records `seed`; a resumed
+        one keeps the seed it started with. `info` (song path, video path, fps) is recorded
+        either way, for combine_mp4.py."""
         old = self.read()
         identity = json.loads(json.dumps(identity))  # tuples become lists, as when read back
         plan = json.loads(json.dumps([segment_record(s, len(segments)) for s in segments]))
-        if old is not None and not overwrite:
-            differs = [k for k in identity if old.get("identity", {}).get(k) != identity[k]]
+        if old is not None and not overwrite and old.get("done"):
+            differs = [k for k in identity if not _same(k, identity[k], old)]
             if not differs and old.get("segments") != plan:
                 differs = ["segment plan"]
             if differs:
@@ -111,8 +119,9 @@ class RunFolder:
         return manifest
 
     def remove_leftovers(self) -> None:
-        """Deletes temporary files an interrupted run left behind."""
-        for item in self.path.glob(".*.part*"):
+        """Deletes temporary files an interrupted run left: in its folder, and beside it."""
+        leftovers = [*self.path.glob(".*.part*"), *self.path.parent.glob(f".{self.path.name}.*")]
+        for item in leftovers:
             item.unlink(missing_ok=True)
 
     def chunk(self, record: dict) -> Path | None:
@@ -122,7 +131,7 @@ class RunFolder:
     def save_state(self, manifest: dict, index: int, state: dict) -> None:
         """Records segment `index` as finished, with the state to continue from."""
         name = f"state_{index:06d}.pt"
-        part = self.path / f".{name}.part"
+        part = part_path(self.path / name)
         torch.save(state, part)
         os.replace(part, self.path / name)
         old = manifest["state"]
@@ -179,7 +188,13 @@ class Engine:
         self.folder, self.manifest, self.segments = folder, manifest, segments
         self.width, self.height = models.size
         self.text_cache: dict[str, object] = {}
+        torch.manual_seed(manifest["seed"])  # image prompts' cut-outs are random too
         self.style = self._style_targets()
+
+    def log(self, message: str) -> None:
+        """A line above the progress bar, unless -q."""
+        if not self.opts.quiet:
+            tqdm.write(message)
 
     def _text(self, text: str, weight=1.0, stop=float("-inf")):
         """CLIP target of a text, computed once per distinct text."""
@@ -240,7 +255,7 @@ class Engine:
         if o.save_every and iteration % o.save_every == 0:
             save_preview(result.image, o.preview)
             if not o.quiet:
-                tqdm.write(f"step {iteration}: loss {result.loss.item():.4g}")
+                self.log(f"step {iteration}: loss {result.loss.item():.4g}")
         if o.zoom_video and iteration >= o.zoom_start and (iteration + 1) % o.zoom_save_every == 0:
             with torch.no_grad():
                 moved = zoom_shift(self.models.vqgan.synth(opt.z), o.zoom_scale,
@@ -276,15 +291,14 @@ class Engine:
         if first >= count:
             return
         if first:
-            tqdm.write(f"resuming at segment {first + 1} of {count}")
+            self.log(f"resuming at segment {first + 1} of {count}")
         opt, previous, iteration = self._start_optimiser()
         total = sum(s.iterations for s in self.segments)
         with tqdm(total=total, initial=self.manifest["iterations_done"], unit="it",
                   desc="rendering", disable=self.opts.quiet, dynamic_ncols=True) as bar:
             for seg in self.segments[first:]:
                 torch.manual_seed(self.manifest["seed"] + seg.index)
-                if not self.opts.quiet:
-                    tqdm.write(describe(seg, count))
+                self.log(describe(seg, count))
                 try:
                     previous, iteration = self._render_segment(seg, opt, previous, iteration, bar)
                 except KeyboardInterrupt:
@@ -298,7 +312,7 @@ class Engine:
 def save_preview(image: torch.Tensor, path: Path) -> None:
     """Writes the current picture as a PNG, atomically (the seed's -o preview)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(f".{path.stem}.part{path.suffix}")
+    part = part_path(path)
     Image.fromarray(to_frame(image).numpy()).save(part, format="PNG")
     os.replace(part, path)
 
@@ -316,26 +330,38 @@ class Models:
     initial_latent: torch.Tensor  # (1, e, h, w) where a new run starts
 
 
+def _given_weights(opts) -> dict[str, Path]:
+    """The weight files named on the command line, checked to exist."""
+    if bool(opts.vqgan_config) != bool(opts.vqgan_checkpoint):
+        raise ModelError("give both -conf and -ckpt (a VQGAN is a yaml config plus a checkpoint)")
+    given = {"config": opts.vqgan_config, "ckpt": opts.vqgan_checkpoint,
+             "wav2clip": opts.wav2clip_checkpoint}
+    given = {key: Path(path) for key, path in given.items() if path}
+    for path in given.values():
+        if not path.is_file():
+            raise ModelError(f"{path} not found; check the path, or leave the flag out to use "
+                             "the default model (bash download_models.sh fetches it)")
+    return given
+
+
 def resolve_weights(opts) -> dict[str, Path]:
-    """Paths of the three models' files, fetching the registry's defaults when missing."""
+    """Paths of the three models' files; the registry's defaults are fetched when missing.
+
+    Everything the user named is checked before anything is downloaded."""
     root = weights.checkpoint_dir(opts.checkpoints)
-    paths = {}
-    if opts.vqgan_config or opts.vqgan_checkpoint:
-        if not (opts.vqgan_config and opts.vqgan_checkpoint):
-            raise ModelError("give both -conf and -ckpt (a VQGAN is a yaml config plus a checkpoint)")
-        paths["config"], paths["ckpt"] = Path(opts.vqgan_config), Path(opts.vqgan_checkpoint)
-    else:
+    paths = _given_weights(opts)
+    check_clip_name(opts.clip_model)
+    if "config" not in paths:
         paths["config"], paths["ckpt"] = weights.fetch(weights.DEFAULT_VQGAN, root, opts.quiet)
     paths["clip"] = clip_path(opts.clip_model, root, opts.quiet)
-    if opts.wav2clip_checkpoint:
-        paths["wav2clip"] = Path(opts.wav2clip_checkpoint)
-    else:
+    if "wav2clip" not in paths:
         (paths["wav2clip"],) = weights.fetch("wav2clip", root, opts.quiet)
     return paths
 
 
-def picture_size(opts, factor: int) -> tuple[int, int]:
-    """-s rounded down to whole VQGAN cells; too small a size is an error."""
+def picture_size(opts, config: Path) -> tuple[int, int]:
+    """-s rounded down to whole cells of the configured VQGAN; too small a size is an error."""
+    factor = cell_size(read_vqgan_config(config)[1])
     width, height = (s // factor * factor for s in opts.size)
     if not width or not height:
         raise ModelError(f"-s {opts.size[0]} {opts.size[1]} is smaller than one {factor}-pixel "
@@ -357,10 +383,8 @@ def first_latent(opts, vqgan, size, seed: int, device) -> torch.Tensor:
         return vqgan.encode(image.to(device))
 
 
-def load_models(opts, paths: dict, device, seed: int) -> Models:
+def load_models(opts, paths: dict, size: tuple[int, int], device, seed: int) -> Models:
     """Loads VQGAN, CLIP (with the cut-outs) and Wav2CLIP onto the device."""
-    target, params = read_vqgan_config(paths["config"])
-    size = picture_size(opts, 2 ** (len(params["ddconfig"]["ch_mult"]) - 1))
     vqgan = load_vqgan(paths["config"], paths["ckpt"], device)
     clip_model = load_clip(paths["clip"], device)
     cutouts = MakeCutouts(clip_model.visual.input_resolution, opts.num_cuts, opts.cut_method,

@@ -27,6 +27,20 @@ def ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
+def ffmpeg_path(path: Path) -> str:
+    """A path as an ffmpeg input or output: 'file:' keeps a name like 'a:b.mp3' from being read
+    as protocol 'a'."""
+    return f"file:{Path(path).absolute()}"
+
+
+def encoders() -> frozenset:
+    """Names of the encoders the ffmpeg binary has."""
+    listing = subprocess.run([ffmpeg_exe(), "-hide_banner", "-encoders"], capture_output=True,
+                             text=True).stdout
+    return frozenset(line.split()[1] for line in listing.splitlines()
+                     if len(line.split()) > 1 and line.startswith(" "))
+
+
 def _tail(stderr: bytes | str, lines: int = 3) -> str:
     """The last lines of ffmpeg's stderr, joined on one line."""
     text = stderr.decode(errors="replace") if isinstance(stderr, bytes) else stderr
@@ -66,7 +80,7 @@ class FrameWriter:
         self.shape, self.count = (height, width, 3), 0
         cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
                "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", f"{fps}",
-               "-i", "-", *encoder_args(), "-an", "-f", "mp4", str(self.part)]
+               "-i", "-", *encoder_args(), "-an", "-f", "mp4", ffmpeg_path(self.part)]
         # Its own session: a Ctrl-C in the terminal reaches Python, which closes ffmpeg itself.
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE,
                                      start_new_session=True)
@@ -159,11 +173,7 @@ def _nvenc_usable() -> bool:
     """Whether ffmpeg has NVENC and a CUDA GPU is there to run it."""
     import torch
 
-    if not torch.cuda.is_available():
-        return False
-    listed = subprocess.run([ffmpeg_exe(), "-hide_banner", "-encoders"], capture_output=True,
-                            text=True).stdout
-    return "h264_nvenc" in listed
+    return torch.cuda.is_available() and "h264_nvenc" in encoders()
 
 
 def _video_args(interpolate_fps: float, seconds: float | None) -> list[list[str]]:
@@ -193,16 +203,17 @@ def join(chunks: list[Path], audio: Path, out: Path, interpolate_fps: float = 0,
     if missing:
         raise VideoError(f"cannot join into {out}: missing chunk(s) {', '.join(missing[:5])}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    listing = concat_list(chunks, out.with_name(f".{out.stem}.concat.txt"))
+    listing = concat_list(chunks, out.with_name(f".{out.stem}.{os.getpid()}.concat.txt"))
     part = part_path(out)
     trim = ["-t", f"{audio_seconds:.6f}"] if audio_seconds is not None else []
     try:
         for attempt, video in enumerate(options := _video_args(interpolate_fps, video_seconds)):
             try:
-                run_ffmpeg(["-xerror", "-f", "concat", "-safe", "0", "-i", str(listing), *trim,
-                            "-i", str(audio), "-map", "0:v:0", "-map", "1:a:0", *video,
-                            "-c:a", "aac", "-b:a", AUDIO_BITRATE, "-movflags", "+faststart",
-                            "-f", "mp4", str(part)], f"join the chunks into {out}")
+                run_ffmpeg(["-xerror", "-f", "concat", "-safe", "0", "-i", ffmpeg_path(listing),
+                            *trim, "-i", ffmpeg_path(audio), "-map", "0:v:0", "-map", "1:a:0",
+                            *video, "-c:a", "aac", "-b:a", AUDIO_BITRATE, "-movflags",
+                            "+faststart", "-f", "mp4", ffmpeg_path(part)],
+                           f"join the chunks into {out}")
                 break
             except VideoError:
                 if attempt == len(options) - 1:
@@ -217,7 +228,7 @@ def join(chunks: list[Path], audio: Path, out: Path, interpolate_fps: float = 0,
 
 def probe(path: Path) -> dict:
     """Streams and durations of a media file, read from ffmpeg's report."""
-    result = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)],
+    result = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", ffmpeg_path(path)],
                             capture_output=True, text=True)
     report = result.stderr
     video = re.findall(r"Stream #\S+.*?: Video: (\w+).*?, (\d+)x(\d+)", report)

@@ -71,7 +71,7 @@ def registry() -> dict[str, Model]:
         _vqgan("wikiart_16384", "http://eaidata.bmk.sh/data/Wikiart_16384/wikiart_f16_16384_8145600",
                1000, licence="unstated (community model trained on WikiArt)"),
         *_clip_models(),
-        Model("wav2clip", "wav2clip", (WeightFile("Wav2CLIP.pt", WAV2CLIP_URL),), 45, "MIT (Wav2CLIP)"),
+        Model("wav2clip", "wav2clip", (WeightFile("Wav2CLIP.pt", WAV2CLIP_URL),), 47, "MIT (Wav2CLIP)"),
     ]
     return {m.name: m for m in models}
 

@@ -223,7 +223,7 @@ def test_peak_on_tiny_and_out_of_range_spans():
 
 
 def test_encode_audio_falls_back_to_opus_for_ogg(tmp_path, monkeypatch):
-    monkeypatch.setattr(demo, "_ffmpeg_encoders", lambda: frozenset({"libopus", "aac"}))
+    monkeypatch.setattr(demo, "encoders", lambda: frozenset({"libopus", "aac"}))
     path = demo.encode_audio(sine(440, 1.0, 44100), 44100, tmp_path / "opus.ogg")
     y = load_audio(path, 44100)
     assert abs(len(y) - 44100) <= 0.05 * 44100 and main_freq(y, 44100) == pytest.approx(440, abs=2)
@@ -232,7 +232,7 @@ def test_encode_audio_falls_back_to_opus_for_ogg(tmp_path, monkeypatch):
 def test_encode_audio_refuses_formats_it_cannot_write(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="cannot write audio format '.aiff'"):
         demo.encode_audio(sine(440, 0.1, 16000), 16000, tmp_path / "song.aiff")
-    monkeypatch.setattr(demo, "_ffmpeg_encoders", lambda: frozenset())
+    monkeypatch.setattr(demo, "encoders", lambda: frozenset())
     with pytest.raises(ValueError, match="no Ogg encoder"):
         demo.encode_audio(sine(440, 0.1, 16000), 16000, tmp_path / "song.ogg")
     assert list(tmp_path.iterdir()) == []  # nothing half-written left behind

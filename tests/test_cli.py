@@ -170,3 +170,24 @@ def test_init_noise_modes_run(tmp_path, short_song, model_flags, mode):
     args = base_args(tmp_path, short_song, *model_flags, "-in", "gradient", "-ips", "1",
                      "-cutm", "original", "-opt", "RAdam")
     assert cli.main(mode, args) == 0
+
+
+def test_failed_start_leaves_no_blocking_run(tmp_path, capsys, short_song, model_flags):
+    """A command that fails its checks, then the corrected one: no --overwrite needed."""
+    wrong_model = [*model_flags[:4], "-m", "ViT-Bogus", *model_flags[6:]]
+    assert cli.main("beats", base_args(tmp_path, short_song, *wrong_model)) == 1
+    assert cli.main("beats", base_args(tmp_path, short_song, *model_flags, "-s", "2", "2")) == 1
+    capsys.readouterr()
+    assert cli.main("beats", base_args(tmp_path, short_song, *model_flags, "-ips", "1")) == 0
+    assert (tmp_path / "out" / "v.mp4").is_file()
+
+
+@pytest.mark.parametrize("flag", ["-ii", "-ip"])
+def test_missing_or_unreadable_pictures(tmp_path, capsys, short_song, no_models, flag):
+    assert cli.main("beats", base_args(tmp_path, short_song, flag, str(tmp_path / "no.png"))) == 1
+    one_error_line(capsys, "no.png", "PNG or JPEG")
+    text = tmp_path / "notes.png"
+    text.write_text("not a picture")
+    assert cli.main("beats", base_args(tmp_path, short_song, flag, f"{text}:0.5")) == 1
+    one_error_line(capsys, "notes.png")
+    assert not (tmp_path / "out").exists()

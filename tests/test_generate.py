@@ -109,7 +109,7 @@ def test_style_prompt_enters_the_loss(tiny_models, model_flags, short_song, tmp_
         opts = cli.resolve_precision(opts, torch.device("cpu"))
         paths = {"config": tiny_models["vqgan_config"], "ckpt": tiny_models["vqgan_checkpoint"],
                  "clip": tiny_models["clip"], "wav2clip": tiny_models["wav2clip"]}
-        models = load_models(opts, paths, torch.device("cpu"), seed=1)
+        models = load_models(opts, paths, (64, 64), torch.device("cpu"), seed=1)
         engine = Engine(opts, None, models, None, {"seed": 1}, [])
         goal = Target(torch.ones(1, models.embed_dim))
         torch.manual_seed(0)
@@ -151,3 +151,17 @@ def test_demo_song_and_lyrics_are_in_the_repo():
     assert 20 <= len(samples) / 16000 <= 40
     assert all(0 < line.time < len(samples) / 16000 for line in lines)
     assert any(":" in line.text for line in lines)
+
+
+def test_relative_names_with_colons(tmp_path, short_song, model_flags):
+    """ffmpeg reads 'track:1.mp3' as a protocol unless told it is a file."""
+    (tmp_path / "track:1.mp3").write_bytes(short_song.read_bytes())
+    args = ["-ap", "track:1.mp3", "-o", "take:2/v.png", "-ips", "1", "-s", "64", "64",
+            "-cuts", "2", "-q", *model_flags]
+    result = run_script("generate.py", args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    stats = video_stats(tmp_path / "take:2" / "v.mp4")
+    assert abs(stats["frames"] / FPS - stats["audio_seconds"]) <= 1 / FPS
+    again = run_script("combine_mp4.py", ["take:2/v", "--output", "re:joined.mp4"], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert video_stats(tmp_path / "re:joined.mp4")["frames"] == stats["frames"]

@@ -113,7 +113,8 @@ def test_partial_join_of_a_killed_run(killed_run):
     assert refused.returncode == 1 and "--partial" in refused.stderr
 
 
-def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, short_song, lyrics_file, model_flags):
+def test_ctrl_c_stops_cleanly_and_resumes_to_the_same_video(tmp_path, short_song, lyrics_file,
+                                                            model_flags, full_run):
     args = interpolate_args("out/v.png", short_song, lyrics_file, model_flags)
     proc = start_run(tmp_path, args)
     wait_for_segments(tmp_path / "out" / "v", proc, 1)
@@ -124,6 +125,19 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, short_song, lyric
     assert "Traceback" not in stderr
     assert [p.name for p in (tmp_path / "out").rglob("*.part*")] == []
     assert not (tmp_path / "out" / "v.mp4").exists()
+    result = run_script("generate_interpolate.py", args, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert decoded_frames(tmp_path / "out" / "v.mp4") == decoded_frames(full_run["video"])
+
+
+def test_presentation_flags_do_not_block_resume(killed_run, full_run):
+    """-q, -se and -ofps change how a run is shown or finished, not its chunks."""
+    args = [*killed_run["args"], "-q", "-se", "7", "-ofps", "60"]
+    result = run_script("generate_interpolate.py", args, killed_run["cwd"])
+    assert result.returncode == 0, result.stderr
+    stats = video_stats(killed_run["cwd"] / "outputs" / "output.mp4")
+    assert stats["fps"] == 60
+    assert abs(stats["seconds"] - video_stats(full_run["video"])["seconds"]) <= 1 / FPS
 
 
 def test_changed_command_is_refused_unless_overwrite(full_run, short_song, lyrics_file, model_flags):
@@ -144,6 +158,31 @@ def test_combine_rejoins_in_segment_order(full_run, tmp_path):
                                            str(out)], full_run["cwd"])
     assert result.returncode == 0, result.stderr
     assert decoded_frames(out) == decoded_frames(full_run["video"])
+
+
+def test_combine_from_another_folder_uses_the_manifests_paths(full_run, tmp_path):
+    before = decoded_frames(full_run["video"])
+    result = run_script("combine_mp4.py", [str(full_run["run_dir"])], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert Path(result.stdout.strip()) == full_run["video"].resolve()
+    assert decoded_frames(full_run["video"]) == before
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_segments_shorter_than_a_frame_keep_the_count_exact(tmp_path, short_song, model_flags):
+    lyrics = write_lyrics(tmp_path / "close.csv", ["00:02.00,first", "00:02.01,second",
+                                                    "00:06,third"])
+    args = interpolate_args("o/v.png", short_song, lyrics, model_flags, "-ips", "2")
+    result = run_script("generate_interpolate.py", args, tmp_path)
+    assert result.returncode == 0, result.stderr
+    segments = json.loads((tmp_path / "o" / "v" / "manifest.json").read_text())["segments"]
+    empty = [s for s in segments if s["chunk"] is None]
+    assert empty and all(s["frame_start"] == s["frame_end"] and s["iterations"] >= 1 for s in empty)
+    assert {g["text"] for s in segments for g in s["goals"] if g["kind"] == "text"} == {
+        "first", "second", "third"}
+    stats = video_stats(tmp_path / "o" / "v.mp4")
+    assert stats["frames"] == segments[-1]["frame_end"]
+    assert abs(stats["frames"] / FPS - stats["audio_seconds"]) <= 1 / FPS
 
 
 def test_combine_names_a_missing_chunk(tmp_path, short_song, lyrics_file, model_flags):
