@@ -8,10 +8,12 @@ from pathlib import Path
 import torch
 
 # Non-tensor entries of PyTorch-Lightning checkpoints (callbacks keyed by their class,
-# hyper-parameters, numpy scalars) name globals from these packages. They are replaced by
-# inert stand-ins: nothing from these packages is imported or run while loading.
+# hyper-parameters, numpy scalars) name globals from these packages, or these plain-data
+# helpers. They are replaced by inert stand-ins: nothing they name is imported or run while
+# loading. Any other name (os.system, builtins.exec, ...) is refused.
 INERT_PREFIXES = ("pytorch_lightning.", "lightning.", "lightning_fabric.", "omegaconf.",
-                  "taming.", "numpy.")
+                  "taming.", "numpy.", "collections.", "pathlib.", "datetime.", "argparse.Namespace",
+                  "copyreg._reconstructor", "builtins.object")
 
 _UNSUPPORTED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 

@@ -168,3 +168,20 @@ def test_file_that_is_not_a_dictionary(tmp_path):
 def test_flat_state_dict_file(tmp_path):
     path = save({"a.weight": torch.ones(3), "note": "x"}, tmp_path / "flat.pt")
     assert list(state_dict_of(path)) == ["a.weight"]
+
+
+@pytest.mark.parametrize("zipped", [True, False])
+def test_hyper_parameters_of_plain_data_load(tmp_path, zipped):
+    """Lightning may store hyper-parameters as a Namespace holding paths and ordered dicts."""
+    import argparse
+    import collections
+    import pathlib
+
+    hparams = argparse.Namespace(base=pathlib.PurePosixPath("configs/x.yaml"),
+                                 extra=collections.OrderedDict(a=1))
+    path = tmp_path / "hp.ckpt"
+    torch.save({"state_dict": {"w": torch.ones(2)}, "hyper_parameters": hparams}, path,
+               _use_new_zipfile_serialization=zipped)
+    data = load_checkpoint(path)
+    assert torch.equal(data["state_dict"]["w"], torch.ones(2))
+    assert isinstance(data["hyper_parameters"], _Inert)
