@@ -1,8 +1,10 @@
 """Video: frames stream into ffmpeg as H.264 chunks, which are joined and muxed with the song."""
 
+import contextlib
 import os
 import queue
 import re
+import signal
 import subprocess
 import threading
 import warnings
@@ -78,16 +80,27 @@ class FrameWriter:
     def __init__(self, path: Path, width: int, height: int, fps: float, depth: int = 8):
         self.path, self.part = Path(path), part_path(Path(path))
         self.shape, self.count = (height, width, 3), 0
-        cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
-               "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", f"{fps}",
-               "-i", "-", *encoder_args(), "-an", "-f", "mp4", ffmpeg_path(self.part)]
-        # Its own session: a Ctrl-C in the terminal reaches Python, which closes ffmpeg itself.
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     start_new_session=True)
+        self.cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+                    "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
+                    "-r", f"{fps}", "-i", "-", *encoder_args(), "-an", "-f", "mp4",
+                    ffmpeg_path(self.part)]
+        self.proc: subprocess.Popen | None = None
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._drain, daemon=True)
-        self.thread.start()
+
+    def start(self) -> "FrameWriter":
+        """Starts ffmpeg and the writer thread (once); a Ctrl-C meanwhile stops both cleanly."""
+        if self.proc is None:
+            with held_interrupt() as caught:
+                # Its own session: a Ctrl-C in the terminal reaches Python, which stops ffmpeg.
+                self.proc = subprocess.Popen(self.cmd, stdin=subprocess.PIPE,
+                                             stderr=subprocess.PIPE, start_new_session=True)
+                self.thread.start()
+            if caught:
+                self.abort()
+                raise KeyboardInterrupt
+        return self
 
     def _drain(self) -> None:
         """Writer thread: pipes queued frames to ffmpeg until the None sentinel."""
@@ -105,6 +118,7 @@ class FrameWriter:
 
     def write(self, frame, repeat: int = 1) -> None:
         """Queues a frame to appear `repeat` times."""
+        self.start()
         if self.error is not None:
             message = _tail(self.proc.stderr.read()) if not self.proc.stderr.closed else ""
             self.abort()
@@ -125,6 +139,7 @@ class FrameWriter:
 
     def _finish(self) -> Path:
         """Drains the queue, waits for ffmpeg and renames the file into place."""
+        self.start()
         self.queue.put(None)
         self.thread.join()
         self.proc.stdin.close()
@@ -138,6 +153,8 @@ class FrameWriter:
 
     def abort(self) -> None:
         """Stops ffmpeg and removes the unfinished file."""
+        if self.proc is None:
+            return
         if self.thread.is_alive():
             self.error = self.error or InterruptedError()
             self.queue.put(None)
@@ -152,13 +169,29 @@ class FrameWriter:
         self.part.unlink(missing_ok=True)
 
     def __enter__(self):
-        return self
+        return self.start()
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is None:
             self.close()
         else:
             self.abort()
+
+
+@contextlib.contextmanager
+def held_interrupt():
+    """Holds a Ctrl-C back while the block starts a process, so no process goes unwatched.
+
+    Yields a list that is non-empty when a Ctrl-C came meanwhile."""
+    caught: list = []
+    if threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+    previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True))
+    try:
+        yield caught
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def concat_list(chunks: list[Path], path: Path) -> Path:
