@@ -295,7 +295,7 @@ def device_name(device: torch.device) -> str:
 def _setup(args, device):
     """Models, start latent and goals, shared by every loop of a run."""
     vqgan, clip_model = build_models(args.clip_model, device, args.tiny)
-    width, height = (s // vqgan.factor * vqgan.factor for s in args.size)
+    width, height = models.whole_cells(args.size, vqgan.factor)
     z = random_latent(vqgan, width, height, torch.Generator().manual_seed(0)).to(device)
     return vqgan, clip_model, z, goal_embeds(clip_model, device)
 

@@ -334,20 +334,12 @@ def run_identity(opts: Options, paths: dict) -> dict:
             **({"seed": opts.seed} if opts.seed is not None else {})}
 
 
-def say(opts: Options, message: str) -> None:
-    """A log line, unless -q."""
-    if not opts.quiet:
-        from tqdm import tqdm
-
-        tqdm.write(message)
-
-
 def generate(opts: Options) -> Path:
     """Checks the inputs, plans the song, loads the models and renders the video."""
     import torch
 
     from .models import pick_device
-    from .run import Engine, RunFolder, load_models, picture_size, resolve_weights
+    from .run import Engine, RunFolder, load_models, picture_size, resolve_weights, say
     from .video import join
 
     song = read_song(opts)
@@ -366,15 +358,15 @@ def generate(opts: Options) -> Path:
             "fps": opts.fps, "output_video_fps": opts.output_video_fps}
     manifest = folder.start(run_identity(opts, paths), segments, opts.overwrite, seed, info)
     steps = sum(s.iterations for s in segments)
-    say(opts, f"{song.path}: {song.duration:.2f} s, {len(segments)} segments, {steps} steps, "
-              f"{round(song.duration * opts.fps)} frames at {opts.fps:g} fps; device {device}, "
-              f"{opts.precision}, seed {manifest['seed']}")
-    say(opts, f"video will be written to {opts.video_path} (chunks in {folder.path}/)")
+    say(opts.quiet, f"{song.path}: {song.duration:.2f} s, {len(segments)} segments, {steps} "
+                    f"steps, {round(song.duration * opts.fps)} frames at {opts.fps:g} fps; "
+                    f"device {device}, {opts.precision}, seed {manifest['seed']}")
+    say(opts.quiet, f"video will be written to {opts.video_path} (chunks in {folder.path}/)")
     models = load_models(opts, paths, size, device, manifest["seed"])
     Engine(opts, song, models, folder, manifest, segments).run()
     join(folder.finished_chunks(manifest), song.path, opts.video_path, opts.output_video_fps,
          video_seconds=segments[-1].frame_end / opts.fps)
-    say(opts, f"done: {opts.video_path}")
+    say(opts.quiet, f"done: {opts.video_path}")
     return opts.video_path
 
 

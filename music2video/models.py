@@ -74,6 +74,12 @@ def cell_size(params: dict) -> int:
     return 2 ** (len(params["ddconfig"]["ch_mult"]) - 1)
 
 
+def whole_cells(size, factor: int) -> tuple[int, int]:
+    """A (width, height) rounded down to whole latent cells."""
+    width, height = size
+    return width // factor * factor, height // factor * factor
+
+
 def read_vqgan_config(path: Path) -> tuple[str, dict]:
     """The model target and params of a taming yaml config."""
     from omegaconf import OmegaConf

@@ -13,7 +13,7 @@ from tqdm import tqdm
 from . import weights
 from .guidance import MakeCutouts, Perceptor, Target, noise_target, parse_prompt, split_prompts
 from .models import (ModelError, cell_size, check_clip_name, clip_path, embed_audio, load_clip,
-                     load_vqgan, load_wav2clip, read_vqgan_config)
+                     load_vqgan, load_wav2clip, read_vqgan_config, whole_cells)
 from .optimise import (Optimiser, load_image, noise_image, random_latent, to_frame, zoom_shift)
 from .schedule import Segment, audio_window, frame_sources
 from .video import FrameWriter, part_path
@@ -167,6 +167,12 @@ class RunFolder:
         return chunks
 
 
+def say(quiet: bool, message: str) -> None:
+    """A log line that keeps clear of the progress bar, unless quiet."""
+    if not quiet:
+        tqdm.write(message)
+
+
 def describe(seg: Segment, count: int) -> str:
     """One line about a segment for the log: time span, steps, frames and goal."""
     goals = "; ".join(f"lyric {g.text!r}" if g.kind == "text" else "audio" for g in seg.goals)
@@ -193,8 +199,7 @@ class Engine:
 
     def log(self, message: str) -> None:
         """A line above the progress bar, unless -q."""
-        if not self.opts.quiet:
-            tqdm.write(message)
+        say(self.opts.quiet, message)
 
     def _text(self, text: str, weight=1.0, stop=float("-inf")):
         """CLIP target of a text, computed once per distinct text."""
@@ -362,7 +367,7 @@ def resolve_weights(opts) -> dict[str, Path]:
 def picture_size(opts, config: Path) -> tuple[int, int]:
     """-s rounded down to whole cells of the configured VQGAN; too small a size is an error."""
     factor = cell_size(read_vqgan_config(config)[1])
-    width, height = (s // factor * factor for s in opts.size)
+    width, height = whole_cells(opts.size, factor)
     if not width or not height:
         raise ModelError(f"-s {opts.size[0]} {opts.size[1]} is smaller than one {factor}-pixel "
                          f"VQGAN cell; use at least -s {factor} {factor}")
