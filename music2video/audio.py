@@ -56,7 +56,7 @@ def load_audio(path: Path, sr: int) -> np.ndarray:
     return y
 
 
-def _check_mono(y: np.ndarray) -> np.ndarray:
+def check_mono(y: np.ndarray) -> np.ndarray:
     """y as a 1-D float array, or a ValueError that says how to get one."""
     y = np.asarray(y)
     if y.ndim != 1:
@@ -73,19 +73,30 @@ def _has_pulse(onset_env: np.ndarray) -> bool:
 
 
 def beat_times(y: np.ndarray, sr: int) -> np.ndarray:
-    """Beat times in seconds (sorted, strictly inside (0, duration)); empty when the audio has no beat."""
-    y = _check_mono(y)
+    """Beat times in seconds (sorted, strictly inside (0, duration)); empty when the audio has no beat.
+
+    The seed's call, librosa.beat.beat_track(y=y, sr=sr), whose onset envelope is the median
+    over mel bands; where that finds no beat (narrow-band clicks move too few bands to shift the
+    median), the same tracker on the envelope's mean over bands."""
+    y = check_mono(y)
     none = np.zeros(0)
     if y.size < N_FFT or not np.isfinite(y).all() or np.abs(y).max() < SILENCE_PEAK:
         return none
-    # Mean over mel bands, not beat_track's own median, which misses narrow-band clicks.
-    onset_env = librosa.onset.onset_strength(y=y, sr=sr, hop_length=HOP_LENGTH)  # (frames,) dB rise
-    if not _has_pulse(onset_env):
+    mean_env = librosa.onset.onset_strength(y=y, sr=sr, hop_length=HOP_LENGTH)  # (frames,) dB rise
+    if not _has_pulse(mean_env):
         return none
-    _, beats = librosa.beat.beat_track(onset_envelope=onset_env, sr=sr, hop_length=HOP_LENGTH,
-                                       units="time")
-    beats = np.unique(np.asarray(beats, dtype=float))  # sorted, no duplicates
     duration = y.size / sr
+    beats = _inside(librosa.beat.beat_track(y=y, sr=sr, hop_length=HOP_LENGTH, units="time")[1],
+                    duration)
+    if beats.size == 0:
+        beats = _inside(librosa.beat.beat_track(onset_envelope=mean_env, sr=sr,
+                                                hop_length=HOP_LENGTH, units="time")[1], duration)
+    return beats
+
+
+def _inside(beats, duration: float) -> np.ndarray:
+    """Beat times sorted, without duplicates, strictly inside (0, duration)."""
+    beats = np.unique(np.asarray(beats, dtype=float))
     return beats[(beats > 0) & (beats < duration)]
 
 
@@ -108,7 +119,7 @@ class Loudness:
 
 def loudness(y: np.ndarray, sr: int) -> Loudness:
     """Normalised mean mel power, as the original project's -ips 0 rule used it."""
-    y = _check_mono(y)
+    y = check_mono(y)
     if y.size == 0:
         raise ValueError("cannot measure the loudness of empty audio; give at least one sample")
     if y.size < N_FFT:

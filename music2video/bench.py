@@ -4,6 +4,7 @@
     python -m music2video.bench --device cuda --size 512 512 --cuts 32 --steps 30 --precision bf16
     python -m music2video.bench --levers     # one row per lever, each against the same baseline
     python -m music2video.bench --memory     # peak RSS of generating a 1- and a 10-minute song
+    python -m music2video.bench --scaling --size 128 128   # 1 against 2 workers (in unshare -n)
 
 The networks have the real architectures (VQGAN ImageNet f16-16384, CLIP ViT-B/32) and random
 weights, so nothing is downloaded: the timings are real, the pictures are noise. Both loops run
@@ -31,12 +32,11 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-from . import models  # noqa: E402
+from . import models, precision  # noqa: E402
 from .autograd import clamp_with_grad, replace_grad  # noqa: E402
 from .guidance import (CLIP_MEAN, CLIP_STD, DEFAULT_AUGMENTS, NOISE_FAC, MakeCutouts,  # noqa: E402
                        Perceptor, Target, _augment)
-from .optimise import (PRECISIONS, Optimiser, default_precision, random_latent,  # noqa: E402
-                       to_frame)
+from .optimise import PRECISIONS, Optimiser, random_latent, to_frame  # noqa: E402
 
 # taming's configs/vqgan_imagenet_f16_16384.yaml, model.params without the training loss
 VQGAN_F16_16384 = {"embed_dim": 256, "n_embed": 16384, "ddconfig": {
@@ -188,13 +188,25 @@ class SeedLoop:
         return out
 
 
+@contextlib.contextmanager
+def fused_silu():
+    """taming's decoder with F.silu for its x * sigmoid(x): the same function, fused."""
+    import taming.modules.diffusionmodules.model as taming_model
+
+    saved, taming_model.nonlinearity = taming_model.nonlinearity, F.silu
+    try:
+        yield
+    finally:
+        taming_model.nonlinearity = saved
+
+
 class OurLoop:
     """The project's loop as run.Engine drives it: Optimiser.step, to_frame, FrameWriter."""
 
     cudnn_benchmark = True  # ours lets cuDNN pick its fastest convolutions
 
     def __init__(self, vqgan, clip_model, z, embeds, cuts: int, path: Path, precision: str,
-                 show_every: int = SHOW_EVERY, **levers):
+                 show_every: int = SHOW_EVERY, silu: bool = False, **levers):
         from .video import FrameWriter
 
         cutouts = MakeCutouts(clip_model.visual.input_resolution, cuts)
@@ -204,10 +216,12 @@ class OurLoop:
         height, width = z.shape[2] * vqgan.factor, z.shape[3] * vqgan.factor
         self.writer = FrameWriter(path, width, height, FPS)
         self.show_every, self.frames, self.frame_s = show_every, 0, 0.0
+        self.silu = silu
 
     def step(self, i: int):
         """One step and its frame; the loss is read only when the seed would show it."""
-        result = self.opt.step(self.targets, i)
+        with fused_silu() if self.silu else contextlib.nullcontext():
+            result = self.opt.step(self.targets, i)
         t = time.perf_counter()
         self.writer.write(to_frame(result.image, cpu=False))  # the writer thread copies it
         self.frame_s += time.perf_counter() - t
@@ -366,6 +380,8 @@ def _variants(args, device) -> list[tuple[str, dict]]:
             ("fp32 + channels_last", {"precision": "fp32", "channels_last": True}),
             ("bf16 autocast", {"precision": "bf16"}),
             ("bf16 + channels_last", {"precision": "bf16", "channels_last": True}),
+            ("fp32 + fused SiLU", {"precision": "fp32", "silu": True}),
+            ("bf16 + fused SiLU", {"precision": "bf16", "silu": True}),
             (f"{args.precision} + loss.item() every step",
              {"precision": args.precision, "show_every": 1})]
     if device.type == "cuda":
@@ -452,42 +468,90 @@ def video_levers(folder: Path, count: int, frames: int = 90) -> dict:
     return results
 
 
+def _generate(args: list, log: Path) -> tuple[float, float]:
+    """Runs generate.py's main in its own process; returns its wall seconds and peak RSS MB."""
+    code = "import sys; from music2video import cli; sys.exit(cli.main('beats', sys.argv[1:]))"
+    t = time.perf_counter()
+    with open(log, "wb") as err:
+        proc = subprocess.Popen([sys.executable, "-c", code, *map(str, args)],
+                                stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+    if os.waitstatus_to_exitcode(status):
+        raise RuntimeError(f"generate failed: {log.read_text()[-2000:]}")
+    return time.perf_counter() - t, usage.ru_maxrss / 1024
+
+
+def _tiny_flags(folder: Path) -> list:
+    """The flags that select freshly written tiny models."""
+    from . import tiny
+
+    files = tiny.write_all(folder)
+    return ["-conf", files["vqgan_config"], "-ckpt", files["vqgan_checkpoint"],
+            "-m", files["clip"], "--wav2clip_checkpoint", files["wav2clip"]]
+
+
 def memory(minutes: list[float], ips: float = 1.0, bpm: float = 60.0) -> dict:
     """Peak RSS of generate.py on songs of each length (tiny models, own process each)."""
-    from . import demo, tiny
+    from . import demo
 
     sr = 22050
     runs = {}
     with tempfile.TemporaryDirectory(prefix="m2v-memory-") as tmp:
         tmp = Path(tmp)
-        files = tiny.write_all(tmp / "models")
-        flags = ["-conf", files["vqgan_config"], "-ckpt", files["vqgan_checkpoint"],
-                 "-m", files["clip"], "--wav2clip_checkpoint", files["wav2clip"]]
+        flags = _tiny_flags(tmp / "models")
         for m in minutes:
             song = demo.encode_audio(demo.tonal_song(60 * m, bpm, sr), sr, tmp / f"song{m:g}.mp3")
             args = ["-ap", song, "-o", tmp / f"out{m:g}" / "output.png", "-ips", f"{ips:g}",
                     "-s", "64", "64", "-cuts", "4", "-se", "0", "-sd", "0", "-q", *flags]
-            code = ("import sys; from music2video import cli; "
-                    "sys.exit(cli.main('beats', sys.argv[1:]))")
-            t = time.perf_counter()
-            with open(tmp / f"stderr{m:g}.txt", "wb") as err:
-                proc = subprocess.Popen([sys.executable, "-c", code, *map(str, args)],
-                                        stdout=subprocess.DEVNULL, stderr=err)
-                _, status, usage = os.wait4(proc.pid, 0)
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            if proc.returncode:
-                raise RuntimeError(f"generate failed on the {m:g}-minute song: "
-                                   + (tmp / f"stderr{m:g}.txt").read_text()[-2000:])
-            runs[f"{m:g}"] = {"song_s": 60 * m, "wall_s": time.perf_counter() - t,
-                              "peak_rss_mb": usage.ru_maxrss / 1024}
-            print(f"{m:g}-minute song: peak RSS {usage.ru_maxrss / 1024:.0f} MB "
-                  f"({runs[f'{m:g}']['wall_s']:.0f} s)", flush=True)
+            wall, peak = _generate(args, tmp / f"stderr{m:g}.txt")
+            runs[f"{m:g}"] = {"song_s": 60 * m, "wall_s": wall, "peak_rss_mb": peak}
+            print(f"{m:g}-minute song: peak RSS {peak:.0f} MB ({wall:.0f} s)", flush=True)
     peaks = [r["peak_rss_mb"] for r in runs.values()]
     growth = peaks[-1] - peaks[0]
     print(f"growth from the shortest to the longest song: {growth:+.1f} MB "
           f"({100 * growth / peaks[0]:+.1f}%)")
     return {"memory": runs, "ips": ips, "size": [64, 64], "cuts": 4, "growth_mb": growth,
             "growth_pct": 100 * growth / peaks[0]}
+
+
+SCALING_RUNS = {  # name: the worker flags of one run
+    "1 worker, in process": ["--workers", "1"],
+    "1 worker, on Ray": ["--workers", "1", "--ray", "local"],
+    "2 workers, on Ray": ["--workers", "2"],
+}
+
+
+def scaling(args) -> dict:
+    """The demo song rendered by one worker and by two (tiny models, CPU): speed-up, and Ray's
+    cost per segment. Each run's render time comes from its report.json (the time from the
+    first section to the finished video, Ray's start-up excluded). Starts Ray: run it in a
+    loopback-only network namespace (see README)."""
+    from .folder import REPORT
+
+    song = Path(__file__).resolve().parents[1] / "demo" / "demo_song.mp3"
+    runs = {}
+    with tempfile.TemporaryDirectory(prefix="m2v-scaling-") as tmp:
+        tmp = Path(tmp)
+        flags = _tiny_flags(tmp / "models")
+        for name, workers in SCALING_RUNS.items():
+            out = tmp / name.replace(" ", "_").replace(",", "") / "v.png"
+            run = ["-ap", song, "-o", out, "-s", *map(str, args.size), "-cuts", str(args.cuts),
+                   "-ips", f"{args.ips:g}", "--sections", str(args.sections), "--precision",
+                   "fp32", "-se", "0", "-sd", "0", "-q", *workers, *flags]
+            wall, _ = _generate(run, tmp / "stderr.txt")
+            rep = json.loads((out.with_suffix("") / REPORT).read_text())
+            runs[name] = {"wall_s": wall, "render_s": rep["render_seconds"],
+                          "segments": rep["segments"], "steps": rep["steps"]}
+            print(f"{name}: render {rep['render_seconds']:.1f} s, wall {wall:.1f} s "
+                  f"({rep['segments']} segments, {rep['steps']} steps)", flush=True)
+    one, ray_one, two = (runs[name]["render_s"] for name in SCALING_RUNS)
+    segments = runs["1 worker, in process"]["segments"]
+    result = {"scaling": runs, "speedup_2_workers": one / two,
+              "ray_overhead_ms_per_segment": 1000 * (ray_one - one) / segments,
+              "sections": args.sections, "size": args.size, "cuts": args.cuts, "ips": args.ips}
+    print(f"2 workers: {result['speedup_2_workers']:.2f}x the speed of 1; Ray costs "
+          f"{result['ray_overhead_ms_per_segment']:.0f} ms per segment")
+    return result
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -504,7 +568,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--clip_model", choices=[k for k in CLIP_ARCHS if k != "tiny"],
                    default="ViT-B/32", help="CLIP architecture")
     p.add_argument("--precision", choices=("auto", *PRECISIONS), default="auto",
-                   help="our loop's arithmetic; auto: the fastest that holds fp32's losses here")
+                   help="our loop's arithmetic; auto: bf16 where it times faster here")
     p.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=False,
                    help="our decoder and CLIP with NHWC conv weights")
     p.add_argument("--compile", default=None, metavar="MODE",
@@ -516,6 +580,11 @@ def get_parser() -> argparse.ArgumentParser:
                    help="peak RSS of generating a 1- and a 10-minute song with tiny models instead")
     p.add_argument("--minutes", nargs="+", type=float, default=[1, 10],
                    help="song lengths for --memory")
+    p.add_argument("--scaling", action="store_true",
+                   help="the demo song on 1 and 2 workers (tiny models, Ray) instead; use --size, "
+                        "--cuts, --ips, --sections")
+    p.add_argument("--ips", type=float, default=10, help="steps per second of song for --scaling")
+    p.add_argument("--sections", type=int, default=4, help="sections for --scaling")
     return p
 
 
@@ -523,15 +592,21 @@ def main(argv=None) -> dict:
     """Command line: runs the benchmark and prints its figures, JSON last."""
     args = get_parser().parse_args(argv)
     device = torch.device(args.device)
-    if args.precision == "auto":
-        args.precision = default_precision(device)
+    reason = f"--precision {args.precision}"
+    if args.precision == "auto" and not (args.memory or args.scaling):
+        choice = precision.decide(device, args.size, args.cuts)
+        args.precision, reason = choice.precision, f"auto: {choice.reason}"
+        print(f"precision {args.precision} ({reason})", flush=True)
     if args.memory:
         result = memory(args.minutes)
+    elif args.scaling:
+        result = scaling(args)
     elif args.levers:
         result = levers(args)
     else:
         result = benchmark(args)
         report(result)
+    result["precision_reason"] = reason
     print(json.dumps(result))
     return result
 

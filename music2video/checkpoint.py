@@ -1,35 +1,64 @@
-"""Loading downloaded checkpoints without running code hidden in their pickles."""
+"""Loading checkpoints without running code hidden in their pickles, whatever the environment says.
 
+Every file goes through PyTorch's weights-only unpickler with weights_only=True passed
+explicitly, which TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD cannot override. TorchScript archives (OpenAI's
+CLIP files) are read the same way: only their tensors are taken, and none of their TorchScript
+code is compiled or run."""
+
+import _compat_pickle
+import io
 import pickle
+import pickletools
 import re
+import warnings
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
-# Non-tensor entries of PyTorch-Lightning checkpoints (callbacks keyed by their class,
-# hyper-parameters, numpy scalars) name globals from these packages, or these plain-data
-# helpers. They are replaced by inert stand-ins: nothing they name is imported or run while
-# loading. Any other name (os.system, builtins.exec, ...) is refused.
-INERT_PREFIXES = ("pytorch_lightning.", "lightning.", "lightning_fabric.", "omegaconf.",
-                  "taming.", "numpy.", "collections.", "pathlib.", "datetime.", "argparse.Namespace",
-                  "copyreg._reconstructor", "builtins.object")
+DOWNLOAD_FIX = "delete it and run: bash download_models.sh"
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # first pickle of a pre-zip torch.save file
+LEGACY_HEADER_PICKLES = 3  # magic number, protocol version, system info; then the object
+# Lightning checkpoints store callbacks keyed by their class, hyper-parameters (an OmegaConf
+# DictConfig, an AttributeDict, a Namespace, defaultdicts, paths, numpy scalars) and the like.
+# Globals of these packages, and these builtin types, are replaced by inert stand-ins: nothing
+# they name is imported or run while loading. Any other name (os.system, builtins.exec, ...)
+# is refused before the file is unpickled.
+PLAIN_DATA_PREFIXES = ("pytorch_lightning.", "lightning.", "lightning_fabric.", "omegaconf.",
+                       "taming.", "numpy.", "collections.", "pathlib.", "datetime.", "typing.",
+                       "argparse.Namespace", "copyreg._reconstructor")
+PLAIN_BUILTINS = frozenset(f"builtins.{name}" for name in (
+    "object", "dict", "list", "tuple", "set", "frozenset", "str", "bytes", "bytearray", "int",
+    "float", "complex", "bool", "slice", "range"))
+TORCHSCRIPT_PREFIX = "__torch__."  # the classes of a TorchScript archive's modules
+# Names torch's unpickler resolves itself: it allows its own rebuild functions and types and
+# refuses any other, so these are left to it.
+TORCH_OWNED = ("torch.", "_codecs.encode")
 
-_UNSUPPORTED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+_REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+_READ_ERRORS = (zipfile.BadZipFile, EOFError, OSError, RuntimeError, MemoryError)
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be loaded safely; str() names the file and the fix."""
 
 
+class _Unsupported(Exception):
+    """A pickle opcode the weights-only unpickler cannot run, found while scanning."""
+
+
 class _Inert:
-    """Stand-in for a class named in a checkpoint: accepts anything, does nothing."""
+    """Stand-in for a class a checkpoint names: it keeps what the pickle hands it, runs nothing."""
 
     def __init__(self, *args, **kwargs):
-        pass
+        self.args = args
 
     def __setstate__(self, state):
-        pass
+        self.state = state
+
+    def __setitem__(self, key, value):
+        self.__dict__.setdefault("items", {})[key] = value
 
 
 def _stand_in(qualified: str) -> type:
@@ -38,57 +67,165 @@ def _stand_in(qualified: str) -> type:
     return type(name, (_Inert,), {"__module__": module, "__qualname__": name})
 
 
-def _refuse_unsafe(path: Path, names: list[str]) -> None:
-    """Raises when a checkpoint names a global that could run code."""
-    unsafe = [n for n in names if not n.startswith(INERT_PREFIXES)]
-    if unsafe:
-        raise CheckpointError(
-            f"{path} refers to {', '.join(unsafe)}, which no model checkpoint needs; refusing to "
-            "load it (it could run code). Delete it and fetch a trusted copy: bash download_models.sh")
+def _is_plain_data(name: str, torchscript: bool) -> bool:
+    """Whether a global may be replaced by an inert stand-in."""
+    if torchscript and name.startswith(TORCHSCRIPT_PREFIX):
+        return True
+    return name in PLAIN_BUILTINS or name.startswith(PLAIN_DATA_PREFIXES)
 
 
-def _globals_of(path: Path) -> list[str]:
-    """Names of the non-tensor globals in a zip checkpoint, read without unpickling."""
-    if not zipfile.is_zipfile(path):
-        return []
-    return list(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+def _global_name(arg: str) -> str:
+    """A GLOBAL opcode's 'module name' as a dotted name, Python 2 names mapped as pickle does."""
+    module, _, name = arg.partition(" ")
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+    elif module in _compat_pickle.IMPORT_MAPPING:
+        module = _compat_pickle.IMPORT_MAPPING[module]
+    return f"{module}.{name}"
 
 
-def _load_with(path: Path, names: list[str]) -> dict:
-    """torch.load in weights-only mode, with the given globals replaced by stand-ins."""
-    with torch.serialization.safe_globals([_stand_in(n) for n in names]):
-        return torch.load(path, map_location="cpu", weights_only=True)
+def _scan(stream) -> tuple[set[str], list[int]]:
+    """The globals one pickle names and the integers in it, read without unpickling anything."""
+    names, ints = set(), []
+    for opcode, arg, _ in pickletools.genops(stream):
+        if opcode.name == "GLOBAL":
+            names.add(_global_name(arg))
+        elif opcode.name in ("STACK_GLOBAL", "INST", "OBJ"):  # class names the scan cannot see
+            raise _Unsupported(f"{opcode.name} opcode, from pickle protocol {opcode.proto}")
+        elif isinstance(arg, int) and opcode.name.startswith("LONG"):
+            ints.append(arg)
+    return names, ints
+
+
+def _zip_pickles(path: Path) -> tuple[bool, list[bytes]]:
+    """Whether a zip checkpoint is a TorchScript archive, and the pickles that build its object."""
+    with zipfile.ZipFile(path) as archive:
+        records = {}
+        for info in archive.infolist():
+            folder, _, record = info.filename.partition("/")
+            records.setdefault(record, []).append(info)
+        if "data.pkl" not in records:
+            raise CheckpointError("no data.pkl record")
+        pickles = [archive.read(info) for info in records["data.pkl"]]
+        return "constants.pkl" in records, pickles
+
+
+def _globals_of(path: Path) -> tuple[str, set[str]]:
+    """The file's format ('zip', 'torchscript' or 'legacy') and every global its pickles name."""
+    if zipfile.is_zipfile(path):
+        torchscript, pickles = _zip_pickles(path)
+        names = set().union(*(_scan(io.BytesIO(data))[0] for data in pickles))
+        return ("torchscript" if torchscript else "zip"), names
+    with open(path, "rb") as file:
+        if LEGACY_MAGIC.to_bytes(10, "little") not in file.read(32):  # an HTML page, a cut zip...
+            raise CheckpointError("neither a PyTorch zip archive nor a PyTorch pickle")
+        file.seek(0)
+        if LEGACY_MAGIC not in _scan(file)[1]:
+            raise CheckpointError("neither a PyTorch zip archive nor a PyTorch pickle")
+        for _ in range(LEGACY_HEADER_PICKLES - 1):
+            _scan(file)
+        return "legacy", _scan(file)[0]
+
+
+def _torchscript_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """The parameters and buffers of a TorchScript archive, as module.state_dict() names them.
+
+    Reads data.pkl with the weights-only unpickler (torch's own zip reader and tensor rebuilding;
+    torch.load refuses TorchScript archives in weights-only mode). The modules come back as
+    stand-ins holding their attributes; their code is never looked at."""
+    from torch import _weights_only_unpickler
+    from torch.serialization import _load, _open_zipfile_reader
+
+    with _open_zipfile_reader(str(path)) as reader:
+        root = _load(reader, "cpu", _weights_only_unpickler, pickle_file="data.pkl")
+    tensors, seen = {}, set()
+
+    def walk(module: Any, prefix: str) -> None:
+        state = getattr(module, "state", None)
+        if id(module) in seen or not isinstance(state, dict):
+            return
+        seen.add(id(module))
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor):
+                tensors[prefix + key] = value
+            elif isinstance(value, _Inert):
+                walk(value, f"{prefix}{key}.")
+
+    walk(root, "")
+    return tensors
+
+
+def _refusal(path: Path, names, fix: str) -> CheckpointError:
+    """The error for a file whose pickle names code."""
+    return CheckpointError(
+        f"{path} refers to {', '.join(sorted(names))}, which no checkpoint needs and which could "
+        f"run code; refusing to load it. {fix[0].upper()}{fix[1:]}")
+
+
+def _corrupt(path: Path, err: BaseException, fix: str) -> CheckpointError:
+    """The error for a file that is not what it should be: cut short, damaged, not torch's."""
+    return CheckpointError(f"{path} is corrupt or truncated ({first_line(err)}); {fix}")
+
+
+def _unsupported(path: Path, err: BaseException, fix: str) -> CheckpointError:
+    """The error for a file whose pickle needs more than weights-only unpickling offers."""
+    return CheckpointError(f"{path} uses a pickle feature that safe loading does not support "
+                           f"({first_line(err)}); {fix}")
+
+
+def first_line(err: BaseException) -> str:
+    """An error's first line (at most 160 characters), without torch's advice to load unsafely."""
+    text = str(err).partition("WeightsUnpickler error:")[2] or str(err)
+    return ((text.strip().splitlines() or [type(err).__name__])[0])[:160]
+
+
+def safe_load(path: Path, fix: str = DOWNLOAD_FIX) -> Any:
+    """Loads a torch.save file or TorchScript archive as plain data: tensors, containers, stand-ins.
+
+    Globals outside the plain-data list are refused before anything is unpickled; `fix` (what
+    the user should do about a bad file) ends every error's one line."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path} not found; {fix}")
+    try:
+        kind, names = _globals_of(path)
+    except _Unsupported as err:
+        raise _unsupported(path, err, fix) from None
+    except (CheckpointError, ValueError, *_READ_ERRORS) as err:
+        raise _corrupt(path, err, fix) from None
+    torchscript = kind == "torchscript"
+    code = {n for n in names
+            if not n.startswith(TORCH_OWNED) and not _is_plain_data(n, torchscript)}
+    if code:
+        raise _refusal(path, code, fix)
+    stand_ins = [_stand_in(n) for n in sorted(names) if not n.startswith(TORCH_OWNED)]
+    try:
+        with torch.serialization.safe_globals(stand_ins), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's remarks on odd files; our errors say more
+            if torchscript:
+                return _torchscript_tensors(path)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        refused = _REFUSED_GLOBAL.search(str(err))
+        if refused:  # a name torch keeps for itself and refuses; torch drops 'builtins.'
+            name = refused.group(1)
+            raise _refusal(path, [name if "." in name else f"builtins.{name}"], fix) from None
+        raise _unsupported(path, err, fix) from None
+    except Exception as err:  # truncated zip, short read, bad storage record, ...
+        if "TORCH_FORCE_" in str(err):  # torch loads nothing while both its switches are set
+            raise CheckpointError(f"cannot load {path}: {first_line(err)}") from None
+        raise _corrupt(path, err, fix) from None
 
 
 def load_checkpoint(path: Path) -> dict:
-    """Loads a .ckpt/.pt file as plain data: tensors, containers and inert stand-ins only."""
+    """Loads a .ckpt/.pt model file as plain data (a TorchScript archive: its module tensors)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path} not found; run: bash download_models.sh")
-    try:
-        names = _globals_of(path)
-        _refuse_unsafe(path, names)
-        for _ in range(32):  # legacy (non-zip) files reveal their globals one at a time
-            try:
-                data = _load_with(path, names)
-                break
-            except pickle.UnpicklingError as err:
-                found = _UNSUPPORTED_GLOBAL.search(str(err))
-                if not found or found.group(1) in names:
-                    raise
-                names.append(found.group(1))
-                _refuse_unsafe(path, names)
-        else:
-            raise CheckpointError(f"{path} names too many unknown globals; fetch a trusted copy")
-    except CheckpointError:
-        raise
-    except Exception as err:  # truncated zip, bad magic number, short read, ...
-        text = str(err).partition("WeightsUnpickler error:")[2] or str(err)  # not torch's advice
-        reason = (text.strip().splitlines() or [type(err).__name__])[0]
-        raise CheckpointError(f"{path} is corrupt or truncated ({reason[:160]}); delete it and "
-                              "run: bash download_models.sh") from None
+    data = safe_load(path)
     if not isinstance(data, dict):
-        raise CheckpointError(f"{path} holds a {type(data).__name__}, not a checkpoint dictionary")
+        raise CheckpointError(f"{path} holds a {type(data).__name__}, not a checkpoint dictionary; "
+                              f"{DOWNLOAD_FIX}")
     return data
 
 
@@ -96,7 +233,8 @@ def state_dict_of(path: Path) -> dict[str, torch.Tensor]:
     """The tensors of a checkpoint: its 'state_dict' entry, or the file itself when flat."""
     data = load_checkpoint(path)
     state = data.get("state_dict", data)
-    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)} if isinstance(
+        state, dict) else {}
     if not tensors:
-        raise CheckpointError(f"{path} holds no weights; delete it and run: bash download_models.sh")
+        raise CheckpointError(f"{path} holds no weights; {DOWNLOAD_FIX}")
     return tensors

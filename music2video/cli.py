@@ -2,6 +2,8 @@
 
 import argparse
 import dataclasses
+import math
+import os
 import random
 import sys
 import warnings
@@ -12,18 +14,19 @@ from .guidance import AUGMENTS, CUT_METHODS, DEFAULT_AUGMENTS
 from .optimise import OPTIMISERS, PRECISIONS
 
 MODES = {"beats": "generate.py", "interpolate": "generate_interpolate.py"}
-# Settings that change how a run is shown or where it lives, not what it renders: a resumed
-# run may differ in these.
+# The seed's -ips default for each script: generate.py's loudness rule, generate_interpolate.py's 100.
+DEFAULT_IPS = {"beats": 0.0, "interpolate": 100.0}
+AUDIO_SUFFIXES = (".mp3", ".wav", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".wma",
+                  ".aif", ".aiff")
+# Settings that change how a run is shown, where it lives or who renders it, not what it renders:
+# a resumed run may differ in these.
 NOT_IDENTITY = {"output", "quiet", "overwrite", "save_every", "cuda_device", "gpu_id",
-                "deterministic", "video", "output_video_fps", "compile",
+                "deterministic", "video", "output_video_fps", "compile", "workers", "ray",
                 # files: compared by content (song, lyrics, start picture) or by resolved path
                 # and size (weights) in run_identity, not by how they were spelled
                 "audio_prompt", "lyrics", "init_image", "seed", "checkpoints", "clip_model",
+                "artist", "title", "require_lyrics",
                 "vqgan_config", "vqgan_checkpoint", "wav2clip_checkpoint"}
-
-
-class Fatal(Exception):
-    """A problem the user can fix; printed as one line, exit code 1."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -33,13 +36,42 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+def finite(text: str) -> float:
+    """An argparse type: a finite number (no nan, no inf)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def gpu_list(text: str) -> tuple[int, ...]:
+    """An argparse type: GPU indices, '0' or '0,1,2,3'."""
+    try:
+        ids = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a GPU index or a list like 0,1,2") from None
+    if any(i < 0 for i in ids) or len(set(ids)) != len(ids):
+        raise argparse.ArgumentTypeError(f"{text!r}: GPU indices are distinct and not negative")
+    return ids
+
+
+def section_count(text: str) -> str | int:
+    """An argparse type: 'auto' or a number of sections >= 1."""
+    from .sections import SectionError, parse_request
+
+    try:
+        return parse_request(text)
+    except SectionError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 @dataclass(frozen=True)
 class Options:
     """Everything a run needs, checked; field names follow the seed's argparse dests."""
 
     mode: str  # 'beats' (generate.py) or 'interpolate' (generate_interpolate.py)
-    audio_prompt: Path  # the song
-    lyrics: Path | None  # timestamped lyrics (csv, lrc, srt)
+    audio_prompt: tuple[Path, ...]  # the songs (files; folders already listed)
+    lyrics: Path | None  # timestamped lyrics (csv, lrc, srt); a folder of them for several songs
     output: Path  # the seed's -o PNG; the video is its .mp4 sibling, the run folder its stem
     prompts: str | None  # style prompts 'a:w:s|b', '^' separating -cpe phrases
     image_prompts: str | None  # style images 'path:w|path'
@@ -77,29 +109,24 @@ class Options:
     fps: float  # frames per second of the rendered video
     deterministic: bool
     cuda_device: str | None
-    gpu_id: int
+    gpu_id: tuple[int, ...]  # CUDA GPU indices; several: one worker each
     audio_sampling_freq: int
     lyric_beats: int  # beat segments each lyric line guides (beats mode)
     blend: bool  # cross-fade text into audio instead of halves (interpolate mode)
     precision: str  # 'auto', 'fp32', 'bf16', 'fp16'
     compile: str | None  # torch.compile mode for the decoder and CLIP, or None
+    sections: str | int  # 'auto' or a number: parts of the song that render in parallel
+    warmup: int  # unrendered steps that open each section after the first
+    artist: str | None  # -lyr auto: the song's artist (else its tags)
+    title: str | None  # -lyr auto: the song's title (else its tags)
+    require_lyrics: bool  # -lyr auto: stop when no synced lyrics are found
+    react: object  # motion.ReactSettings of --react, or None
+    burn_lyrics: bool  # draw the lyrics into the frames instead of a subtitle track
+    draft: bool  # a quarter of the pixels and a fifth of the steps, to *_draft.mp4
+    workers: int | None  # parallel workers (None: one per -gid GPU, else 1)
+    ray: str | None  # None: in this process for one worker, else 'local', 'auto' or an address
     overwrite: bool
     quiet: bool
-
-    @property
-    def video_path(self) -> Path:
-        """Where the finished video goes."""
-        return self.output.with_suffix(".mp4")
-
-    @property
-    def preview(self) -> Path:
-        """Where -se writes its preview picture."""
-        return self.output if self.output.suffix.lower() == ".png" else self.output.with_suffix(".png")
-
-    @property
-    def run_dir(self) -> Path:
-        """The run folder beside the output: chunks, states, manifest."""
-        return self.output.with_suffix("")
 
     def identity(self) -> dict:
         """The settings a resumed run must share with the run it continues."""
@@ -107,23 +134,27 @@ class Options:
                 if k not in NOT_IDENTITY}
 
 
-def add_seed_flags(p: argparse.ArgumentParser) -> None:
-    """The seed's flags, shared by both generate scripts."""
+def add_seed_flags(p: argparse.ArgumentParser, mode: str) -> None:
+    """The seed's flags (and ours), shared by both generate scripts."""
     a = p.add_argument
-    a("-ap", "--audio_prompt", type=Path, required=True, help="the song (any format ffmpeg reads)")
-    a("-lyr", "--lyrics", type=Path, default=None, help="timestamped lyrics: .csv, .lrc or .srt")
+    a("-ap", "--audio_prompt", type=Path, nargs="+", required=True,
+      help="the song (any format ffmpeg reads); several files or a folder make a batch")
+    a("-lyr", "--lyrics", type=Path, default=None,
+      help="timestamped lyrics: .csv, .lrc or .srt (a batch: a folder of <song name>.lrc/.csv/"
+           ".srt); auto: synced lyrics from LRCLIB, saved as <song name>.lrc and reused")
     a("-o", "--output", type=Path, default=Path("outputs/output.png"),
-      help="preview picture; the video is written beside it as .mp4, chunks in its folder")
+      help="preview picture; the video is written beside it as .mp4, chunks in its folder "
+           "(a folder: <song name>.mp4 inside it)")
     a("-p", "--prompts", default=None, help="style prompts for the whole video, 'text:weight:stop|...'")
     a("-ip", "--image_prompts", default=None, help="style images, 'path:weight|...'")
     a("-i", "--iterations", type=int, default=None, help="total steps for the song (instead of -ips)")
-    a("-ips", "--iterations_per_second", type=float, default=0,
-      help="steps per second of song; 0: 10-120 by loudness")
+    a("-ips", "--iterations_per_second", type=finite, default=None,
+      help=f"steps per second of song; 0: 10-120 by loudness (default {DEFAULT_IPS[mode]:g})")
     a("-se", "--save_every", type=int, default=50, help="preview picture and loss every N steps")
     a("-s", "--size", nargs=2, type=int, default=[512, 512], metavar=("W", "H"), help="picture size")
     a("-ii", "--init_image", type=Path, default=None, help="start from this picture")
     a("-in", "--init_noise", choices=["pixels", "gradient"], default=None, help="start from noise")
-    a("-iw", "--init_weight", type=float, default=0.0,
+    a("-iw", "--init_weight", type=finite, default=0.0,
       help="pull of the latent towards zero (the seed's rule), fading within each segment")
     a("-m", "--clip_model", default="ViT-B/32", help="CLIP model name or checkpoint path")
     a("-conf", "--vqgan_config", type=Path, default=None,
@@ -133,11 +164,11 @@ def add_seed_flags(p: argparse.ArgumentParser) -> None:
     a("--wav2clip_checkpoint", type=Path, default=None, help="Wav2CLIP weights (default: checkpoints/Wav2CLIP.pt)")
     a("--checkpoints", type=Path, default=None, help="weights folder (default: $MUSIC2VIDEO_CHECKPOINTS or ./checkpoints)")
     a("-nps", "--noise_prompt_seeds", nargs="*", type=int, default=[], help="noise prompt seeds")
-    a("-npw", "--noise_prompt_weights", nargs="*", type=float, default=[], help="noise prompt weights")
-    a("-lr", "--learning_rate", type=float, default=0.1, help="learning rate")
+    a("-npw", "--noise_prompt_weights", nargs="*", type=finite, default=[], help="noise prompt weights")
+    a("-lr", "--learning_rate", type=finite, default=0.1, help="learning rate")
     a("-cutm", "--cut_method", choices=CUT_METHODS, default="latest", help="cut-out method")
     a("-cuts", "--num_cuts", type=int, default=32, help="cut-outs per step")
-    a("-cutp", "--cut_power", type=float, default=1.0, help="cut size power (crop methods)")
+    a("-cutp", "--cut_power", type=finite, default=1.0, help="cut size power (crop methods)")
     a("-aug", "--augments", nargs="+", action="append", choices=AUGMENTS, default=None,
       help=f"augments for the latest/nrupdated methods (default: {' '.join(DEFAULT_AUGMENTS)})")
     a("-sd", "--seed", type=int, default=None, help="random seed (same seed, same frames on the CPU)")
@@ -146,24 +177,45 @@ def add_seed_flags(p: argparse.ArgumentParser) -> None:
     a("-zvid", "--zoom_video", action="store_true", help="zoom/shift the picture as it evolves")
     a("-zs", "--zoom_start", type=int, default=0, help="zoom from this step on")
     a("-zse", "--zoom_save_every", type=int, default=10, help="zoom every N steps")
-    a("-zsc", "--zoom_scale", type=float, default=0.99, help="zoom factor per zoom (<1 zooms out)")
+    a("-zsc", "--zoom_scale", type=finite, default=0.99, help="zoom factor per zoom (<1 zooms out)")
     a("-zsx", "--zoom_shift_x", type=int, default=0, help="shift right per zoom, pixels")
     a("-zsy", "--zoom_shift_y", type=int, default=0, help="shift down per zoom, pixels")
     a("-cpe", "--change_prompt_every", type=int, default=0, help="cycle the '^' phrases of -p every N steps")
-    a("-vl", "--video_length", type=float, default=10, help="chunk seconds when there is no beat/lyric to cut at")
-    a("-ofps", "--output_video_fps", type=float, default=0, help="motion-interpolate the video to this fps")
-    a("-ifps", "--input_video_fps", type=float, default=None, help="rendered fps before -ofps (same as --fps)")
-    a("--fps", type=float, default=None, help="frames per second of the rendered video (default 30)")
+    a("-vl", "--video_length", type=finite, default=10, help="chunk seconds when there is no beat/lyric to cut at")
+    a("-ofps", "--output_video_fps", type=finite, default=0, help="motion-interpolate the video to this fps")
+    a("-ifps", "--input_video_fps", type=finite, default=None, help="rendered fps before -ofps (same as --fps)")
+    a("--fps", type=finite, default=None, help="frames per second of the rendered video (default 30)")
     a("-d", "--deterministic", action="store_true", help="cudnn deterministic mode")
     a("-vsd", "--video_style_dir", default=None, help="not supported: styles a video's frames, not a song")
     a("-cd", "--cuda_device", default=None, help="device, e.g. cuda:1, mps or cpu (overrides -gid)")
-    a("-gid", "--gpu_id", type=int, default=0, help="CUDA GPU index")
+    a("-gid", "--gpu_id", type=gpu_list, default=(0,),
+      help="CUDA GPU index, or a list (0,1,2,3): one worker per GPU")
     a("-sf", "--audio_sampling_freq", type=int, default=16000, help="sample rate for the audio embeddings")
     a("--precision", choices=("auto", *PRECISIONS), default="auto",
-      help="arithmetic of the loop; auto: bf16 where the hardware computes it natively "
-           "(recent GPUs, CPUs with avx512_bf16/AMX), fp32 elsewhere")
+      help="arithmetic of the loop; auto: bf16 where it is native and faster here, else fp32")
     a("--compile", default=None, choices=("default", "reduce-overhead", "max-autotune-no-cudagraphs"),
       help="torch.compile the decoder and CLIP with this mode (minutes of compiling first)")
+    a("--sections", type=section_count, default=1,
+      help="parts of the song cut at its structure that render in parallel: a number, or auto "
+           "(about one per 30 s)")
+    a("--warmup", type=int, default=50,
+      help="unrendered steps that open each section after the first, so it starts on a picture")
+    a("--workers", type=int, default=None,
+      help="sections rendered at once (default: one per -gid GPU, else 1)")
+    a("--ray", default=None, metavar="ADDRESS",
+      help="run the workers on Ray: local (default for several workers), auto or a cluster address")
+    a("--artist", default=None, help="-lyr auto: the artist (default: the song's tags)")
+    a("--title", default=None, help="-lyr auto: the title (default: the song's tags)")
+    a("--require_lyrics", action="store_true",
+      help="-lyr auto: stop when no synced lyrics are found, instead of going on with the audio")
+    a("--react", nargs="?", const="", default=None, metavar="KINDS",
+      help="camera motion on the song's onsets and loudness: zoom, rotate, shift, drift, decay, "
+           "each optionally =VALUE (alone: zoom and drift)")
+    a("--burn_lyrics", action="store_true",
+      help="draw the lyrics into the frames (bottom centre) instead of a subtitle track")
+    a("--draft", action="store_true",
+      help="a quick check of timing and lyrics: a quarter of the pixels and a fifth of the "
+           "steps, written to <output>_draft.mp4 with its own run folder")
     a("--overwrite", action="store_true", help="replace a different earlier run in the run folder")
     a("-q", "--quiet", action="store_true", help="no progress bar or log lines")
 
@@ -174,7 +226,7 @@ def get_parser(mode: str) -> argparse.ArgumentParser:
              "interpolate": "Music video cut at lyric lines: text leads each stretch, audio ends it."}
     p = _Parser(prog=MODES[mode], description=about[mode],
                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_seed_flags(p)
+    add_seed_flags(p, mode)
     if mode == "beats":
         p.add_argument("--lyric_beats", type=int, default=1, help="beat segments each lyric guides")
     else:
@@ -182,7 +234,7 @@ def get_parser(mode: str) -> argparse.ArgumentParser:
     return p
 
 
-def _check_flags(p: argparse.ArgumentParser, args) -> None:
+def _check_flags(p: argparse.ArgumentParser, args, mode: str) -> None:
     """Rejects impossible or conflicting flags with parser.error."""
     positive = {"-cuts": args.num_cuts, "-lr": args.learning_rate, "-zse": args.zoom_save_every,
                 "-zsc": args.zoom_scale, "-vl": args.video_length, "-sf": args.audio_sampling_freq,
@@ -190,16 +242,20 @@ def _check_flags(p: argparse.ArgumentParser, args) -> None:
     for flag, value in positive.items():
         if not value > 0:
             p.error(f"{flag} must be greater than 0, got {value}")
+    if args.iterations is not None and (args.iterations < 1 or args.iterations_per_second is not None):
+        p.error("-i takes a positive total and cannot be combined with -ips; give one of them")
+    if args.iterations_per_second is None:
+        args.iterations_per_second = 0.0 if args.iterations else DEFAULT_IPS[mode]
     for flag, value in {"-ips": args.iterations_per_second, "-se": args.save_every,
                         "-zs": args.zoom_start, "-cpe": args.change_prompt_every,
-                        "-ofps": args.output_video_fps}.items():
+                        "-ofps": args.output_video_fps, "--warmup": args.warmup}.items():
         if value < 0:
             p.error(f"{flag} cannot be negative, got {value}")
+    if args.workers is not None and args.workers < 1:
+        p.error(f"--workers must be at least 1, got {args.workers}")
     if args.video_style_dir:
         p.error("-vsd (styling a folder of video frames) is not supported: this tool renders a "
                 "song; drop -vsd")
-    if args.iterations is not None and (args.iterations < 1 or args.iterations_per_second):
-        p.error("-i takes a positive total and cannot be combined with -ips; give one of them")
     if len(args.noise_prompt_seeds) != len(args.noise_prompt_weights):
         p.error("-nps and -npw need one weight per seed")
     if args.change_prompt_every and "^" not in (args.prompts or ""):
@@ -208,11 +264,47 @@ def _check_flags(p: argparse.ArgumentParser, args) -> None:
         p.error("-ii and -in both set the start picture; give one of them")
     if getattr(args, "lyric_beats", 1) < 1:
         p.error("--lyric_beats must be at least 1")
+    if args.cuda_device and (len(args.gpu_id) > 1 or (args.workers or 1) > 1):
+        p.error("-cd picks one device; for several GPUs give -gid 0,1,... instead")
+    for path in (args.output, *args.audio_prompt):
+        if any(ord(c) < 32 for c in str(path)):
+            p.error(f"{str(path)!r} holds a control character (a newline?); give a plain path")
+    _check_prompts(p, args)
+    _check_lyrics_lookup(p, args)
     zoom = (args.zoom_start, args.zoom_save_every, args.zoom_scale, args.zoom_shift_x,
             args.zoom_shift_y)
     if not args.zoom_video and zoom != (0, 10, 0.99, 0, 0):
         warnings.warn("the zoom settings (-zs -zse -zsc -zsx -zsy) only act with -zvid")
     _check_fps(p, args)
+
+
+def _check_lyrics_lookup(p: argparse.ArgumentParser, args) -> None:
+    """--react parsed; --artist/--title/--require_lyrics only with -lyr auto."""
+    from .motion import ReactError, parse_react
+
+    if args.react is not None:
+        try:
+            args.react = parse_react(args.react)
+        except ReactError as err:
+            p.error(str(err))
+    auto = str(args.lyrics) == "auto"
+    if not auto and (args.artist or args.title or args.require_lyrics):
+        p.error("--artist, --title and --require_lyrics go with -lyr auto")
+    if auto and len(args.audio_prompt) > 1 and (args.artist or args.title):
+        p.error("--artist and --title name one song; a batch with -lyr auto reads each song's tags")
+
+
+def _check_prompts(p: argparse.ArgumentParser, args) -> None:
+    """Every prompt weight and stop is a finite number."""
+    from .guidance import parse_prompt, split_prompts
+
+    for flag, text in (("-p", args.prompts), ("-ip", args.image_prompts)):
+        for item in split_prompts((text or "").replace("^", "|")):
+            _, weight, stop = parse_prompt(item)
+            if not math.isfinite(weight):
+                p.error(f"{flag} {item!r}: the weight must be a finite number")
+            if math.isnan(stop) or stop == math.inf:
+                p.error(f"{flag} {item!r}: the stop must be a finite number")
 
 
 def _check_fps(p: argparse.ArgumentParser, args) -> None:
@@ -226,11 +318,35 @@ def _check_fps(p: argparse.ArgumentParser, args) -> None:
         p.error(f"-ofps ({args.output_video_fps:g}) must be above the rendered --fps ({args.fps:g})")
 
 
+def list_songs(p: argparse.ArgumentParser, items: list[Path]) -> tuple[Path, ...]:
+    """The song files of -ap: files as given, folders listed (audio files, sorted)."""
+    songs = []
+    for item in items:
+        if item.is_dir():
+            found = sorted(f for f in item.iterdir()
+                           if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES)
+            if not found:
+                p.error(f"-ap {item}: the folder holds no audio file ({', '.join(AUDIO_SUFFIXES)})")
+            songs += found
+        else:
+            songs.append(item)
+    stems = [s.stem for s in songs]
+    twice = sorted({s for s in stems if stems.count(s) > 1})
+    if twice:
+        p.error(f"-ap: several songs are named {twice[0]!r}; their videos would share a name, "
+                "so rename one or render them separately")
+    return tuple(songs)
+
+
 def parse_options(mode: str, argv=None) -> Options:
     """Parses and checks a generate command line."""
     p = get_parser(mode)
-    args = p.parse_args(argv)
-    _check_flags(p, args)
+    args = p.parse_args(None if argv is None else [str(a) for a in argv])
+    _check_flags(p, args, mode)
+    args.audio_prompt = list_songs(p, args.audio_prompt)
+    if (len(args.audio_prompt) > 1 and args.lyrics is not None and not args.lyrics.is_dir()
+            and str(args.lyrics) != "auto"):
+        p.error("-lyr with several songs names a folder of <song name>.csv/.lrc/.srt files")
     values = vars(args)
     values["augments"] = tuple(a for group in (args.augments or [DEFAULT_AUGMENTS]) for a in group)
     values["size"] = tuple(args.size)
@@ -243,138 +359,22 @@ def parse_options(mode: str, argv=None) -> Options:
     return Options(mode=mode, **{f.name: values[f.name] for f in fields(Options) if f.name != "mode"})
 
 
-@dataclass(frozen=True)
-class Song:
-    """The decoded song."""
+def _expected() -> tuple:
+    """The exceptions that are a user's problem: printed as one line, exit code 1."""
+    from .audio import AudioError
+    from .batch import Fatal
+    from .checkpoint import CheckpointError
+    from .download import DownloadError
+    from .folder import RunError
+    from .lrclib import LyricsLookupError
+    from .lyrics import LyricsError
+    from .models import ModelError
+    from .render import RenderError
+    from .scheduler import SchedulerError
+    from .video import VideoError
 
-    path: Path
-    samples: "np.ndarray"  # (n,) mono float32 at sr
-    sr: int
-    duration: float  # seconds
-
-
-def read_song(opts: Options) -> Song:
-    """Decodes the song for the embeddings and beat tracking."""
-    from .audio import load_audio
-
-    if opts.audio_sampling_freq != 16000:
-        warnings.warn(f"Wav2CLIP was trained on 16 kHz audio; -sf {opts.audio_sampling_freq} "
-                      "gives it audio it has never heard")
-    samples = load_audio(opts.audio_prompt, opts.audio_sampling_freq)
-    return Song(opts.audio_prompt, samples, opts.audio_sampling_freq,
-                len(samples) / opts.audio_sampling_freq)
-
-
-def read_lyrics(opts: Options, duration: float) -> list:
-    """The lyric lines inside the song, or [] without -lyr."""
-    from .lyrics import drop_after, load_lyrics
-
-    if opts.lyrics is None:
-        return []
-    return drop_after(load_lyrics(opts.lyrics), duration, opts.lyrics)
-
-
-def steps_per_second(opts: Options, duration: float) -> float:
-    """-ips, or -i spread over the song; 0 means loudness-driven."""
-    if opts.iterations:
-        return opts.iterations / duration
-    return opts.iterations_per_second
-
-
-def build_schedule(opts: Options, song: Song, lyrics: list) -> list:
-    """The segments of the song: the only thing the two modes do differently."""
-    from . import audio, schedule
-
-    loud = audio.loudness(song.samples, song.sr)
-    ips = steps_per_second(opts, song.duration)
-    if opts.mode == "interpolate":
-        return schedule.interpolate_schedule(lyrics, song.duration, opts.fps, ips, loud,
-                                             opts.blend, opts.video_length)
-    beats = audio.beat_times(song.samples, song.sr)
-    if len(beats):
-        bounds = schedule.beat_bounds(beats, song.duration)
-    else:
-        warnings.warn(f"no beat found in {song.path}; cutting it into {opts.video_length:g}-second "
-                      "chunks (-vl)")
-        bounds = schedule.fixed_bounds(song.duration, opts.video_length)
-    return schedule.beat_schedule(bounds, lyrics, opts.fps, ips, loud, opts.lyric_beats)
-
-
-def resolve_precision(opts: Options, device) -> Options:
-    """Options with 'auto' precision made concrete for the device."""
-    from .optimise import default_precision
-
-    if opts.precision != "auto":
-        return opts
-    return dataclasses.replace(opts, precision=default_precision(device))
-
-
-def check_images(opts: Options) -> None:
-    """The start picture and the image prompts must be pictures PIL can read."""
-    from PIL import Image
-
-    from .guidance import parse_prompt, split_prompts
-
-    paths = [parse_prompt(item)[0] for item in split_prompts(opts.image_prompts)]
-    for path in paths + ([opts.init_image] if opts.init_image else []):
-        try:
-            with Image.open(path) as img:
-                img.verify()
-        except (OSError, ValueError) as err:
-            raise Fatal(f"cannot read image {path} ({type(err).__name__}); give a PNG or JPEG "
-                        "file") from None
-
-
-def run_identity(opts: Options, paths: dict) -> dict:
-    """What a resumed run must share with the run it continues: settings, and files by content."""
-    weights = {key: [str(Path(path).resolve()), Path(path).stat().st_size]
-               for key, path in sorted(paths.items())}
-    return {**opts.identity(), "audio": _digest(opts.audio_prompt), "lyrics": _digest(opts.lyrics),
-            "init_image": _digest(opts.init_image), "weights": weights,
-            **({"seed": opts.seed} if opts.seed is not None else {})}
-
-
-def generate(opts: Options) -> Path:
-    """Checks the inputs, plans the song, loads the models and renders the video."""
-    import torch
-
-    from .models import pick_device
-    from .run import Engine, RunFolder, load_models, picture_size, resolve_weights, say
-    from .video import join
-
-    song = read_song(opts)
-    lyrics = read_lyrics(opts, song.duration)
-    segments = build_schedule(opts, song, lyrics)
-    check_images(opts)
-    device = pick_device(opts.cuda_device, opts.gpu_id)
-    opts = resolve_precision(opts, device)
-    torch.backends.cudnn.deterministic = opts.deterministic
-    torch.backends.cudnn.benchmark = not opts.deterministic
-    paths = resolve_weights(opts)
-    size = picture_size(opts, paths["config"])
-    folder = RunFolder(opts.run_dir)
-    seed = opts.seed if opts.seed is not None else random.randrange(2**31)
-    info = {"audio_path": str(song.path.resolve()), "video": str(opts.video_path.resolve()),
-            "fps": opts.fps, "output_video_fps": opts.output_video_fps}
-    manifest = folder.start(run_identity(opts, paths), segments, opts.overwrite, seed, info)
-    steps = sum(s.iterations for s in segments)
-    say(opts.quiet, f"{song.path}: {song.duration:.2f} s, {len(segments)} segments, {steps} "
-                    f"steps, {round(song.duration * opts.fps)} frames at {opts.fps:g} fps; "
-                    f"device {device}, {opts.precision}, seed {manifest['seed']}")
-    say(opts.quiet, f"video will be written to {opts.video_path} (chunks in {folder.path}/)")
-    models = load_models(opts, paths, size, device, manifest["seed"])
-    Engine(opts, song, models, folder, manifest, segments).run()
-    join(folder.finished_chunks(manifest), song.path, opts.video_path, opts.output_video_fps,
-         video_seconds=segments[-1].frame_end / opts.fps)
-    say(opts.quiet, f"done: {opts.video_path}")
-    return opts.video_path
-
-
-def _digest(path: Path | None) -> str | None:
-    """SHA-256 of an optional file."""
-    from .download import sha256sum
-
-    return sha256sum(path) if path else None
+    return (Fatal, AudioError, LyricsError, LyricsLookupError, ModelError, CheckpointError,
+            DownloadError, RunError, VideoError, RenderError, SchedulerError)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -386,31 +386,25 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 def main(mode: str, argv=None) -> int:
     """Runs a generate command line; user errors are one stderr line and a non-zero exit."""
-    from .audio import AudioError
-    from .checkpoint import CheckpointError
-    from .download import DownloadError
-    from .lyrics import LyricsError
-    from .models import ModelError
-    from .run import RunError, RunInterrupted
-    from .video import VideoError
+    prog = MODES[mode]
 
-    opts = parse_options(mode, argv)
-    expected = (Fatal, AudioError, LyricsError, ModelError, CheckpointError, DownloadError,
-                RunError, VideoError)
+    def report(message: str) -> None:
+        print(f"{prog}: error: {message}", file=sys.stderr)
+
+    from .batch import generate
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         warnings.filterwarnings("default", module=r"music2video\.")
         warnings.showwarning = _show_warning
+        opts = parse_options(mode, argv)
         try:
-            generate(opts)
-        except expected as err:
-            print(f"{MODES[mode]}: error: {err}", file=sys.stderr)
+            failed = generate(opts, report, _expected())
+        except _expected() as err:
+            report(str(err))
             return 1
-        except RunInterrupted as err:
-            print(f"{MODES[mode]}: {err}", file=sys.stderr)
-            return 130
         except KeyboardInterrupt:
-            print(f"{MODES[mode]}: interrupted; run the same command again to resume",
-                  file=sys.stderr)
+            print(f"{prog}: interrupted; finished segments are kept: run the same command again "
+                  "to resume", file=sys.stderr)
             return 130
-    return 0
+    return 1 if failed else 0

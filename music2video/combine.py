@@ -4,7 +4,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .run import RunError, RunFolder
+from . import storyboard, subtitles
+from .folder import RunError, RunFolder, check_writable
 from .video import VideoError, join
 
 
@@ -18,31 +19,61 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, default=None, help="video to write (default: the run's)")
     p.add_argument("--partial", action="store_true",
                    help="join the finished segments of an unfinished run; the song is cut to match")
+    p.add_argument("--force", action="store_true",
+                   help="mux a --music whose length differs from the run's song")
     p.add_argument("-ofps", "--output_video_fps", type=float, default=None,
                    help="motion-interpolate to this fps (default: the run's -ofps)")
     return p
 
 
+def check_music_length(music: Path, manifest: dict) -> None:
+    """Refuses a song whose length differs from the run's by more than a frame."""
+    from .audio import AudioError, load_audio
+
+    sr = 16000
+    try:
+        seconds = len(load_audio(music, sr)) / sr
+    except AudioError as err:
+        raise RunError(str(err)) from None
+    planned = manifest["segments"][-1]["end"]
+    if abs(seconds - planned) > 1 / manifest["fps"]:
+        raise RunError(f"--music {music} is {seconds:.2f} s long but the run's song is "
+                       f"{planned:.2f} s ({seconds - planned:+.2f} s); give the run's song, or "
+                       "add --force to mux it anyway")
+
+
 def combine(run_dir: Path, music: Path | None, output: Path | None, partial: bool,
-            interpolate_fps: float | None) -> Path:
+            interpolate_fps: float | None, force: bool = False) -> Path:
     """Joins the manifest's chunks in order with the song into one video."""
     folder = RunFolder(run_dir)
+    if not folder.path.is_dir():
+        raise RunError(f"{run_dir} is not a folder; give the run folder that generate.py made "
+                       "beside its -o picture")
     manifest = folder.read()
     if manifest is None:
         raise RunError(f"{run_dir} holds no {folder.manifest_path.name}; give the run folder "
                        "that generate.py made beside its -o picture")
     chunks = folder.finished_chunks(manifest, partial)
-    done = manifest["segments"][: manifest["done"]]
-    if not chunks or (partial and not done):
+    prefix = folder.finished_prefix(manifest)
+    if not chunks or (partial and not prefix):
         raise RunError(f"{run_dir}: no finished segment to join yet")
-    music = Path(music or manifest["audio_path"])
+    song = Path(manifest.get("audio_path", ""))
+    if music is not None and not force:
+        check_music_length(Path(music), manifest)
+    music = Path(music or song)
     if not music.is_file():
         raise RunError(f"song not found: {music}; pass it with --music")
-    finished = done if partial else manifest["segments"]
-    seconds = finished[-1]["frame_end"] / manifest["fps"]
+    seconds = manifest["segments"][prefix - 1]["frame_end"] / manifest["fps"]
     fps = manifest.get("output_video_fps", 0) if interpolate_fps is None else interpolate_fps
-    return join(chunks, music, Path(output or manifest["video"]), fps,
-                audio_seconds=seconds if partial else None, video_seconds=seconds)
+    output = Path(output or manifest["video"])
+    check_writable(output.parent)
+    cues = subtitles.clip([subtitles.Cue(**c) for c in manifest.get("cues", [])], seconds)
+    srt = subtitles.write_srt(subtitles.srt_path(output), cues) if cues else None
+    join(chunks, music, output, fps, audio_seconds=seconds if partial else None,
+         video_seconds=seconds, subtitles=None if manifest.get("burn_lyrics") else srt)
+    storyboard.rebuild(folder.path, manifest, folder.done(), storyboard.storyboard_path(output),
+                       song.name)
+    return output
 
 
 def main(argv=None) -> int:
@@ -53,7 +84,8 @@ def main(argv=None) -> int:
     if run_dir is None:
         p.error("give the run folder, e.g. combine_mp4.py outputs/output")
     try:
-        out = combine(run_dir, args.music, args.output, args.partial, args.output_video_fps)
+        out = combine(run_dir, args.music, args.output, args.partial, args.output_video_fps,
+                      args.force)
     except (RunError, VideoError) as err:
         print(f"combine_mp4.py: error: {err}", file=sys.stderr)
         return 1

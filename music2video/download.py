@@ -7,7 +7,7 @@ import http.client
 import os
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tqdm import tqdm
@@ -26,6 +26,10 @@ class _Cut(Exception):
     """The body ended early; the .part file is kept and the next try resumes it."""
 
 
+class _Failed(Exception):
+    """One URL did not give a sound file; str() is the reason."""
+
+
 def sha256sum(path: Path) -> str:
     """Hex SHA-256 of a file, read in 1 MiB chunks."""
     sha = hashlib.sha256()
@@ -35,27 +39,48 @@ def sha256sum(path: Path) -> str:
     return sha.hexdigest()
 
 
-def download(url: str, dest: Path, sha256: str | None = None,
+def download(urls: str | Sequence[str], dest: Path, sha256: str | None = None,
              verify: Callable[[Path], None] | None = None,
              quiet: bool = False, timeout: float = 15.0, retries: int = 2) -> Path:
-    """Downloads url to dest with a tqdm bar, resuming a partial download; returns dest."""
+    """Downloads dest from the first of `urls` that works, with a tqdm bar; returns dest.
+
+    A partial download is resumed from the first URL. A URL that fails (HTTP error, no
+    connection, cut too often, wrong checksum, failed check) passes to the next one, which starts
+    afresh so that bytes of two sources are never spliced; the error names every URL tried."""
+    urls = [urls] if isinstance(urls, str) else list(urls)
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
+    failures = []
+    for number, url in enumerate(urls):
+        if number:
+            part.unlink(missing_ok=True)
+        try:
+            _attempt(url, dest, part, sha256, verify, quiet, timeout, retries)
+        except _Failed as failure:
+            failures.append((url, str(failure)))
+            continue
+        os.replace(part, dest)
+        return dest
+    raise _error(dest, failures)
+
+
+def _attempt(url: str, dest: Path, part: Path, sha256: str | None,
+             verify: Callable[[Path], None] | None, quiet: bool, timeout: float,
+             retries: int) -> None:
+    """Fetches url into part (resuming up to `retries` times) and checks it; raises _Failed."""
     for attempt in range(retries + 1):
         try:
             _fetch(url, dest, part, quiet, timeout)
             break
         except _Cut as cut:
             if attempt == retries:
-                raise _error(dest, url, str(cut)) from None
+                raise _Failed(str(cut)) from None
             if not quiet:
                 tqdm.write(f"{dest.name}: {cut}; resuming ({attempt + 1}/{retries})")
         except (OSError, http.client.HTTPException) as err:
-            raise _error(dest, url, _reason(err)) from err
-    _check(url, dest, part, sha256, verify)
-    os.replace(part, dest)
-    return dest
+            raise _Failed(_reason(err)) from None
+    _check(part, sha256, verify)
 
 
 def _fetch(url: str, dest: Path, part: Path, quiet: bool, timeout: float) -> None:
@@ -118,27 +143,25 @@ def _copy(response, file, bar: tqdm) -> bool:
         bar.update(len(chunk))
 
 
-def _check(url: str, dest: Path, part: Path, sha256: str | None,
-           verify: Callable[[Path], None] | None) -> None:
-    """Checks the finished part file; deletes it and raises DownloadError if it is wrong."""
+def _check(part: Path, sha256: str | None, verify: Callable[[Path], None] | None) -> None:
+    """Checks the finished part file; deletes it and raises _Failed if it is wrong."""
     if sha256 is not None:
         got = sha256sum(part)
         if got != sha256.lower():
             part.unlink()
-            reason = f"checksum did not match (expected {sha256[:12]}, got {got[:12]})"
-            raise _error(dest, url, reason)
+            raise _Failed(f"checksum did not match (expected {sha256[:12]}, got {got[:12]})")
     if verify is not None:
         try:
             verify(part)
         except Exception as err:
             part.unlink(missing_ok=True)
-            raise _error(dest, url, _reason(err)) from err
+            raise _Failed(_reason(err)) from None
 
 
-def _error(dest: Path, url: str, reason: str) -> DownloadError:
-    """The one-line DownloadError for dest, with the fix in its text."""
-    return DownloadError(f"could not download {dest} from {url}: {reason}; "
-                         f"run: bash download_models.sh "
+def _error(dest: Path, failures: list[tuple[str, str]]) -> DownloadError:
+    """The one-line DownloadError for dest: each URL tried, why it failed, and the fix."""
+    tried = "; ".join(f"from {url}: {reason}" for url, reason in failures)
+    return DownloadError(f"could not download {dest} {tried}; run: bash download_models.sh "
                          f"(or fetch the file by hand into {dest.parent}/)")
 
 

@@ -1,5 +1,6 @@
 """Guidance: what the picture is pulled towards (goals) and how CLIP looks at it (cut-outs)."""
 
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -15,6 +16,7 @@ DEFAULT_AUGMENTS = ("Af", "Pe", "Ji", "Er")
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 NOISE_FAC = 0.1  # the seed's per-cut-out noise level
+LANCZOS_LOBES = 2  # the seed's anti-alias filter before shrinking a crop
 
 
 @dataclass(frozen=True)
@@ -59,13 +61,16 @@ def spherical_loss(image_embeds: torch.Tensor, target: Target, weight: float | N
 
 
 def _augment(code: str, cut_size: int, variant: str) -> nn.Module:
-    """One of the seed's kornia augments; 'nr' is the nrupdated method's stronger variant."""
+    """One of the seed's kornia augments; 'nr' is the nrupdated method's stronger variant.
+
+    The seed's kornia 0.5 ColorJitter is kornia's ColorJiggle now (additive brightness,
+    multiplicative contrast); today's ColorJitter follows torchvision's formulas instead."""
     import kornia.augmentation as K
 
     nr = variant == "nr"
     size = (cut_size, cut_size)
     factories = {
-        "Ji": lambda: K.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1, hue=0.1, p=0.7),
+        "Ji": lambda: K.ColorJiggle(brightness=0.1, contrast=0.1, saturation=0.1, hue=0.1, p=0.7),
         "Sh": lambda: K.RandomSharpness(sharpness=0.3, p=0.5),
         "Gn": lambda: K.RandomGaussianNoise(mean=0.0, std=1.0, p=0.5),
         "Pe": lambda: K.RandomPerspective(distortion_scale=0.5 if nr else 0.7, p=0.7),
@@ -88,13 +93,42 @@ def _fixed_augments(method: str) -> list[nn.Module]:
     import kornia.augmentation as K
 
     if method == "updated":
-        return [K.RandomHorizontalFlip(p=0.5), K.ColorJitter(hue=0.01, saturation=0.01, p=0.7),
+        return [K.RandomHorizontalFlip(p=0.5), K.ColorJiggle(hue=0.01, saturation=0.01, p=0.7),
                 K.RandomSharpness(0.3, p=0.4),
                 K.RandomAffine(degrees=30, translate=0.1, p=0.8, padding_mode="border"),
                 K.RandomPerspective(0.2, p=0.4)]
     return [K.RandomAffine(degrees=15, translate=0.1, p=0.7, padding_mode="border"),
-            K.RandomPerspective(0.7, p=0.7), K.ColorJitter(hue=0.1, saturation=0.1, p=0.7),
+            K.RandomPerspective(0.7, p=0.7), K.ColorJiggle(hue=0.1, saturation=0.1, p=0.7),
             K.RandomErasing((0.1, 0.4), (0.3, 1 / 0.3), same_on_batch=True, p=0.7)]
+
+
+def lanczos_taps(ratio: float, lobes: int = LANCZOS_LOBES) -> torch.Tensor:
+    """Low-pass taps (K,) for shrinking by `ratio` < 1: a Lanczos window sampled every `ratio`.
+
+    The taps reach as far as the seed's filter did (its ramp of ceil(lobes/ratio + 1) - 2
+    steps to each side) and sum to 1."""
+    reach = math.ceil(lobes / ratio + 1) - 2
+    x = torch.arange(-reach, reach + 1, dtype=torch.float64) * ratio  # (K,) in source pixels
+    taps = torch.where(x.abs() < lobes, torch.sinc(x) * torch.sinc(x / lobes), 0.0)
+    return (taps / taps.sum()).float()
+
+
+def resample(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The seed's crop resize: a Lanczos low-pass along each axis that shrinks, then bicubic.
+
+    (N, C, H, W) -> (N, C, *size); the filter pads by reflection, and the bicubic
+    interpolation aligns corners, as the seed's resample() did."""
+    n, c, h, w = image.shape
+    planes = image.reshape(n * c, 1, h, w)
+    if size[0] < h:
+        taps = lanczos_taps(size[0] / h).to(planes)
+        pad = (taps.numel() - 1) // 2
+        planes = F.conv2d(F.pad(planes, (0, 0, pad, pad), "reflect"), taps.view(1, 1, -1, 1))
+    if size[1] < w:
+        taps = lanczos_taps(size[1] / w).to(planes)
+        pad = (taps.numel() - 1) // 2
+        planes = F.conv2d(F.pad(planes, (pad, pad, 0, 0), "reflect"), taps.view(1, 1, 1, -1))
+    return F.interpolate(planes.reshape(n, c, h, w), size, mode="bicubic", align_corners=True)
 
 
 class MakeCutouts(nn.Module):
@@ -124,7 +158,7 @@ class MakeCutouts(nn.Module):
         return pooled.expand(self.cutn, -1, -1, -1)
 
     def _crops(self, image: torch.Tensor) -> torch.Tensor:
-        """cutn random square crops, resampled with antialiasing to the cut size."""
+        """cutn random square crops, each resampled to the cut size as the seed did."""
         side_y, side_x = image.shape[2:4]
         max_size, min_size = min(side_x, side_y), min(side_x, side_y, self.cut_size)
         cutouts = []
@@ -133,8 +167,7 @@ class MakeCutouts(nn.Module):
             ox = int(torch.randint(0, side_x - size + 1, ()))
             oy = int(torch.randint(0, side_y - size + 1, ()))
             crop = image[:, :, oy:oy + size, ox:ox + size]
-            cutouts.append(F.interpolate(crop, (self.cut_size,) * 2, mode="bicubic",
-                                         align_corners=True, antialias=size > self.cut_size))
+            cutouts.append(resample(crop, (self.cut_size, self.cut_size)))
         return torch.cat(cutouts)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:

@@ -12,10 +12,11 @@ from torch import nn
 
 from . import weights
 from .autograd import clamp_with_grad, vector_quantize
-from .checkpoint import CheckpointError, state_dict_of
+from .checkpoint import CheckpointError, first_line, state_dict_of
 
 VQMODEL = "taming.models.vqgan.VQModel"
 GUMBELVQ = "taming.models.vqgan.GumbelVQ"
+DEVICE_TYPES = ("cpu", "cuda", "mps")  # what -cd accepts
 
 
 class ModelError(RuntimeError):
@@ -80,20 +81,42 @@ def whole_cells(size, factor: int) -> tuple[int, int]:
     return width // factor * factor, height // factor * factor
 
 
+def _config_error(path: Path, reason: str) -> ModelError:
+    """The one-line error for a yaml that is not a usable VQGAN config."""
+    return ModelError(f"{path} is not a taming VQGAN config ({reason}); give the .yaml that came "
+                      "with the .ckpt, or delete it and run: bash download_models.sh")
+
+
+def _yaml_reason(err: Exception) -> str:
+    """What a YAML parser disliked, and where, on one line."""
+    mark = getattr(err, "problem_mark", None)
+    if getattr(err, "problem", None) and mark is not None:
+        return f"not YAML: {err.problem} at line {mark.line + 1}, column {mark.column + 1}"
+    text = " ".join(str(err).split()) or type(err).__name__
+    return f"not YAML: {text[:120]}"
+
+
 def read_vqgan_config(path: Path) -> tuple[str, dict]:
-    """The model target and params of a taming yaml config."""
+    """The model target and params of a taming yaml config; every problem is one line."""
     from omegaconf import OmegaConf
 
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path} not found; run: bash download_models.sh")
     try:
-        model = OmegaConf.to_container(OmegaConf.load(path))["model"]
-        target, params = model["target"], model["params"]
-        params["ddconfig"], params["n_embed"], params["embed_dim"]
-    except Exception as err:
-        raise ModelError(f"{path} is not a taming VQGAN config ({type(err).__name__}: {err}); "
-                         "run: bash download_models.sh") from None
+        config = OmegaConf.to_container(OmegaConf.load(path))
+    except Exception as err:  # yaml's scanner, parser, reader and constructor errors; bad bytes
+        raise _config_error(path, _yaml_reason(err)) from None
+    model = config.get("model") if isinstance(config, dict) else None
+    if not isinstance(model, dict) or not isinstance(model.get("params"), dict):
+        raise _config_error(path, "no model.params mapping")
+    target, params = model.get("target"), model["params"]
+    missing = [k for k in ("ddconfig", "n_embed", "embed_dim") if k not in params]
+    if missing:
+        raise _config_error(path, f"model.params has no {', '.join(missing)}")
+    if not isinstance(params["ddconfig"], dict) or not isinstance(
+            params["ddconfig"].get("ch_mult"), list):
+        raise _config_error(path, "model.params.ddconfig has no ch_mult list")
     if target not in (VQMODEL, GUMBELVQ):
         raise ModelError(f"{path}: model type {target} is not supported; use a VQModel or "
                          "GumbelVQ config (e.g. vqgan_imagenet_f16_16384.yaml)")
@@ -117,7 +140,11 @@ def _check_keys(path: Path, expected: dict, found: dict) -> None:
 def load_vqgan(config: Path, ckpt: Path, device="cpu") -> VQGAN:
     """VQGAN from a taming yaml + Lightning ckpt, in eval mode with frozen weights."""
     target, params = read_vqgan_config(config)
-    model = VQGAN(target, params)
+    try:
+        model = VQGAN(target, params)
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as err:
+        reason = f"{type(err).__name__}: {first_line(err)}"
+        raise _config_error(Path(config), f"its ddconfig builds no VQGAN: {reason}") from None
     state = {k: v for k, v in _state_dict(ckpt).items() if not k.startswith("loss.")}
     _check_keys(Path(ckpt), model.state_dict(), state)
     model.load_state_dict(state)
@@ -150,20 +177,20 @@ def clip_path(name: str, root: Path, quiet: bool = False) -> Path:
 
 
 def load_clip(path: Path, device="cpu") -> nn.Module:
-    """CLIP from an OpenAI checkpoint (TorchScript archive or state dict), float32, frozen."""
-    import clip
+    """CLIP from an OpenAI checkpoint (TorchScript archive or state dict), float32, frozen.
+
+    The file goes through the project's safe loader (checkpoint.state_dict_of): nothing in it
+    runs, whatever TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD says, and TorchScript code is never loaded."""
+    from clip.model import build_model
 
     path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"{path} not found; run: bash download_models.sh")
+    state = _state_dict(path)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model, _ = clip.load(str(path), device="cpu", jit=False)
-    except Exception as err:
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
-        raise ModelError(f"{path} is not a loadable CLIP checkpoint ({reason}); delete it and "
-                         "run: bash download_models.sh") from None
+        model = build_model(state)
+    except Exception as err:  # a state dict of some other network: missing keys, shapes
+        reason = f"{type(err).__name__}: {first_line(err)}"
+        raise ModelError(f"{path} is not a CLIP checkpoint ({reason}); delete it and run: "
+                         "bash download_models.sh") from None
     return model.float().eval().requires_grad_(False).to(device)
 
 
@@ -179,7 +206,7 @@ def load_wav2clip(path: Path, device="cpu") -> nn.Module:
     try:
         model = ResNetExtractor(checkpoint=state, scenario="frozen", transform=True)
     except RuntimeError as err:
-        reason = str(err).strip().splitlines()[0][:160]
+        reason = first_line(err)
         raise ModelError(f"{path} does not fit Wav2CLIP ({reason}); "
                          "run: bash download_models.sh") from None
     return model.eval().requires_grad_(False).to(device)
@@ -205,10 +232,22 @@ def verifier(model: weights.Model, file: weights.WeightFile, root: Path):
     return lambda ckpt: load_vqgan(config, ckpt) if config.is_file() else _state_dict(ckpt)
 
 
+def _device(text: str) -> torch.device:
+    """The torch device a -cd value names: cpu, cuda, cuda:N or mps; anything else is an error."""
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError, TypeError):
+        device = None
+    if device is None or device.type not in DEVICE_TYPES or (
+            device.type != "cuda" and device.index not in (None, 0)):
+        raise ModelError(f"-cd {text} is not a device; use cpu, cuda, cuda:N or mps")
+    return device
+
+
 def pick_device(cuda_device: str | None = None, gpu_id: int = 0) -> torch.device:
     """CUDA (the -cd device, else GPU -gid), then Apple MPS, then the CPU with a warning."""
     if cuda_device:
-        device = torch.device(cuda_device)
+        device = _device(cuda_device)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ModelError(f"-cd {cuda_device}: no CUDA GPU is visible; use -cd cpu")
         if device.type == "mps" and not torch.backends.mps.is_available():

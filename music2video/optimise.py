@@ -33,18 +33,6 @@ def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
     return factories[name]()
 
 
-def default_precision(device) -> str:
-    """The fastest precision that holds fp32's loss curve: bf16 where the hardware computes it."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    if device.type == "cpu":
-        native = any(getattr(torch.cpu, f"_is_{name}_supported", lambda: False)()
-                     for name in ("avx512_bf16", "amx_tile"))
-        return "bf16" if native else "fp32"
-    return "fp32"
-
-
 def autocast(device: torch.device, precision: str):
     """Mixed-precision context for the forward pass ('fp32': none)."""
     if precision == "fp32":

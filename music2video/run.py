@@ -1,399 +1,264 @@
-"""The run: its folder, its manifest, resuming, and the engine both generate modes share."""
+"""The driver: one run per song, its folder written from the events the scheduler brings back."""
 
-import contextlib
-import json
-import os
-from dataclasses import asdict, dataclass
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from PIL import Image
+import numpy as np
 from tqdm import tqdm
 
-from . import weights
-from .guidance import MakeCutouts, Perceptor, Target, noise_target, parse_prompt, split_prompts
-from .models import (ModelError, cell_size, check_clip_name, clip_path, embed_audio, load_clip,
-                     load_vqgan, load_wav2clip, read_vqgan_config, whole_cells)
-from .optimise import (Optimiser, load_image, noise_image, random_latent, to_frame, zoom_shift)
-from .schedule import Segment, audio_window, frame_sources
-from .video import FrameWriter, part_path
-
-MANIFEST = "manifest.json"
-VERSION = 1
+from . import report, storyboard, subtitles, sync
+from .folder import REPORT, RunFolder, writing
+from .plan import Plan
+from .render import Finished, Preview, Progress, RenderSpec, Work, work_cost
+from .scheduler import Failed
 
 
-class RunError(RuntimeError):
-    """A run folder that cannot be used as asked; str() says why and what to do."""
+@dataclass(frozen=True)
+class Outputs:
+    """Where one song's run writes."""
+
+    video: Path  # the finished mp4
+    preview: Path  # the -se preview picture
+    run_dir: Path  # chunks, states, manifest
+
+    @property
+    def storyboard(self) -> Path:
+        """The contact sheet beside the video."""
+        return storyboard.storyboard_path(self.video)
+
+    @property
+    def srt(self) -> Path:
+        """The lyrics as subtitles beside the video."""
+        return subtitles.srt_path(self.video)
 
 
-class RunInterrupted(RuntimeError):
-    """Ctrl-C: the run stopped cleanly and can be resumed."""
+BOARD_SECONDS = 2.0  # the storyboard is rewritten at most this often while segments finish
 
 
-def chunk_name(index: int, count: int) -> str:
-    """A chunk's file name, zero-padded so names sort in segment order at any count."""
-    width = max(5, len(str(max(count - 1, 0))))
-    return f"chunk_{index:0{width}d}.mp4"
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Writes JSON atomically: a temporary file, fsynced, then renamed over the old one."""
-    part = part_path(path)
-    with open(part, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1, ensure_ascii=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(part, path)
-
-
-def _same(key: str, value, old: dict) -> bool:
-    """Whether an identity entry matches the old run's (a -sd equal to its drawn seed does)."""
-    if key == "seed" and "seed" not in old.get("identity", {}):
-        return value == old.get("seed")
-    return old.get("identity", {}).get(key) == value
-
-
-def segment_record(seg: Segment, count: int) -> dict:
-    """A segment as the manifest lists it."""
-    record = asdict(seg)
-    record["chunk"] = chunk_name(seg.index, count) if seg.frames > 0 else None
-    return record
-
-
-class RunFolder:
-    """The folder beside the output that holds a run's chunks, states and manifest."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.manifest_path = self.path / MANIFEST
-
-    def read(self) -> dict | None:
-        """The manifest, or None when the folder holds no run."""
-        if not self.manifest_path.is_file():
-            return None
-        try:
-            return json.loads(self.manifest_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
-            raise RunError(f"{self.manifest_path} is unreadable ({err}); delete the folder or "
-                           "rerun with --overwrite") from None
-
-    def write(self, manifest: dict) -> None:
-        """Saves the manifest atomically."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        write_json(self.manifest_path, manifest)
-
-    def clear(self) -> None:
-        """Removes what a run wrote here (its chunks, states and manifest), nothing else."""
-        if not self.path.is_dir():
-            return
-        for item in self.path.iterdir():
-            ours = item.name.startswith(("chunk_", "state_", ".chunk_", ".state_", ".manifest"))
-            if item.is_file() and (ours or item.name == MANIFEST):
-                item.unlink()
-
-    def start(self, identity: dict, segments: list[Segment], overwrite: bool, seed: int,
-              info: dict) -> dict:
-        """The manifest to work from: the folder's own when it is the same run, else a new one.
-
-        A run with no finished segment is simply replaced. A new run records `seed`; a resumed
-        one keeps the seed it started with. `info` (song path, video path, fps) is recorded
-        either way, for combine_mp4.py."""
-        old = self.read()
-        identity = json.loads(json.dumps(identity))  # tuples become lists, as when read back
-        plan = json.loads(json.dumps([segment_record(s, len(segments)) for s in segments]))
-        if old is not None and not overwrite and old.get("done"):
-            differs = [k for k in identity if not _same(k, identity[k], old)]
-            if not differs and old.get("segments") != plan:
-                differs = ["segment plan"]
-            if differs:
-                raise RunError(f"{self.path} holds another run (different {', '.join(differs)}); "
-                               "rerun with --overwrite to replace it, or choose another -o")
-            old.update(info)
-            self.write(old)
-            self.remove_leftovers()
-            return old
-        self.clear()
-        manifest = {"version": VERSION, "identity": identity, "seed": seed, "segments": plan,
-                    "done": 0, "iterations_done": 0, "state": None, **info}
-        self.write(manifest)
-        return manifest
-
-    def remove_leftovers(self) -> None:
-        """Deletes temporary files an interrupted run left: in its folder, and beside it."""
-        leftovers = [*self.path.glob(".*.part*"), *self.path.parent.glob(f".{self.path.name}.*")]
-        for item in leftovers:
-            item.unlink(missing_ok=True)
-
-    def chunk(self, record: dict) -> Path | None:
-        """Path of a segment's chunk (None for a segment with no frames)."""
-        return self.path / record["chunk"] if record["chunk"] else None
-
-    def save_state(self, manifest: dict, index: int, state: dict) -> None:
-        """Records segment `index` as finished, with the state to continue from."""
-        name = f"state_{index:06d}.pt"
-        part = part_path(self.path / name)
-        torch.save(state, part)
-        os.replace(part, self.path / name)
-        old = manifest["state"]
-        manifest["done"] = index + 1
-        manifest["iterations_done"] += manifest["segments"][index]["iterations"]
-        manifest["state"] = name
-        self.write(manifest)
-        if old and old != name:
-            (self.path / old).unlink(missing_ok=True)
-
-    def load_state(self, manifest: dict) -> dict | None:
-        """The state saved after the last finished segment, or None at the start."""
-        if not manifest["state"]:
-            return None
-        path = self.path / manifest["state"]
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:
-            raise RunError(f"{path} is unreadable ({type(err).__name__}); rerun with --overwrite "
-                           "to start the video again") from None
-
-    def finished_chunks(self, manifest: dict, partial: bool = False) -> list[Path]:
-        """The chunks of the finished segments, in order; missing ones are named in the error."""
-        records = manifest["segments"][: manifest["done"]] if partial else manifest["segments"]
-        if not partial and manifest["done"] < len(records):
-            raise RunError(f"{self.path}: only {manifest['done']} of {len(records)} segments are "
-                           "finished; rerun the generate command to resume, or join with --partial")
-        chunks = [self.chunk(r) for r in records if r["chunk"]]
-        missing = [c.name for c in chunks if not c.is_file()]
-        if missing:
-            raise RunError(f"{self.path}: missing chunk(s) {', '.join(missing[:5])}; rerun the "
-                           "generate command with --overwrite to render them again")
-        return chunks
-
-
-def say(quiet: bool, message: str) -> None:
-    """A log line that keeps clear of the progress bar, unless quiet."""
+def say(quiet: bool, message: str, file=None) -> None:
+    """A log line (stdout, or `file`) that keeps clear of the progress bar, unless quiet."""
     if not quiet:
-        tqdm.write(message)
+        tqdm.write(message, file=file)
 
 
-def describe(seg: Segment, count: int) -> str:
+def clock(seconds: float) -> str:
+    """M:SS.ss for a log line."""
+    hundredths = round(seconds * 100)
+    return f"{hundredths // 6000}:{hundredths % 6000 / 100:05.2f}"
+
+
+def describe(seg, count: int) -> str:
     """One line about a segment for the log: time span, steps, frames and goal."""
     goals = "; ".join(f"lyric {g.text!r}" if g.kind == "text" else "audio" for g in seg.goals)
     return (f"[{seg.index + 1}/{count}] {clock(seg.start)}-{clock(seg.end)} "
             f"{seg.iterations} it, {seg.frames} frames: {goals}")
 
 
-def clock(seconds: float) -> str:
-    """M:SS.ss for a log line."""
-    return f"{int(seconds // 60)}:{seconds % 60:05.2f}"
+def save_preview(frame: np.ndarray, path: Path) -> None:
+    """Writes a picture (H, W, 3) uint8 as a PNG, atomically (the seed's -o preview)."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with writing(path) as part:
+        Image.fromarray(frame).save(part, format="PNG")
 
 
-class Engine:
-    """Renders a schedule of segments into the run folder's chunks, resuming where it stopped."""
+def digest(path: Path | None) -> str | None:
+    """SHA-256 of an optional file."""
+    from .download import sha256sum
 
-    def __init__(self, opts, song, models, folder: RunFolder, manifest: dict,
-                 segments: list[Segment]):
-        self.opts, self.song, self.models = opts, song, models
-        self.folder, self.manifest, self.segments = folder, manifest, segments
-        self.width, self.height = models.size
-        self.text_cache: dict[str, object] = {}
-        torch.manual_seed(manifest["seed"])  # image prompts' cut-outs are random too
-        self.style = self._style_targets()
+    return sha256sum(path) if path else None
+
+
+class Job:
+    """One song's run: its plan, its locked folder, and what is left to render."""
+
+    def __init__(self, index: int, plan: Plan, outputs: Outputs, folder: RunFolder,
+                 manifest: dict, spec: RenderSpec, quiet: bool, cues: list = (),
+                 burn_lyrics: bool = False):
+        self.index, self.plan, self.outputs = index, plan, outputs
+        self.folder, self.manifest, self.spec, self.quiet = folder, manifest, spec, quiet
+        self.burn_lyrics = burn_lyrics
+        self.left: set[int] = set()  # segments still to write down
+        self.error: str | None = None
+        self.started = time.monotonic()
+        self.steps_this_run = 0
+        self.peak_gpu_mb: float | None = None  # the workers' peak GPU memory
+        self.cues = list(cues)
+        self.board = storyboard.Storyboard(outputs.storyboard, manifest["segments"],
+                                           title=plan.song.path.name, every=BOARD_SECONDS)
+        done = folder.done()
+        if done:
+            self.board.update(storyboard.saved_pictures(folder.path, manifest, done))
+            self.board.write()
+
+    @property
+    def name(self) -> str:
+        """The song, for log lines."""
+        return str(self.plan.song.path)
 
     def log(self, message: str) -> None:
         """A line above the progress bar, unless -q."""
-        say(self.opts.quiet, message)
+        say(self.quiet, message)
 
-    def _text(self, text: str, weight=1.0, stop=float("-inf")):
-        """CLIP target of a text, computed once per distinct text."""
-        key = (text, weight, stop)
-        if key not in self.text_cache:
-            self.text_cache[key] = self.models.perceptor.text_target(text, weight, stop)
-        return self.text_cache[key]
+    def works(self) -> tuple[list[Work], int]:
+        """What is left to render (resuming where the folder stopped, re-rendering lost chunks),
+        and the steps already done."""
+        done = self.folder.done()
+        records, works = self.manifest["segments"], []
+        lost = 0
+        for section, (first, last) in enumerate(self.plan.sections):
+            state = self.folder.load_state(section)
+            reached = state["segment"] if state else first - 1
+            if state and reached not in done and self._has_chunk(records[reached]):
+                self.folder.journal(reached)  # stopped between the state and the journal
+                done.add(reached)
+            missing = {k for k in range(first, last + 1)
+                       if k in done and not self._has_chunk(records[k])}
+            lost += len(missing)
+            needs = {k for k in range(first, last + 1) if k not in done} | missing
+            tail = {k for k in needs if k > reached}
+            head = needs - tail
+            if tail:
+                works.append(Work(self.index, section, reached + 1, max(tail), state,
+                                  frozenset(tail)))
+            if head:
+                works.append(Work(self.index, section, first, max(head), None, frozenset(head),
+                                  repair=True))
+            self.left |= needs
+        if lost:
+            self.log(f"{self.name}: {lost} finished chunk(s) are missing; rendering them again")
+        steps_done = sum(s.iterations for s in self.plan.segments if s.index not in self.left)
+        return works, steps_done
 
-    def _style_targets(self) -> list[list]:
-        """Style goals for every segment: -p prompt groups (one per '^' phrase), -ip, -nps."""
-        o, perceptor = self.opts, self.models.perceptor
-        fixed = []
-        for item in split_prompts(o.image_prompts):
-            path, weight, stop = parse_prompt(item)
-            fixed.append(perceptor.image_target(load_image(Path(path), self.width, self.height),
-                                                weight, stop))
-        dim = self.models.embed_dim
-        fixed += [noise_target(s, w, dim, self.models.device)
-                  for s, w in zip(o.noise_prompt_seeds, o.noise_prompt_weights)]
-        phrases = (o.prompts or "").split("^")
-        groups = [[self._text(*parse_prompt(p)) for p in split_prompts(ph)] for ph in phrases]
-        return [group + fixed for group in groups]
+    def _has_chunk(self, record: dict) -> bool:
+        """Whether a segment's chunk is there (a segment without frames has none to lose)."""
+        chunk = self.folder.chunk(record)
+        return chunk is None or chunk.is_file()
 
-    def _style_at(self, iteration: int) -> list:
-        """The style goals at a global iteration (-cpe cycles the '^' phrases)."""
-        every = self.opts.change_prompt_every
-        group = (iteration // every) % len(self.style) if every else 0
-        return [(t, t.weight) for t in self.style[group]]
+    def handle(self, event) -> None:
+        """Writes down one event of this song's render."""
+        if isinstance(event, Progress):
+            self.steps_this_run += event.steps
+        elif isinstance(event, Finished):
+            self._finished(event)
+        elif isinstance(event, Preview):
+            save_preview(event.frame, self.outputs.preview)
+            self.log(f"step {event.iteration}: loss {event.loss:.4g}")
+        elif isinstance(event, Failed):
+            self.error = event.message
 
-    def _segment_targets(self, seg: Segment) -> list:
-        """(target, goal) pairs of a segment: CLIP text or Wav2CLIP audio embeddings."""
-        pairs = []
-        for goal in seg.goals:
-            if goal.kind == "text":
-                pairs.append((self._text(goal.text), goal))
+    def _finished(self, event: Finished) -> None:
+        """A finished segment: its files, its section's state, the journal."""
+        state = None if event.repair else event.state
+        if event.peak_gpu_mb is not None:
+            self.peak_gpu_mb = max(self.peak_gpu_mb or 0.0, event.peak_gpu_mb)
+        if event.wanted:
+            self.folder.record(self.manifest, event.index, event.chunk, event.thumb,
+                               event.section, state)
+            self.left.discard(event.index)
+            self.log(describe(self.plan.segments[event.index], len(self.plan.segments)))
+            picture = storyboard.decode_thumbnail(event.thumb) if event.thumb else None
+            if picture is not None:
+                self.board.add(event.index, picture)
+                self.board.refresh()
+        elif state is not None:
+            self.folder.save_state(event.section, state)
+
+    @property
+    def complete(self) -> bool:
+        """Every segment is written down."""
+        return not self.left and self.error is None
+
+    def finish(self, render_seconds: float) -> Path:
+        """Joins the chunks with the song (and the lyrics as subtitles) into the video; writes
+        the storyboard and the run report."""
+        from .video import join
+
+        fps, out = self.manifest["fps"], self.outputs
+        srt = subtitles.write_srt(out.srt, self.cues) if self.cues else None
+        join(self.folder.finished_chunks(self.manifest), self.plan.song.path, out.video,
+             self.manifest.get("output_video_fps", 0),
+             video_seconds=self.plan.segments[-1].frame_end / fps,
+             subtitles=None if self.burn_lyrics else srt)
+        self.board.write()
+        self.report(render_seconds, srt)
+        self.log(f"done: {out.video}")
+        return out.video
+
+    def report(self, render_seconds: float, srt: Path | None) -> None:
+        """report.json in the run folder, and its summary lines."""
+        out = self.outputs
+        rep = report.build(
+            song=self.plan.song.path, song_seconds=self.plan.song.duration, video=out.video,
+            fps=self.manifest["fps"], segments=self.manifest["segments"], lyrics=self.plan.lyrics,
+            lyrics_given=self.plan.lyrics_given, steps=self.plan.steps,
+            steps_this_run=self.steps_this_run, render_seconds=render_seconds,
+            wall_seconds=time.monotonic() - self.started, device=self.spec.device,
+            precision=self.spec.precision,
+            outputs={"video": out.video, "storyboard": out.storyboard, "subtitles": srt,
+                     "run_dir": self.folder.path, "report": self.folder.path / REPORT})
+        if self.peak_gpu_mb is not None and rep["peak_gpu_mb"] is None:
+            rep["peak_gpu_mb"] = self.peak_gpu_mb  # measured on the workers
+        fps = self.manifest.get("output_video_fps") or self.manifest["fps"]
+        song = self.plan.song
+        rep["sync"] = sync.measure_video(out.video, song.samples, song.sr, fps)
+        report.write(self.folder.path / REPORT, rep)
+        for line in [*report.summary(rep), sync.describe(rep["sync"])]:
+            say(self.quiet, line, sys.stderr)
+
+    def close(self) -> None:
+        """Releases the run folder."""
+        self.folder.unlock()
+
+
+def render_jobs(jobs: list[Job], scheduler, quiet: bool) -> dict[int, str]:
+    """Renders every job's remaining work and finishes each song as its last segment arrives.
+
+    Returns {job index: error line} for the songs that failed."""
+    from .folder import RunError as FolderError
+    from .video import VideoError
+
+    plans = {job.index: job for job in jobs}
+    works, done_steps = [], 0
+    for job in jobs:
+        job_works, steps = job.works()
+        works += job_works
+        done_steps += steps
+        first = min((w.first for w in job_works), default=None)
+        if first is not None and steps:
+            job.log(f"{job.name}: resuming at segment {first + 1} of {len(job.plan.segments)}")
+    errors: dict[int, str] = {}
+    total = done_steps + sum(work_cost(plans[w.job].spec, w) for w in works)
+
+    started = time.monotonic()
+
+    def finish(job: Job) -> None:
+        try:
+            job.finish(time.monotonic() - started)
+        except (FolderError, VideoError) as err:
+            errors[job.index] = str(err)
+
+    for job in jobs:
+        if job.complete:
+            finish(job)
+    specs = {w.job: (plans[w.job].spec, plans[w.job].plan.song.samples) for w in works}
+    with tqdm(total=total, initial=done_steps, unit="it", desc="rendering", disable=quiet,
+              dynamic_ncols=True) as bar:
+        for event in scheduler.run(specs, works):
+            job = plans[event.job]
+            job.handle(event)
+            if isinstance(event, Progress):
+                if event.steps < 0:
+                    bar.total -= event.steps  # a dead worker's steps are rendered again
+                    bar.refresh()
+                else:
+                    bar.update(event.steps)
                 continue
-            start, end = audio_window(goal, self.song.duration)
-            sr = self.song.sr
-            clip = self.song.samples[int(start * sr):max(int(end * sr), int(start * sr) + 1)]
-            pairs.append((Target(embed_audio(self.models.wav2clip, clip)), goal))
-        return pairs
-
-    def _start_optimiser(self):
-        """The optimiser at the first unfinished segment, and the picture and step count so far."""
-        m, o = self.models, self.opts
-        state = self.folder.load_state(self.manifest)
-        z = m.initial_latent if state is None else state["optimiser"]["z"]
-        opt = Optimiser(m.vqgan, m.perceptor, z.to(m.device), o.optimiser, o.learning_rate,
-                        o.init_weight, o.precision, compile_mode=o.compile)
-        if state is None:
-            return opt, None, 0
-        opt.load_state_dict(state["optimiser"])
-        return opt, state["image"].to(m.device), state["iteration"]
-
-    def _after_step(self, opt, result, iteration: int) -> None:
-        """Preview PNG and loss line every -se steps; the zoom motion every -zse steps."""
-        o = self.opts
-        if o.save_every and iteration % o.save_every == 0:
-            save_preview(result.image, o.preview)
-            if not o.quiet:
-                self.log(f"step {iteration}: loss {result.loss.item():.4g}")
-        if o.zoom_video and iteration >= o.zoom_start and (iteration + 1) % o.zoom_save_every == 0:
-            with torch.no_grad():
-                moved = zoom_shift(self.models.vqgan.synth(opt.z), o.zoom_scale,
-                                   o.zoom_shift_x, o.zoom_shift_y)
-                opt.restart(self.models.vqgan.encode(moved))
-
-    def _render_segment(self, seg: Segment, opt, previous, iteration: int, bar):
-        """Optimises one segment, streaming its frames into its chunk; returns the last picture."""
-        pairs = self._segment_targets(seg)
-        continuity = (self.models.perceptor.image_target(previous)
-                      if previous is not None else None)
-        counts = frame_sources(seg.iterations, seg.frames)
-        chunk = self.folder.chunk(self.manifest["segments"][seg.index])
-        writer = (FrameWriter(chunk, self.width, self.height, self.opts.fps) if chunk
-                  else contextlib.nullcontext())
-        n = seg.iterations
-        with writer:
-            for i in range(n):
-                targets = [(t, g.weight_at(i, n)) for t, g in pairs] + self._style_at(iteration)
-                if i == 0 and continuity is not None:
-                    targets.append((continuity, continuity.weight))
-                result = opt.step(targets, i)
-                if counts[i]:
-                    writer.write(to_frame(result.image, cpu=False), counts[i])
-                self._after_step(opt, result, iteration)
-                iteration += 1
-                bar.update(1)
-        return result.image, iteration
-
-    def run(self) -> None:
-        """Renders every unfinished segment; Ctrl-C stops cleanly between frames."""
-        count, first = len(self.segments), self.manifest["done"]
-        if first >= count:
-            return
-        if first:
-            self.log(f"resuming at segment {first + 1} of {count}")
-        opt, previous, iteration = self._start_optimiser()
-        total = sum(s.iterations for s in self.segments)
-        with tqdm(total=total, initial=self.manifest["iterations_done"], unit="it",
-                  desc="rendering", disable=self.opts.quiet, dynamic_ncols=True) as bar:
-            for seg in self.segments[first:]:
-                torch.manual_seed(self.manifest["seed"] + seg.index)
-                self.log(describe(seg, count))
-                try:
-                    previous, iteration = self._render_segment(seg, opt, previous, iteration, bar)
-                except KeyboardInterrupt:
-                    raise RunInterrupted(
-                        f"stopped at segment {seg.index + 1} of {count}; run the same command "
-                        "again to resume") from None
-                self.folder.save_state(self.manifest, seg.index, {
-                    "optimiser": opt.state_dict(), "image": previous.cpu(), "iteration": iteration})
-
-
-def save_preview(image: torch.Tensor, path: Path) -> None:
-    """Writes the current picture as a PNG, atomically (the seed's -o preview)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    part = part_path(path)
-    Image.fromarray(to_frame(image).numpy()).save(part, format="PNG")
-    os.replace(part, path)
-
-
-@dataclass
-class Models:
-    """The loaded networks and what the loop needs to know about them."""
-
-    vqgan: object
-    perceptor: object
-    wav2clip: object
-    device: torch.device
-    size: tuple[int, int]  # width, height of the pictures, multiples of the VQGAN cell
-    embed_dim: int  # CLIP's embedding width
-    initial_latent: torch.Tensor  # (1, e, h, w) where a new run starts
-
-
-def _given_weights(opts) -> dict[str, Path]:
-    """The weight files named on the command line, checked to exist."""
-    if bool(opts.vqgan_config) != bool(opts.vqgan_checkpoint):
-        raise ModelError("give both -conf and -ckpt (a VQGAN is a yaml config plus a checkpoint)")
-    given = {"config": opts.vqgan_config, "ckpt": opts.vqgan_checkpoint,
-             "wav2clip": opts.wav2clip_checkpoint}
-    given = {key: Path(path) for key, path in given.items() if path}
-    for path in given.values():
-        if not path.is_file():
-            raise ModelError(f"{path} not found; check the path, or leave the flag out to use "
-                             "the default model (bash download_models.sh fetches it)")
-    return given
-
-
-def resolve_weights(opts) -> dict[str, Path]:
-    """Paths of the three models' files; the registry's defaults are fetched when missing.
-
-    Everything the user named is checked before anything is downloaded."""
-    root = weights.checkpoint_dir(opts.checkpoints)
-    paths = _given_weights(opts)
-    check_clip_name(opts.clip_model)
-    if "config" not in paths:
-        paths["config"], paths["ckpt"] = weights.fetch(weights.DEFAULT_VQGAN, root, opts.quiet)
-    paths["clip"] = clip_path(opts.clip_model, root, opts.quiet)
-    if "wav2clip" not in paths:
-        (paths["wav2clip"],) = weights.fetch("wav2clip", root, opts.quiet)
-    return paths
-
-
-def picture_size(opts, config: Path) -> tuple[int, int]:
-    """-s rounded down to whole cells of the configured VQGAN; too small a size is an error."""
-    factor = cell_size(read_vqgan_config(config)[1])
-    width, height = whole_cells(opts.size, factor)
-    if not width or not height:
-        raise ModelError(f"-s {opts.size[0]} {opts.size[1]} is smaller than one {factor}-pixel "
-                         f"VQGAN cell; use at least -s {factor} {factor}")
-    return width, height
-
-
-def first_latent(opts, vqgan, size, seed: int, device) -> torch.Tensor:
-    """The start latent: -ii picture, -in noise, or random codebook entries (the seed's default)."""
-    gen = torch.Generator().manual_seed(seed)
-    width, height = size
-    if opts.init_image:
-        image = load_image(opts.init_image, width, height)
-    elif opts.init_noise:
-        image = noise_image(opts.init_noise, width, height, gen)
-    else:
-        return random_latent(vqgan, width, height, gen).to(device)
-    with torch.no_grad():
-        return vqgan.encode(image.to(device))
-
-
-def load_models(opts, paths: dict, size: tuple[int, int], device, seed: int) -> Models:
-    """Loads VQGAN, CLIP (with the cut-outs) and Wav2CLIP onto the device."""
-    vqgan = load_vqgan(paths["config"], paths["ckpt"], device)
-    clip_model = load_clip(paths["clip"], device)
-    cutouts = MakeCutouts(clip_model.visual.input_resolution, opts.num_cuts, opts.cut_method,
-                          opts.cut_power, opts.augments)
-    return Models(vqgan, Perceptor(clip_model, cutouts), load_wav2clip(paths["wav2clip"], device),
-                  device, size, clip_model.visual.output_dim,
-                  first_latent(opts, vqgan, size, seed, device))
+            if isinstance(event, Failed):
+                errors[job.index] = event.message
+            elif job.complete and isinstance(event, Finished) and event.wanted:
+                finish(job)
+    return errors

@@ -225,16 +225,32 @@ def _video_args(interpolate_fps: float, seconds: float | None) -> list[list[str]
     return [nvenc, x264] if _nvenc_usable() else [x264]
 
 
+def subtitle_args(subtitles: Path | None) -> tuple[list[str], list[str]]:
+    """Input and output arguments that add an SRT file as a soft mov_text track (input 2),
+    shown by default and switchable off in players."""
+    if subtitles is None:
+        return [], []
+    return (["-f", "srt", "-i", ffmpeg_path(subtitles)],
+            ["-map", "2:s:0", "-c:s", "mov_text", "-metadata:s:s:0", "language=und",
+             "-metadata:s:s:0", "handler_name=Lyrics", "-disposition:s:0", "default"])
+
+
 def join(chunks: list[Path], audio: Path, out: Path, interpolate_fps: float = 0,
-         audio_seconds: float | None = None, video_seconds: float | None = None) -> Path:
+         audio_seconds: float | None = None, video_seconds: float | None = None,
+         subtitles: Path | None = None) -> Path:
     """Joins chunks in order and adds the song as AAC; written to a temporary name, then renamed.
 
     `audio_seconds` trims the song (for joining a partial run); `video_seconds`, the chunks'
-    length, keeps a motion-interpolated video exactly that long."""
+    length, keeps a motion-interpolated video exactly that long; `subtitles`, an SRT file, is
+    added as a mov_text subtitle track (it is not trimmed: its cues should end within the video,
+    see subtitles.clip)."""
     out = Path(out)
     missing = [Path(c).name for c in chunks if not Path(c).is_file()]
     if missing:
         raise VideoError(f"cannot join into {out}: missing chunk(s) {', '.join(missing[:5])}")
+    if subtitles is not None and not Path(subtitles).is_file():
+        raise VideoError(f"cannot join into {out}: subtitle file {subtitles} not found")
+    sub_in, sub_out = subtitle_args(subtitles)
     out.parent.mkdir(parents=True, exist_ok=True)
     listing = concat_list(chunks, out.with_name(f".{out.stem}.{os.getpid()}.concat.txt"))
     part = part_path(out)
@@ -243,9 +259,9 @@ def join(chunks: list[Path], audio: Path, out: Path, interpolate_fps: float = 0,
         for attempt, video in enumerate(options := _video_args(interpolate_fps, video_seconds)):
             try:
                 run_ffmpeg(["-xerror", "-f", "concat", "-safe", "0", "-i", ffmpeg_path(listing),
-                            *trim, "-i", ffmpeg_path(audio), "-map", "0:v:0", "-map", "1:a:0",
-                            *video, "-c:a", "aac", "-b:a", AUDIO_BITRATE, "-movflags",
-                            "+faststart", "-f", "mp4", ffmpeg_path(part)],
+                            *trim, "-i", ffmpeg_path(audio), *sub_in, "-map", "0:v:0",
+                            "-map", "1:a:0", *video, "-c:a", "aac", "-b:a", AUDIO_BITRATE,
+                            *sub_out, "-movflags", "+faststart", "-f", "mp4", ffmpeg_path(part)],
                            f"join the chunks into {out}")
                 break
             except VideoError:
@@ -260,20 +276,49 @@ def join(chunks: list[Path], audio: Path, out: Path, interpolate_fps: float = 0,
 
 
 def probe(path: Path) -> dict:
-    """Streams and durations of a media file, read from ffmpeg's report."""
+    """Streams (video, audio and subtitle codecs), picture size and fps, from ffmpeg's report."""
     result = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", ffmpeg_path(path)],
                             capture_output=True, text=True)
     report = result.stderr
     video = re.findall(r"Stream #\S+.*?: Video: (\w+).*?, (\d+)x(\d+)", report)
     audio = re.findall(r"Stream #\S+.*?: Audio: (\w+)", report)
+    subtitle = re.findall(r"Stream #\S+.*?: Subtitle: (\w+)", report)
     fps = re.search(r"(\d+(?:\.\d+)?) fps", report)
-    return {"video": [v[0] for v in video], "audio": audio,
+    return {"video": [v[0] for v in video], "audio": audio, "subtitle": subtitle,
             "size": (int(video[0][1]), int(video[0][2])) if video else None,
             "fps": float(fps.group(1)) if fps else None}
+
+
+def read_frames(path: Path):
+    """The decoded RGB frames (H, W, 3) uint8 of a video, one at a time; VideoError when it
+    cannot be decoded. The ffmpeg process is stopped and its pipes closed however the loop
+    ends."""
+    size = probe(path)["size"]
+    if size is None:
+        raise VideoError(f"cannot read video {path}: ffmpeg finds no video stream in it")
+    width, height = size
+    cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-i", ffmpeg_path(path),
+           "-map", "0:v:0", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as proc:
+        try:
+            while len(data := proc.stdout.read(width * height * 3)) == width * height * 3:
+                yield np.frombuffer(data, np.uint8).reshape(height, width, 3)
+        finally:
+            proc.kill()
 
 
 def count_frames(path: Path) -> tuple[int, float]:
     """Decoded video frames of a file and their duration in seconds."""
     import imageio_ffmpeg
 
-    return imageio_ffmpeg.count_frames_and_secs(str(path))
+    return imageio_ffmpeg.count_frames_and_secs(ffmpeg_path(path))
+
+
+def read_subtitles(path: Path) -> str:
+    """The first subtitle track of a file as SRT text, read back by ffmpeg."""
+    cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-i", ffmpeg_path(path),
+           "-map", "0:s:0", "-f", "srt", "-"]
+    result = subprocess.run(cmd, capture_output=True)
+    if result.returncode != 0:
+        raise VideoError(f"ffmpeg failed to read the subtitles of {path}: {_tail(result.stderr)}")
+    return result.stdout.decode("utf-8")

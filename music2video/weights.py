@@ -1,14 +1,22 @@
 """The weights the tool uses: one registry of names, files and sources, and their download."""
 
 import argparse
+import json
 import os
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 ENV_VAR = "MUSIC2VIDEO_CHECKPOINTS"
 DEFAULT_DIR = Path("checkpoints")
 HEIBOX = "https://heibox.uni-heidelberg.de/d/{share}/files/?p=%2F{path}&dl=1"
+# Mirrors seen in public projects, tried in order after the authors' share; none publishes a
+# checksum, so their files pass the same structural check as the share's.
+IO_COMMUNITY = "http://mirror.io.community/blob/vqgan/{name}"
+FEED_FORWARD = "https://github.com/mehdidc/feed_forward_vqgan_clip/releases/download/0.1/{name}"
+PIXRAY = "https://github.com/pixray/pixray/releases/download/v1.7.1/{name}"
+STAMPS = ".verified.json"  # in the weights folder: files that passed their check, by size and time
 WAV2CLIP_URL = ("https://github.com/descriptinc/lyrebird-wav2clip/releases/download/"
                 "v0.1.0-alpha/Wav2CLIP.pt")
 DEFAULT_VQGAN = "vqgan_imagenet_f16_16384"
@@ -24,6 +32,12 @@ class WeightFile:
     filename: str  # name inside the checkpoints folder
     url: str  # where it comes from
     sha256: str | None = None  # known digest; None means a structural check after download
+    mirrors: tuple[str, ...] = ()  # further URLs with the same file, tried in order after url
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """Every URL of the file, in the order they are tried."""
+        return (self.url, *self.mirrors)
 
 
 @dataclass(frozen=True)
@@ -37,16 +51,20 @@ class Model:
     licence: str  # the licence of the weights
 
 
-def _vqgan(name: str, share: str, size_mb: int, yaml_path="configs%2Fmodel.yaml",
-           ckpt_path="ckpts%2Flast.ckpt", licence="MIT (taming-transformers)") -> Model:
-    """A VQGAN from the taming-transformers authors' share."""
-    if share.startswith("http"):
-        yaml_url, ckpt_url = share + ".yaml", share + ".ckpt"
-    else:
-        yaml_url = HEIBOX.format(share=share, path=yaml_path)
-        ckpt_url = HEIBOX.format(share=share, path=ckpt_path)
-    return Model(name, "vqgan", (WeightFile(f"{name}.yaml", yaml_url),
-                                 WeightFile(f"{name}.ckpt", ckpt_url)), size_mb, licence)
+def _vqgan(name: str, sources: tuple[str, ...], size_mb: int,
+           licence="MIT (taming-transformers)") -> Model:
+    """A VQGAN whose yaml and ckpt come from these sources, in order.
+
+    A source is a heibox share of the taming-transformers authors (its id), or a URL that
+    gives the two files when '.yaml' and '.ckpt' are appended."""
+    urls = {"yaml": [], "ckpt": []}
+    for source in sources:
+        for ext, share_path in (("yaml", "configs%2Fmodel.yaml"), ("ckpt", "ckpts%2Flast.ckpt")):
+            urls[ext].append(f"{source}.{ext}" if source.startswith("http")
+                             else HEIBOX.format(share=source, path=share_path))
+    files = tuple(WeightFile(f"{name}.{ext}", urls[ext][0], mirrors=tuple(urls[ext][1:]))
+                  for ext in ("yaml", "ckpt"))
+    return Model(name, "vqgan", files, size_mb, licence)
 
 
 def _clip_models() -> list[Model]:
@@ -65,11 +83,15 @@ _CLIP_SIZES_MB = {"RN50": 244, "RN101": 278, "RN50x4": 402, "RN50x16": 630, "RN5
 def registry() -> dict[str, Model]:
     """Every model the tool offers, by name."""
     models = [
-        _vqgan("vqgan_imagenet_f16_16384", "a7530b09fed84f80a887", 980),
-        _vqgan("vqgan_imagenet_f16_1024", "8088892a516d4e3baf92", 960),
-        _vqgan("vqgan_gumbel_f8_8192", "2e5662443a6b4307b470", 380),
-        _vqgan("wikiart_16384", "http://eaidata.bmk.sh/data/Wikiart_16384/wikiart_f16_16384_8145600",
-               1000, licence="unstated (community model trained on WikiArt)"),
+        _vqgan("vqgan_imagenet_f16_16384", (
+            "a7530b09fed84f80a887", IO_COMMUNITY.format(name="vqgan_imagenet_f16_16384"),
+            FEED_FORWARD.format(name="vqgan_imagenet_f16_16384")), 980),
+        _vqgan("vqgan_imagenet_f16_1024", (
+            "8088892a516d4e3baf92", IO_COMMUNITY.format(name="vqgan_imagenet_f16_1024")), 960),
+        _vqgan("vqgan_gumbel_f8_8192", ("2e5662443a6b4307b470",), 380),
+        # The original host (eaidata.bmk.sh) is gone; pixray's release carries the same files.
+        _vqgan("wikiart_16384", (PIXRAY.format(name="vqgan_wikiart_16384"),), 1000,
+               licence="unstated (community model trained on WikiArt)"),
         *_clip_models(),
         Model("wav2clip", "wav2clip", (WeightFile("Wav2CLIP.pt", WAV2CLIP_URL),), 47, "MIT (Wav2CLIP)"),
     ]
@@ -91,14 +113,88 @@ def lookup(name: str) -> Model:
     return models[name]
 
 
+def _stamp(path: Path, file: WeightFile) -> list:
+    """What a verified file is remembered by: its size, its modification time and its check."""
+    info = path.stat()
+    return [info.st_size, info.st_mtime_ns, file.sha256 or "structure"]
+
+
+def _stamps(root: Path) -> dict:
+    """The verified stamps of a weights folder; none when the file is missing or unreadable."""
+    try:
+        stamps = json.loads((Path(root) / STAMPS).read_text())
+    except (OSError, ValueError):
+        return {}
+    return stamps if isinstance(stamps, dict) else {}
+
+
+def _remember(path: Path, file: WeightFile) -> None:
+    """Records that path passed its check; a folder that cannot be written is checked every time."""
+    root = path.parent
+    stamps = _stamps(root) | {file.filename: _stamp(path, file)}
+    temp = root / f"{STAMPS}.{os.getpid()}.part"
+    try:
+        temp.write_text(json.dumps(stamps, indent=1))
+        os.replace(temp, root / STAMPS)
+    except OSError:
+        temp.unlink(missing_ok=True)
+
+
+def _problem(path: Path, file: WeightFile, verify) -> str | None:
+    """What is wrong with an existing file, as a phrase after its path; None when it passes.
+
+    A file that passed before and has not changed since (its stamp) is not checked again."""
+    from .download import sha256sum
+
+    if _stamps(path.parent).get(file.filename) == _stamp(path, file):
+        return None
+    if file.sha256 is not None:
+        got = sha256sum(path)
+        if got != file.sha256.lower():
+            return f"has checksum {got[:12]}, not {file.sha256[:12]}"
+    elif verify is not None:
+        try:
+            verify(path)
+        except Exception as err:
+            return _phrase(path, err)
+    else:
+        return None  # nothing to check it against: used as it is, and not remembered as checked
+    _remember(path, file)
+    return None
+
+
+def _phrase(path: Path, err: Exception) -> str:
+    """A check's one-line error as a phrase after the file's path, without its advice."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    for lead in (f"{path} ", f"{path}: "):
+        if text.startswith(lead):
+            return text[len(lead):].split("; ")[0]
+    return f"failed its check ({text})"
+
+
 def ensure(file: WeightFile, root: Path, verify=None, quiet: bool = False) -> Path:
-    """The file's path under root, downloading it first when missing (or failing its digest)."""
-    from .download import download, sha256sum
+    """The file's path under root, downloading it when missing or when it fails its check.
+
+    An existing file is checked (its digest, else `verify`) the first time it is seen; a stamp
+    of its size and modification time in root/.verified.json spares the check afterwards. A file
+    that fails is downloaded again and replaced only once the new copy passes."""
+    from .download import DownloadError, download
 
     path = Path(root) / file.filename
-    if path.is_file() and (file.sha256 is None or sha256sum(path) == file.sha256):
+    problem = _problem(path, file, verify) if path.is_file() else None
+    if path.is_file() and problem is None:
         return path
-    return download(file.url, path, sha256=file.sha256, verify=verify, quiet=quiet)
+    if problem:
+        warnings.warn(f"{path} {problem}; downloading it again")
+    try:
+        download(file.urls, path, sha256=file.sha256, verify=verify, quiet=quiet)
+    except DownloadError as err:
+        if problem:
+            raise DownloadError(f"{path} {problem}, and {err}") from None
+        raise
+    if file.sha256 or verify is not None:
+        _remember(path, file)
+    return path
 
 
 def fetch(name: str, root: Path, quiet: bool = False, errors: list | None = None) -> list[Path]:
@@ -143,6 +239,11 @@ def _print_list(root: Path) -> None:
               f"{'present' if here else 'missing'}  {model.licence}")
 
 
+def _show_warning(message, *args, **kwargs) -> None:
+    """A warning as one 'warning: ...' line on stderr."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def main(argv=None) -> int:
     """Fetches the named models; one stderr line per file that could not be fetched."""
     from .download import DownloadError
@@ -156,15 +257,20 @@ def main(argv=None) -> int:
     if args.all:
         names = [m.name for m in registry().values() if m.kind == "vqgan"] + [DEFAULT_CLIP, "wav2clip"]
     errors: list = []
-    for name in names:
-        try:
-            for path in fetch(name, root, quiet=args.quiet, errors=errors):
-                print(f"ok  {path}")
-        except KeyError as err:
-            errors.append(err)
+    with warnings.catch_warnings():  # ours as 'warning: ...' lines, as the generate scripts do
+        warnings.simplefilter("ignore")
+        warnings.filterwarnings("always", module=r"music2video\.")
+        warnings.showwarning = _show_warning
+        for name in names:
+            try:
+                for path in fetch(name, root, quiet=args.quiet, errors=errors):
+                    print(f"ok  {path}")
+            except KeyError as err:
+                errors.append(err)
     for err in errors:
         print(f"error: {err.args[0]}", file=sys.stderr)
     return 1 if errors else 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

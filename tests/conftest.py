@@ -1,5 +1,6 @@
 """Shared fixtures: tiny random-weight models in the real files' formats, and small songs."""
 
+import contextlib
 import os
 
 # Idle OpenMP threads sleep instead of spinning: the tests run scripts in subprocesses beside
@@ -13,6 +14,19 @@ import pytest
 from music2video import demo, tiny
 
 SR = 44100
+
+
+@pytest.fixture(scope="session", autouse=True)
+def machine_cache(tmp_path_factory):
+    """Keeps the per-machine precision timing (precision.py) out of the user's home."""
+    folder = tmp_path_factory.mktemp("cache")
+    old = os.environ.get("MUSIC2VIDEO_CACHE")
+    os.environ["MUSIC2VIDEO_CACHE"] = str(folder)
+    yield folder
+    if old is None:
+        os.environ.pop("MUSIC2VIDEO_CACHE", None)
+    else:
+        os.environ["MUSIC2VIDEO_CACHE"] = old
 
 
 @pytest.fixture(scope="session")
@@ -59,11 +73,9 @@ def video_stats(path: Path) -> dict:
 
 def decoded_frames(path: Path) -> list[bytes]:
     """Every decoded RGB frame of a video."""
-    import imageio_ffmpeg
+    from music2video import video
 
-    reader = imageio_ffmpeg.read_frames(str(path))
-    next(reader)  # metadata
-    return [bytes(frame) for frame in reader]
+    return [frame.tobytes() for frame in video.read_frames(path)]
 
 
 def write_lyrics(path: Path, rows: list[str]) -> Path:
@@ -72,11 +84,28 @@ def write_lyrics(path: Path, rows: list[str]) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def serve(handler: type):
+    """A threaded HTTP server on 127.0.0.1 with this handler class; yields its base URL."""
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
+
+
 @pytest.fixture
 def http_files():
     """A local HTTP server on 127.0.0.1: GET /NAME answers the bytes put in .files['/NAME']."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from http.server import BaseHTTPRequestHandler
     from types import SimpleNamespace
 
     files: dict[str, bytes] = {}
@@ -95,11 +124,5 @@ def http_files():
         def log_message(self, *args):
             pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    yield SimpleNamespace(url=f"http://127.0.0.1:{httpd.server_address[1]}", files=files)
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
+    with serve(Handler) as url:
+        yield SimpleNamespace(url=url, files=files)

@@ -36,6 +36,17 @@ def matched(times: np.ndarray, reference: np.ndarray) -> float:
     return float(np.mean([np.abs(reference - t).min() <= TOLERANCE for t in times]))
 
 
+def narrow_clicks(seconds: float, bpm: float, sr: int, start: float = 0.5) -> np.ndarray:
+    """30 ms 1 kHz blips on every beat: too few mel bands move for a median over bands to see."""
+    n = int(0.03 * sr)
+    blip = 0.5 * np.sin(2 * np.pi * 1000.0 * np.arange(n) / sr) * np.hanning(n)
+    y = np.zeros(int(seconds * sr))
+    for time in demo.beat_grid(seconds, bpm, start):
+        first = int(time * sr)
+        y[first:first + n] += blip[: len(y) - first]
+    return y.astype(np.float32)
+
+
 @pytest.fixture(scope="module")
 def signals():
     """The synthetic test signals, made once: each at SR Hz, SECONDS long, beats on beat_grid."""
@@ -43,6 +54,7 @@ def signals():
         "click": demo.click_track(SECONDS, BPM, SR),
         "tonal_song": demo.tonal_song(SECONDS, BPM, SR),
         "pulse_tones": demo.pulse_tones(SECONDS, BPM, SR),
+        "narrow_clicks": narrow_clicks(SECONDS, BPM, SR),
     }
 
 
@@ -128,7 +140,7 @@ def test_load_audio_errors_name_the_file(tmp_path, name, make, words):
 # --- beat_times -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["click", "tonal_song", "pulse_tones"])
+@pytest.mark.parametrize("kind", ["click", "tonal_song", "pulse_tones", "narrow_clicks"])
 def test_beat_times_finds_the_beats(signals, kind):
     y = signals[kind]
     truth = demo.beat_grid(SECONDS, BPM, start=0.5)
@@ -136,6 +148,39 @@ def test_beat_times_finds_the_beats(signals, kind):
     assert np.all(np.diff(beats) > 0) and beats.min() > 0 and beats.max() < len(y) / SR
     assert matched(truth, beats) >= 0.8  # most true beats were found ...
     assert matched(beats, truth) >= 0.8  # ... and not at double tempo or off the grid
+
+
+def seeds_beats(y: np.ndarray, sr: int) -> np.ndarray:
+    """The seed's beat grid: librosa.beat.beat_track(y, sr), in seconds, inside the song."""
+    _, frames = librosa.beat.beat_track(y=y, sr=sr)
+    times = librosa.frames_to_time(frames, sr=sr)
+    return times[(times > 0) & (times < len(y) / sr)]
+
+
+@pytest.mark.parametrize("kind", ["click", "tonal_song", "pulse_tones", "demo_song"])
+def test_beat_times_are_the_seeds_where_it_finds_beats(signals, kind):
+    y = demo.demo_song(sr=SR) if kind == "demo_song" else signals[kind]
+    expected = seeds_beats(y, SR)
+    assert len(expected) > 10
+    np.testing.assert_allclose(beat_times(y, SR), expected, atol=1e-9)
+
+
+def test_beat_times_falls_back_only_where_the_seeds_call_finds_none(signals, monkeypatch):
+    real = librosa.beat.beat_track
+    calls = []
+
+    def recording(**kwargs):
+        calls.append("y" if "y" in kwargs else "onset_envelope")
+        return real(**kwargs)
+
+    monkeypatch.setattr(librosa.beat, "beat_track", recording)
+    assert len(beat_times(signals["click"], SR)) > 10
+    assert calls == ["y"]
+    calls.clear()
+    assert len(seeds_beats(signals["narrow_clicks"], SR)) == 0  # the seed's call hears no beat
+    calls.clear()
+    assert len(beat_times(signals["narrow_clicks"], SR)) > 10
+    assert calls == ["y", "onset_envelope"]
 
 
 def test_beat_times_drops_duplicates_and_beats_outside_the_song(signals, monkeypatch):

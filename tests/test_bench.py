@@ -9,10 +9,10 @@ import json
 import pytest
 import torch
 
-from music2video import bench
+from music2video import bench, precision
 from music2video.autograd import vector_quantize
 from music2video.guidance import MakeCutouts, Perceptor, Target
-from music2video.optimise import Optimiser, default_precision
+from music2video.optimise import Optimiser
 
 STEPS = 10
 # bf16 keeps 8 bits of mantissa: over 10 steps the tiny loop's losses stay within 4e-4 of fp32
@@ -29,6 +29,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    """No test writes the user's precision cache."""
+    monkeypatch.setenv(precision.CACHE_ENV, str(tmp_path / "cache"))
 
 
 @pytest.fixture(scope="module")
@@ -74,10 +80,11 @@ def test_benchmark_prints_one_json_line_last(capsys):
 
 def test_levers_table_has_a_row_per_lever(capsys):
     result = bench.main(["--tiny", "--device", "cpu", "--size", "32", "32", "--cuts", "2",
-                         "--steps", "1", "--levers"])
+                         "--steps", "1", "--levers", "--precision", "bf16"])
     out = capsys.readouterr().out
     rows = result["levers"]
-    assert {"baseline", "fp32 eager", "bf16 autocast", "bf16 + channels_last"} <= set(rows)
+    assert {"baseline", "fp32 eager", "bf16 autocast", "bf16 + channels_last",
+            "fp32 + fused SiLU", "bf16 + fused SiLU"} <= set(rows)
     assert rows["baseline"]["ratio"] == 1.0
     assert all(f"| {name} |" in out for name in rows)
     assert len(result["video"]) == 3 and all(s > 0 for s in result["video"].values())
@@ -94,15 +101,49 @@ def test_seed_recreation_does_the_same_math_as_our_fp32_loop(nets, tmp_path):
     assert seed.finish().stat().st_size > 0
 
 
-@pytest.mark.parametrize("precision", sorted({"bf16", default_precision("cpu")}))
-def test_precision_holds_the_fp32_loss_curve(nets, precision):
-    assert_close(losses(nets, precision=precision), losses(nets, precision="fp32"), BF16_RTOL)
+def test_bf16_holds_the_fp32_loss_curve(nets):
+    assert_close(losses(nets, precision="bf16"), losses(nets, precision="fp32"), BF16_RTOL)
 
 
-def test_default_precision_repeats_exactly(nets):
-    """Same seed, same losses: the default settings stay deterministic on the CPU."""
-    precision = default_precision("cpu")
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_each_auto_precision_repeats_exactly(nets, precision):
+    """Same seed, same losses, whichever precision `auto` picks on the machine."""
     assert losses(nets, 3, precision=precision) == losses(nets, 3, precision=precision)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_fused_silu_gives_the_same_losses(nets, precision):
+    """The bench's SiLU lever computes taming's x * sigmoid(x), only in one kernel."""
+    plain = losses(nets, precision=precision)
+    with bench.fused_silu():
+        fused = losses(nets, precision=precision)
+    assert_close(fused, plain, SAME_RTOL if precision == "fp32" else BF16_RTOL)
+
+
+def test_fused_silu_puts_taming_back():
+    import taming.modules.diffusionmodules.model as taming_model
+
+    saved = taming_model.nonlinearity
+    with pytest.raises(RuntimeError), bench.fused_silu():
+        assert taming_model.nonlinearity is torch.nn.functional.silu
+        raise RuntimeError
+    assert taming_model.nonlinearity is saved
+
+
+def test_auto_precision_comes_from_precision_choose(capsys, monkeypatch):
+    """The bench's `auto` is the CLI's: precision.decide on this device, size and cut count."""
+    seen = []
+
+    def decide(device, size, cuts):
+        seen.append((torch.device(device).type, list(size), cuts))
+        return precision.Choice("fp32", "stand-in")
+
+    monkeypatch.setattr(precision, "decide", decide)
+    result = bench.main(["--tiny", "--device", "cpu", "--size", "32", "32", "--cuts", "2",
+                         "--steps", "1"])
+    assert seen == [("cpu", [32, 32], 2)]
+    assert result["precision"] == "fp32" and result["precision_reason"] == "auto: stand-in"
+    assert "precision fp32 (auto: stand-in)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
@@ -146,3 +187,37 @@ def test_memory_mode_reports_each_songs_peak():
     result = bench.memory([0.1])
     (run,) = result["memory"].values()
     assert run["peak_rss_mb"] > 0 and run["song_s"] == pytest.approx(6)
+
+
+HOOK = """
+import importlib.abc, os, runpy, sys
+seen = []
+class Spy(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" and not seen:
+            seen.append(os.environ.get("OMP_WAIT_POLICY"))
+sys.meta_path.insert(0, Spy())
+runpy.run_path(sys.argv[1], run_name="imported")
+import torch
+print(seen[0])
+"""
+
+
+@pytest.mark.parametrize("script", ["generate.py", "generate_interpolate.py"])
+@pytest.mark.parametrize("preset", [None, "ACTIVE"])
+def test_scripts_make_openmp_threads_sleep_before_torch_loads(script, preset):
+    """What the bench learned: spinning OpenMP threads make CPU steps collapse under load.
+
+    A policy the user set is kept."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if preset:
+        env["OMP_WAIT_POLICY"] = preset
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", HOOK, str(root / script)], cwd=root, env=env,
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == (preset or "PASSIVE")

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from conftest import video_stats, write_lyrics
 
-from music2video import cli, run, weights
+from music2video import batch, cli, modelset, render, scheduler, weights
 
 FPS = 30
 
@@ -17,8 +17,9 @@ def no_models(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded before the input was checked")
 
-    monkeypatch.setattr(run, "load_models", refuse)
-    monkeypatch.setattr(run, "resolve_weights", refuse)
+    monkeypatch.setattr(render, "load_for", refuse)
+    monkeypatch.setattr(scheduler, "load_for", refuse)
+    monkeypatch.setattr(modelset, "resolve_weights", refuse)
 
 
 def one_error_line(capsys, *expected: str) -> str:
@@ -117,6 +118,21 @@ def test_no_weights_and_no_network(tmp_path, capsys, short_song, monkeypatch):
     (["-ofps", "20"], "-ofps"),
     (["--fps", "24", "-ifps", "12"], "--fps and -ifps"),
     (["-cutm", "sideways"], "invalid choice"),
+    (["-ips", "inf"], "not a finite number"),
+    (["-ips", "nan"], "not a finite number"),
+    (["--fps", "nan"], "not a finite number"),
+    (["--fps", "inf"], "not a finite number"),
+    (["-lr", "1e999"], "not a finite number"),
+    (["-p", "a red fox:nan"], "-p 'a red fox:nan': the weight"),
+    (["-p", "a red fox:1:inf"], "the stop"),
+    (["-ip", "pic.png:inf"], "-ip 'pic.png:inf': the weight"),
+    (["-o", "out\nput/v.png"], "control character"),
+    (["-gid", "0,x"], "not a GPU index"),
+    (["-gid", "1,1"], "distinct"),
+    (["--sections", "0"], "--sections"),
+    (["--sections", "many"], "--sections"),
+    (["--workers", "0"], "--workers must be at least 1"),
+    (["-cd", "cpu", "-gid", "0,1"], "-cd picks one device"),
 ])
 def test_impossible_flags(tmp_path, capsys, short_song, flags, expected):
     with pytest.raises(SystemExit) as info:
@@ -136,12 +152,16 @@ def test_lyric_beats_only_in_generate(tmp_path, capsys, short_song):
 def test_options_keep_the_seeds_flags(short_song):
     opts = cli.parse_options("beats", ["-ap", str(short_song), "-aug", "Ji", "Sh", "-aug", "Gn",
                                        "-ifps", "15", "-gid", "2", "-cd", "cpu"])
-    assert opts.augments == ("Ji", "Sh", "Gn") and opts.fps == 15 and opts.gpu_id == 2
-    assert opts.video_path == Path("outputs/output.mp4")
-    assert opts.run_dir == Path("outputs/output") and opts.preview == Path("outputs/output.png")
+    assert opts.augments == ("Ji", "Sh", "Gn") and opts.fps == 15 and opts.gpu_id == (2,)
+    outputs = batch.outputs_for(opts, short_song)
+    assert outputs.video == Path("outputs/output.mp4")
+    assert outputs.run_dir == Path("outputs/output") and outputs.preview == Path("outputs/output.png")
     default = cli.parse_options("beats", ["-ap", str(short_song)])
     assert default.augments == ("Af", "Pe", "Ji", "Er") and default.fps == 30
     assert default.size == (512, 512) and default.iterations_per_second == 0
+    assert default.audio_prompt == (short_song,) and default.sections == 1
+    assert cli.parse_options("interpolate", ["-ap", str(short_song)]).iterations_per_second == 100
+    assert cli.parse_options("interpolate", ["-ap", "x", "-i", "9"]).iterations_per_second == 0
 
 
 def test_every_knob_runs_together(tmp_path, short_song, model_flags):
@@ -191,3 +211,159 @@ def test_missing_or_unreadable_pictures(tmp_path, capsys, short_song, no_models,
     assert cli.main("beats", base_args(tmp_path, short_song, flag, f"{text}:0.5")) == 1
     one_error_line(capsys, "notes.png")
     assert not (tmp_path / "out").exists()
+
+
+def can_mount() -> bool:
+    """Whether this process may mount a tmpfs in a private mount namespace (root on Linux)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=4k tmpfs /mnt"],
+                           capture_output=True)
+    return probe.returncode == 0
+
+
+SMALL_DISK = """
+import subprocess, sys
+folder, script, size, bigger = sys.argv[1:5]
+args = sys.argv[5:]
+subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", folder], check=True)
+first = subprocess.run([sys.executable, script, *args], capture_output=True, text=True)
+leftovers = sorted(str(p) for p in __import__("pathlib").Path(folder).rglob("*.part*"))
+subprocess.run(["mount", "-o", f"remount,size={bigger}", folder], check=True)
+second = subprocess.run([sys.executable, script, *args], capture_output=True, text=True)
+print(repr((first.returncode, first.stderr, leftovers, second.returncode, second.stderr)))
+"""
+
+
+@pytest.mark.skipif(not can_mount(), reason="needs a private mount namespace (root, unshare -m)")
+@pytest.mark.parametrize("size", ["48k", "160k"])
+def test_a_full_disk_is_one_line_and_the_run_resumes_once_there_is_room(
+        tmp_path, short_song, model_flags, size):
+    """The output folder on a tiny disk: the run stops with one line, leaves no temporary file,
+    and the same command finishes once the disk has room."""
+    import ast
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    args = ["-o", str(disk / "v.png"), "-ap", str(short_song), "-s", "64", "64", "-cuts", "2",
+            "-ips", "1", "-sd", "1", "-q", *model_flags]
+    result = subprocess.run(["unshare", "-m", sys.executable, "-c", SMALL_DISK, str(disk),
+                             str(REPO / "generate.py"), size, "50m", *args],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr
+    code, stderr, leftovers, again, again_err = ast.literal_eval(result.stdout.strip())
+    assert code == 1, stderr
+    lines = [line for line in stderr.splitlines() if "error" in line]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    assert "No space left on device" in lines[0] and "run the same command again" in lines[0]
+    assert leftovers == []
+    assert again == 0, again_err
+
+
+@pytest.mark.skipif(not can_mount(), reason="needs a private mount namespace (root, unshare -m)")
+def test_a_read_only_output_folder_is_one_line(tmp_path, short_song, model_flags):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    disk = tmp_path / "ro"
+    disk.mkdir()
+    script = (f"mount -t tmpfs -o ro,size=64k tmpfs {disk} && exec {sys.executable} "
+              f"{REPO / 'generate.py'} \"$@\"")
+    result = subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", "-o",
+                             str(disk / "out" / "v.png"), "-ap", str(short_song), "-q",
+                             *model_flags], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(lines) == 1 and "Read-only file system" in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("bad", ["file/v.png", "file/deeper/v.png"])
+def test_an_output_under_a_file_is_one_line(tmp_path, capsys, short_song, no_models, bad):
+    (tmp_path / "file").write_text("a file, not a folder")
+    args = ["-o", str(tmp_path / bad), "-ap", str(short_song), "-q"]
+    assert cli.main("beats", args) == 1
+    one_error_line(capsys, "part of that path is a file")
+
+
+@pytest.mark.parametrize("where", [".", "..", "/"])
+def test_an_existing_folder_as_output_gets_the_song_named_files(tmp_path, monkeypatch, short_song,
+                                                                where):
+    """-o naming an existing folder puts <song>.mp4 and <song>/ inside it, touching nothing else."""
+    monkeypatch.chdir(tmp_path)
+    opts = cli.parse_options("beats", ["-ap", str(short_song), "-o", where])
+    outputs = batch.outputs_for(opts, short_song)
+    assert outputs.video == Path(where) / f"{short_song.stem}.mp4"
+    assert outputs.run_dir == Path(where) / short_song.stem
+    assert outputs.preview == Path(where) / f"{short_song.stem}.png"
+
+
+def test_output_folder_of_an_earlier_run_is_its_run_folder(tmp_path, short_song):
+    """-o outputs/output (no suffix) twice: the second run finds the first's run folder."""
+    run_dir = tmp_path / "output"
+    run_dir.mkdir()
+    (run_dir / "manifest.json").write_text("{}")
+    opts = cli.parse_options("beats", ["-ap", str(short_song), "-o", str(run_dir)])
+    assert batch.outputs_for(opts, short_song).run_dir == run_dir
+
+
+def test_a_picture_too_big_for_the_machine_is_refused_before_models_load(
+        tmp_path, capsys, short_song, model_flags, monkeypatch):
+    loaded = []
+    monkeypatch.setattr(render, "load_for", lambda *a, **k: loaded.append(1))
+    monkeypatch.setattr(scheduler, "load_for", lambda *a, **k: loaded.append(1))
+    args = ["-o", str(tmp_path / "o" / "v.png"), "-ap", str(short_song), "-s", "100000",
+            "100000", "-q", *model_flags]
+    assert cli.main("beats", args) == 1
+    one_error_line(capsys, "-s 100000 100000", "GiB", "smaller -s")
+    assert loaded == []
+    assert not (tmp_path / "o" / "v").exists()
+
+
+@pytest.mark.parametrize("damage", ["crc", "data"])
+def test_a_damaged_png_is_refused_up_front(tmp_path, capsys, short_song, no_models, damage):
+    """A PNG with a bad CRC, or with valid CRCs over corrupt image data, is one line."""
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    good = tmp_path / "good.png"
+    Image.new("RGB", (32, 32), (10, 200, 30)).save(good)
+    data = bytearray(good.read_bytes())
+    idat = data.index(b"IDAT")
+    length = struct.unpack(">I", data[idat - 4:idat])[0]
+    if damage == "crc":
+        data[idat + 4 + length] ^= 0xFF  # the chunk's CRC
+    else:
+        body = bytes(data[idat + 4:idat + 4 + length])
+        body = body[:2] + bytes(b ^ 0x5A for b in body[2:])  # zlib stream garbled
+        data[idat + 4:idat + 4 + length] = body
+        crc = zlib.crc32(b"IDAT" + body) & 0xFFFFFFFF
+        data[idat + 4 + length:idat + 8 + length] = struct.pack(">I", crc)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(bytes(data))
+    for flag in ("-ii", "-ip"):
+        assert cli.main("beats", base_args(tmp_path, short_song, flag, str(bad))) == 1
+        one_error_line(capsys, "bad.png", "PNG or JPEG")
+    assert not (tmp_path / "out").exists()
+
+
+def test_few_total_steps_warn_that_every_segment_gets_one(tmp_path, capsys, short_song,
+                                                          model_flags, monkeypatch):
+    from music2video import plan
+
+    opts = cli.parse_options("beats", ["-ap", str(short_song), "-i", "3"])
+    song = plan.read_song(short_song, 16000)
+    with pytest.warns(UserWarning, match="-i 3 is fewer steps than the song has segments"):
+        segments = plan.build_schedule(opts, song, [])
+    assert all(s.iterations >= 1 for s in segments)

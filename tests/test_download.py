@@ -3,12 +3,12 @@
 import hashlib
 import random
 import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import SimpleNamespace
 
 import pytest
+from conftest import serve
 
 from music2video.download import DownloadError, download, sha256sum
 
@@ -55,20 +55,19 @@ def make_handler(state):
     return Handler
 
 
+def misbehaving(path: str):
+    """A served file whose server's state a test tweaks to make it misbehave."""
+    state = SimpleNamespace(payload=PAYLOAD, requests=[], cut_after=None,
+                            ignore_range=False, not_found=False)
+    with serve(make_handler(state)) as url:
+        state.url = f"{url}{path}"
+        yield state
+
+
 @pytest.fixture
 def server():
     """A threaded HTTP server on 127.0.0.1; tweak its state to make it misbehave."""
-    state = SimpleNamespace(payload=PAYLOAD, requests=[], cut_after=None,
-                            ignore_range=False, not_found=False)
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(state))
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{httpd.server_address[1]}/Wav2CLIP.pt"
-    yield state
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
+    yield from misbehaving("/Wav2CLIP.pt")
 
 
 @pytest.fixture
@@ -204,3 +203,69 @@ def test_silent_server_times_out(dest):
             download(url, dest, quiet=True, timeout=0.3)
         assert time.monotonic() - started < 5
     assert_one_line_with_fix(info.value, dest, url)
+
+
+# Several URLs for one file (mirrors), tried in order
+
+@pytest.fixture
+def mirror():
+    """A second server with the same file, and its own misbehaviours."""
+    yield from misbehaving("/mirror/Wav2CLIP.pt")
+
+
+def closed_url() -> str:
+    """A URL on 127.0.0.1 where nothing listens."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}/Wav2CLIP.pt"
+
+
+def test_urls_are_tried_in_order(server, mirror, dest):
+    server.not_found = True
+    dead = closed_url()
+    assert download([server.url, dead, mirror.url], dest, sha256=DIGEST, quiet=True) == dest
+    assert dest.read_bytes() == PAYLOAD
+    assert len(server.requests) == 1 and len(mirror.requests) == 1
+    assert not part_of(dest).exists()
+
+
+def test_the_first_url_that_works_is_used(server, mirror, dest):
+    download([server.url, mirror.url], dest, sha256=DIGEST, quiet=True)
+    assert (len(server.requests), len(mirror.requests)) == (1, 0)
+
+
+def test_error_names_every_url_tried(server, mirror, dest):
+    server.not_found = True
+    mirror.payload = b"<html>a login page</html>"
+    dead = closed_url()
+    with pytest.raises(DownloadError) as info:
+        download([server.url, dead, mirror.url], dest, sha256=DIGEST, quiet=True)
+    text = str(info.value)
+    assert "\n" not in text
+    assert text.startswith(f"could not download {dest} from {server.url}: HTTP Error 404")
+    assert f"; from {dead}: " in text and "refused" in text
+    assert f"; from {mirror.url}: checksum did not match" in text
+    assert FIX in text
+    assert not dest.exists() and not part_of(dest).exists()
+
+
+def test_a_mirror_that_fails_its_check_passes_to_the_next(server, mirror, dest):
+    server.payload = b"not the weights" * 100
+    checked = []
+
+    def verify(path):
+        checked.append(path.read_bytes()[:15])
+        if path.read_bytes() != PAYLOAD:
+            raise ValueError("not a Wav2CLIP checkpoint")
+
+    download([server.url, mirror.url], dest, verify=verify, quiet=True)
+    assert checked == [b"not the weights", PAYLOAD[:15]]
+    assert dest.read_bytes() == PAYLOAD
+
+
+def test_bytes_of_two_sources_are_never_spliced(server, mirror, dest):
+    server.cut_after = 100_000  # the first source hangs up for good
+    server.payload = bytes(len(PAYLOAD))  # and would have served something else
+    download([server.url, mirror.url], dest, quiet=True, retries=0)
+    assert "Range" not in mirror.requests[0]  # the next source starts from byte 0
+    assert dest.read_bytes() == PAYLOAD

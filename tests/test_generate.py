@@ -3,12 +3,12 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import decoded_frames, run_script, video_stats, write_lyrics
 
 from music2video import cli, video
-from music2video.run import load_models
 
 FPS = 30
 LYRICS = ["00:02.10,a red fox: running", "00:02.30,a blue whale", "00:06,the moon over water"]
@@ -29,11 +29,10 @@ def lyrics_file(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def beats_run(tmp_path_factory, short_song, lyrics_file, model_flags) -> dict:
-    """One finished generate.py run, with a stale mp4 and an old video lying in the way."""
+    """One finished generate.py run, with an old video lying in the way."""
     root = tmp_path_factory.mktemp("run")
     run_dir = root / "outputs" / "output"
-    run_dir.mkdir(parents=True)
-    (run_dir / "zz_stale.mp4").write_bytes(b"not a chunk of this run")
+    run_dir.parent.mkdir(parents=True)
     (root / "outputs" / "output.mp4").write_bytes(b"the previous song's video")
     code = cli.main("beats", generate_args(root / "outputs" / "output.png", short_song,
                                            lyrics_file, model_flags))
@@ -76,15 +75,20 @@ def test_segments_tile_the_song_and_every_lyric_guides_one(beats_run):
     assert all(g["kind"] == "audio" for s in segments if s["start"] < 2.0 for g in s["goals"])
 
 
-def test_only_the_manifests_chunks_are_joined(beats_run):
+def test_only_the_manifests_chunks_are_joined(beats_run, tmp_path):
+    from music2video.combine import combine
+
     manifest, run_dir = beats_run["manifest"], beats_run["run_dir"]
     listed = [s["chunk"] for s in manifest["segments"] if s["chunk"]]
     on_disk = sorted(p.name for p in run_dir.glob("chunk_*.mp4"))
     assert listed == on_disk == sorted(listed)
-    assert manifest["done"] == len(manifest["segments"])
-    assert (run_dir / "zz_stale.mp4").read_bytes() == b"not a chunk of this run"
+    done = {json.loads(line)["segment"] for line in (run_dir / "progress.jsonl").open()}
+    assert done == set(range(len(manifest["segments"])))
     chunk_frames = sum(video.count_frames(run_dir / name)[0] for name in listed)
     assert chunk_frames == video_stats(beats_run["video"])["frames"]
+    (run_dir / "chunk_99999.mp4").write_bytes((run_dir / listed[0]).read_bytes())
+    again = combine(run_dir, None, tmp_path / "again.mp4", False, None)
+    assert decoded_frames(again) == decoded_frames(beats_run["video"])
 
 
 def test_no_temporary_files_are_left(beats_run):
@@ -98,28 +102,30 @@ def test_same_seed_gives_the_same_frames(beats_run, tmp_path, short_song, lyrics
     assert decoded_frames(out.with_suffix(".mp4")) == decoded_frames(beats_run["video"])
 
 
-def test_style_prompt_enters_the_loss(tiny_models, model_flags, short_song, tmp_path):
+def test_style_prompt_enters_the_loss(tiny_models, short_song, tmp_path):
     from music2video.guidance import Target
+    from music2video.modelset import WeightChoice
     from music2video.optimise import Optimiser
-    from music2video.run import Engine
+    from music2video.render import Renderer, RenderSpec, load_for
 
-    def first_loss(extra):
-        opts = cli.parse_options("beats", generate_args(tmp_path / "o.png", short_song, None,
-                                                        model_flags, *extra))
-        opts = cli.resolve_precision(opts, torch.device("cpu"))
-        paths = {"config": tiny_models["vqgan_config"], "ckpt": tiny_models["vqgan_checkpoint"],
-                 "clip": tiny_models["clip"], "wav2clip": tiny_models["wav2clip"]}
-        models = load_models(opts, paths, (64, 64), torch.device("cpu"), seed=1)
-        engine = Engine(opts, None, models, None, {"seed": 1}, [])
+    weights = WeightChoice(str(tiny_models["vqgan_config"]), str(tiny_models["vqgan_checkpoint"]),
+                           str(tiny_models["clip"]), str(tiny_models["wav2clip"]), None)
+
+    def first_loss(prompts):
+        spec = RenderSpec(weights=weights, device="cpu", size=(64, 64), segments=(), seed=1,
+                          sr=16000, fps=30, precision="fp32", threads=1, num_cuts=4,
+                          prompts=prompts)
+        renderer = Renderer(spec, np.zeros(16000, np.float32), load_for(spec))
+        models = renderer.models
         goal = Target(torch.ones(1, models.embed_dim))
         torch.manual_seed(0)
-        opt = Optimiser(models.vqgan, models.perceptor, models.initial_latent)
-        return opt.step([(goal, 1.0), *engine._style_at(0)], 0).loss.item(), engine
+        opt = Optimiser(models.vqgan, models.perceptor, renderer.start_latent)
+        return opt.step([(goal, 1.0), *renderer._style_at(0)], 0).loss.item(), renderer
 
-    plain, engine = first_loss([])
-    styled, styled_engine = first_loss(["-p", "oil painting:2"])
-    assert engine._style_at(0) == []
-    assert [w for _, w in styled_engine._style_at(0)] == [2.0]
+    plain, renderer = first_loss(None)
+    styled, styled_renderer = first_loss("oil painting:2")
+    assert renderer._style_at(0) == []
+    assert [w for _, w in styled_renderer._style_at(0)] == [2.0]
     assert styled > plain
 
 

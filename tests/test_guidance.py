@@ -7,9 +7,11 @@ import torch
 import torch.nn.functional as F
 
 from music2video import models
+from music2video.autograd import clamp_with_grad
 from music2video.guidance import (AUGMENTS, CUT_METHODS, DEFAULT_AUGMENTS, MakeCutouts,
-                                  Perceptor, Target, noise_target, parse_prompt,
-                                  spherical_loss, split_prompts)
+                                  Perceptor, Target, _augment, _fixed_augments, lanczos_taps,
+                                  noise_target, parse_prompt, resample, spherical_loss,
+                                  split_prompts)
 
 CUT = 32  # the tiny CLIP's input resolution
 CUTN = 4
@@ -196,8 +198,8 @@ def test_augment_stacks():
 
 def test_original_cutouts_stay_in_range():
     image = picture()
-    # bicubic resampling of the hard-edged checks overshoots [0, 1]...
-    raw = F.interpolate(image[:, :, :20, :20], (CUT, CUT), mode="bicubic", align_corners=True)
+    # resampling the hard-edged checks overshoots [0, 1]...
+    raw = resample(image[:, :, :40, :40], (CUT, CUT))
     assert raw.min() < 0 or raw.max() > 1
     # ...and 'original' clamps it, with more cut-outs for a better chance of an overshoot
     torch.manual_seed(3)
@@ -227,6 +229,158 @@ def test_pooled_cutouts_are_one_view_before_augmenting():
     pooled = (F.adaptive_avg_pool2d(picture(), CUT) + F.adaptive_max_pool2d(picture(), CUT)) / 2
     assert (out - pooled).abs().mean() < 0.1
     assert (out - pooled).abs().max() > 0  # the noise is there
+
+
+# --- The seed's crop resampling, transcribed from nerdyrodent/VQGAN-CLIP generate.py -----------
+# (sinc, lanczos, ramp, resample and MakeCutoutsOrig.forward, as the seed ran them)
+
+
+def seed_sinc(x):
+    return torch.where(x != 0, torch.sin(math.pi * x) / (math.pi * x), x.new_ones([]))
+
+
+def seed_lanczos(x, a):
+    cond = torch.logical_and(-a < x, x < a)
+    out = torch.where(cond, seed_sinc(x) * seed_sinc(x / a), x.new_zeros([]))
+    return out / out.sum()
+
+
+def seed_ramp(ratio, width):
+    n = math.ceil(width / ratio + 1)
+    out = torch.empty([n])
+    cur = 0
+    for i in range(out.shape[0]):
+        out[i] = cur
+        cur += ratio
+    return torch.cat([-out[1:].flip([0]), out])[1:-1]
+
+
+def seed_resample(input, size, align_corners=True):
+    n, c, h, w = input.shape
+    dh, dw = size
+    input = input.view([n * c, 1, h, w])
+    if dh < h:
+        kernel_h = seed_lanczos(seed_ramp(dh / h, 2), 2).to(input.device, input.dtype)
+        pad_h = (kernel_h.shape[0] - 1) // 2
+        input = F.pad(input, (0, 0, pad_h, pad_h), "reflect")
+        input = F.conv2d(input, kernel_h[None, None, :, None])
+    if dw < w:
+        kernel_w = seed_lanczos(seed_ramp(dw / w, 2), 2).to(input.device, input.dtype)
+        pad_w = (kernel_w.shape[0] - 1) // 2
+        input = F.pad(input, (pad_w, pad_w, 0, 0), "reflect")
+        input = F.conv2d(input, kernel_w[None, None, None, :])
+    input = input.view([n, c, h, w])
+    return F.interpolate(input, size, mode="bicubic", align_corners=align_corners)
+
+
+def seed_original_cutouts(input, cut_size, cutn, cut_pow=1.0):
+    sideY, sideX = input.shape[2:4]
+    max_size = min(sideX, sideY)
+    min_size = min(sideX, sideY, cut_size)
+    cutouts = []
+    for _ in range(cutn):
+        size = int(torch.rand([]) ** cut_pow * (max_size - min_size) + min_size)
+        offsetx = torch.randint(0, sideX - size + 1, ())
+        offsety = torch.randint(0, sideY - size + 1, ())
+        cutout = input[:, :, offsety:offsety + size, offsetx:offsetx + size]
+        cutouts.append(seed_resample(cutout, (cut_size, cut_size)))
+    return clamp_with_grad(torch.cat(cutouts, dim=0), 0, 1)
+
+
+@pytest.mark.parametrize("side", [240, 224, 100, 47, 33, 32, 20])
+def test_resample_is_the_seeds(side):
+    image = torch.rand(1, 3, 256, 300, generator=torch.Generator().manual_seed(side))
+    crop = image[:, :, 3:3 + side, 11:11 + side]  # a view, as the cut-outs take it
+    ours = resample(crop, (CUT, CUT))
+    assert ours.shape == (1, 3, CUT, CUT)
+    torch.testing.assert_close(ours, seed_resample(crop, (CUT, CUT)), atol=2e-6, rtol=0)
+
+
+def test_resample_shrinks_each_axis_on_its_own():
+    image = torch.rand(2, 3, 90, 40, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(resample(image, (30, 40)), seed_resample(image, (30, 40)),
+                               atol=2e-6, rtol=0)
+
+
+@pytest.mark.parametrize("ratio", [0.9, 0.5, 32 / 47, 0.1])
+def test_lanczos_taps(ratio):
+    taps = lanczos_taps(ratio)
+    assert taps.sum().item() == pytest.approx(1.0, abs=1e-6)
+    assert torch.equal(taps, taps.flip(0))  # symmetric, centred on the middle tap
+    assert taps.argmax() == len(taps) // 2
+    torch.testing.assert_close(taps, seed_lanczos(seed_ramp(ratio, 2), 2), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("cut_pow", [1.0, 0.5])
+def test_original_cutouts_are_the_seeds(cut_pow):
+    image = picture(120, 160)
+    torch.manual_seed(11)
+    ours = MakeCutouts(CUT, 8, "original", cut_pow=cut_pow)(image)
+    torch.manual_seed(11)
+    seeds = seed_original_cutouts(image, CUT, 8, cut_pow)
+    torch.testing.assert_close(ours, seeds, atol=2e-6, rtol=0)
+
+
+# --- Colour jitter: kornia 0.5's ColorJitter, which the seed ran ------------------------------
+
+
+def kornia05_color_jitter(image: torch.Tensor, params: dict) -> torch.Tensor:
+    """kornia 0.5's apply_color_jitter: brightness added, contrast multiplied (each clamped to
+    [0, 1]), saturation scaled and hue shifted in HSV, in the drawn order."""
+    from kornia.enhance import adjust_hue, adjust_saturation
+
+    def factor(key):
+        return params[key].view(-1, 1, 1, 1)
+
+    steps = [lambda x: (x + factor("brightness_factor") - 1).clamp(0, 1),
+             lambda x: (x * factor("contrast_factor")).clamp(0, 1),
+             lambda x: adjust_saturation(x, params["saturation_factor"]),
+             lambda x: adjust_hue(x, params["hue_factor"] * 2 * math.pi)]
+    for index in params["order"].tolist():
+        image = steps[index](image)
+    return image
+
+
+def jitters():
+    """Every colour jitter the cut methods use: the Ji augment, and the updated stacks' own."""
+    return {"Ji": _augment("Ji", CUT, "latest"), "Ji-nr": _augment("Ji", CUT, "nr"),
+            "updated": _fixed_augments("updated")[1],
+            "updatedpooling": _fixed_augments("updatedpooling")[2]}
+
+
+@pytest.mark.parametrize("name", ["Ji", "Ji-nr", "updated", "updatedpooling"])
+def test_colour_jitter_is_kornia_05s(name):
+    jitter = jitters()[name]
+    image = torch.rand(16, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(5)
+    out = jitter(image)
+    params = jitter._params
+    applied = params["batch_prob"] > 0.5
+    assert 0 < applied.sum() < len(applied)  # p=0.7: some pictures jittered, some not
+    expected = kornia05_color_jitter(image, params)
+    torch.testing.assert_close(out[applied], expected[applied], atol=1e-5, rtol=0)
+    assert torch.equal(out[~applied], image[~applied])
+
+
+def test_ji_brightness_is_additive():
+    # kornia 0.5 (the seed's) adds (factor - 1); kornia 0.9's ColorJitter multiplies by factor.
+    jitter = _augment("Ji", CUT, "latest")
+    gray = torch.full((64, 3, 4, 4), 0.3)
+    torch.manual_seed(0)
+    out = jitter(gray)
+    params = jitter._params
+    applied = params["batch_prob"] > 0.5
+    order = params["order"].tolist()
+    assert order  # the drawn order is shared by the batch
+    # on a gray picture saturation and hue change nothing and contrast scales, so after
+    # brightness-then-contrast the value is (0.3 + b - 1) * c, clamped
+    if order.index(0) < order.index(1):
+        expected = (0.3 + params["brightness_factor"] - 1) * params["contrast_factor"]
+    else:
+        expected = 0.3 * params["contrast_factor"] + params["brightness_factor"] - 1
+    got = out[:, 0, 0, 0]
+    torch.testing.assert_close(got[applied], expected[applied].clamp(0, 1),
+                               atol=1e-5, rtol=0)
 
 
 # --- Perceptor --------------------------------------------------------------------------------

@@ -1,13 +1,16 @@
 """Tests for music2video.models: the three loaders on tiny models, their errors, device choice."""
 
+import os
 import urllib.request
 import warnings
+import zipfile
 from collections import OrderedDict
 
 import clip
 import numpy as np
 import pytest
 import torch
+import torchvision  # noqa: F401  (registers torch.ops.image.write_file, used by a hostile archive)
 
 from music2video import models, tiny
 from music2video.checkpoint import state_dict_of
@@ -136,6 +139,47 @@ def test_not_a_vqgan_config(tmp_path, text):
     assert str(yaml) in str(err.value) and FIX in str(err.value)
 
 
+HTML_404 = ("<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head>\n"
+            "<body><h1>Not Found</h1>\n<p>The file: model.yaml</p></body></html>\n")
+
+
+@pytest.mark.parametrize("text, reason", [
+    (HTML_404, "not YAML: mapping values are not allowed in this context at line 4, column 12"),
+    ("[unclosed", "not YAML: did not find expected ',' or ']' at line 2, column 1"),
+    ("model:\n\ttarget: x\n", "not YAML: found character that cannot start any token at line 2"),
+    ("a: 1\na: 2\n", "not YAML: found duplicate key a at line 2, column 1"),
+    ("\x00\x01 garbage", "not YAML: unacceptable character #x0000"),
+    ("- a\n- b\n", "no model.params mapping"),
+    ("model: 3\n", "no model.params mapping"),
+    ("model:\n  target: x\n  params: [1]\n", "no model.params mapping"),
+    ("model:\n  params: {ddconfig: {ch_mult: [1]}, n_embed: 4}\n", "model.params has no embed_dim"),
+    ("model:\n  params: {ddconfig: 7, n_embed: 4, embed_dim: 4}\n",
+     "model.params.ddconfig has no ch_mult list"),
+], ids=["html", "unclosed", "tab", "duplicate", "binary", "list", "scalar", "params-list",
+        "no-embed-dim", "ddconfig-scalar"])
+def test_bad_vqgan_config_is_one_line(tmp_path, text, reason):
+    yaml = tmp_path / "bad.yaml"
+    yaml.write_text(text)
+    with pytest.raises(ModelError) as err:
+        models.read_vqgan_config(yaml)
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(f"{yaml} is not a taming VQGAN config ({reason}")
+    assert message.endswith(f"or delete it and run: {FIX}")
+
+
+def test_config_that_builds_no_vqgan_is_one_line(tiny_models, tmp_path):
+    yaml = tmp_path / "odd.yaml"
+    yaml.write_text(tiny_models["vqgan_config"].read_text().replace("num_res_blocks: 1",
+                                                                     "num_res_blocks: many"))
+    with pytest.raises(ModelError) as err:
+        models.load_vqgan(yaml, tiny_models["vqgan_checkpoint"])
+    message = str(err.value)
+    assert message.startswith(
+        f"{yaml} is not a taming VQGAN config (its ddconfig builds no VQGAN: ")
+    assert "\n" not in message
+
+
 def test_missing_vqgan_files(tiny_models, tmp_path):
     with pytest.raises(ModelError) as err:
         models.load_vqgan(tmp_path / "none.yaml", tiny_models["vqgan_checkpoint"])
@@ -179,7 +223,7 @@ def test_load_clip_bad_file(tiny_models, tmp_path, kind):
     with pytest.raises(ModelError) as err:
         models.load_clip(path)
     message = str(err.value)
-    assert message.startswith(f"{path} is not a loadable CLIP checkpoint")
+    assert message.startswith(f"{path} is corrupt or truncated (")
     assert FIX in message and "\n" not in message
 
 
@@ -200,6 +244,103 @@ def test_clip_path_unknown_name(tmp_path):
 def test_clip_path_of_an_existing_file(tiny_models, tmp_path):
     assert models.clip_path(str(tiny_models["clip"]), tmp_path) == tiny_models["clip"]
     assert list(tmp_path.iterdir()) == []
+
+
+class Payload:
+    """Pickles as a call to os.system(command): a booby-trapped weights file."""
+
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+@pytest.mark.parametrize("zipped", [True, False], ids=["zip", "legacy"])
+def test_clip_payload_never_runs_with_force_no_weights_only(tmp_path, monkeypatch, zipped):
+    # People set this variable to load old checkpoints. clip.load's torch.load fallback honours
+    # it; the project's loader passes weights_only=True explicitly, which the variable cannot undo.
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    marker = tmp_path / "pwned"
+    path = tmp_path / "clip.pt"
+    torch.save({"visual.proj": torch.zeros(2), "x": Payload(f"touch '{marker}'")}, path,
+               _use_new_zipfile_serialization=zipped)
+    with pytest.raises(ModelError) as err:
+        models.load_clip(path)
+    message = str(err.value)
+    assert message.startswith(f"{path} refers to posix.system") and "\n" not in message
+    assert not marker.exists()
+
+
+class SetstateWritesAFile(torch.nn.Module):
+    """A module whose TorchScript __setstate__ writes a file: it runs inside torch.jit.load."""
+
+    def __init__(self):
+        super().__init__()
+        self.flag = 1
+
+    def forward(self, x):
+        return x
+
+    @torch.jit.export
+    def __getstate__(self):
+        return (self.flag, self.training)
+
+    @torch.jit.export
+    def __setstate__(self, state: tuple[int, bool]):
+        self.flag = state[0]
+        self.training = state[1]
+        torch.ops.image.write_file("MARKER", torch.tensor([111, 107], dtype=torch.uint8))
+
+
+@pytest.fixture(scope="module")
+def setstate_archive(tmp_path_factory):
+    """A TorchScript archive that writes a marker file when torch.jit.load loads it."""
+    folder = tmp_path_factory.mktemp("setstate")
+    marker = folder / "pwned"
+    path = folder / "clip.pt"
+    torch.jit.script(SetstateWritesAFile()).save(str(path))
+    # the marker's path goes into the archive's TorchScript source, a stored zip record
+    with zipfile.ZipFile(path) as src:
+        records = [(info, src.read(info)) for info in src.infolist()]
+    with zipfile.ZipFile(path, "w") as dst:
+        for info, data in records:
+            dst.writestr(info, data.replace(b"MARKER", str(marker).encode()))
+    return path, marker
+
+
+def test_torchscript_code_runs_under_jit_load(setstate_archive):
+    """The control: torch.jit.load runs the archive's __setstate__, which writes a file."""
+    path, marker = setstate_archive
+    torch.jit.load(str(path), map_location="cpu")
+    assert marker.read_bytes() == b"ok"
+    marker.unlink()
+
+
+def test_load_clip_never_runs_torchscript_code(setstate_archive):
+    path, marker = setstate_archive
+    marker.unlink(missing_ok=True)
+    with pytest.raises(ModelError) as err:
+        models.load_clip(path)
+    assert str(err.value) == f"{path} holds no weights; delete it and run: {FIX}"
+    assert not marker.exists()
+
+
+def test_load_clip_takes_the_archive_weights(tiny_models, tiny_clip):
+    scripted = torch.jit.load(str(tiny_models["clip"]), map_location="cpu").state_dict()
+    ours = tiny_clip.state_dict()
+    assert set(ours) <= set(scripted)
+    for key in ours:  # build_model rounds some layers through float16, as clip.load does
+        assert (torch.equal(ours[key], scripted[key])
+                or torch.equal(ours[key], scripted[key].half().float())), key
+
+
+def test_load_clip_of_another_network(tiny_models):
+    with pytest.raises(ModelError) as err:
+        models.load_clip(tiny_models["wav2clip"])
+    message = str(err.value)
+    assert message.startswith(f"{tiny_models['wav2clip']} is not a CLIP checkpoint (KeyError: ")
+    assert FIX in message and "\n" not in message
 
 
 # Wav2CLIP
@@ -327,3 +468,20 @@ def test_mps_when_no_cuda(machine):
 def test_cuda_before_mps(machine):
     machine(gpus=1, mps=True)
     assert no_warnings(models.pick_device) == torch.device("cuda", 0)
+
+
+@pytest.mark.parametrize("name", ["bogus", "meta", "cuda:x", "cuda:-1", "mps:1", "cpu:3", "xla",
+                                  "CUDA", " "])
+def test_cuda_device_that_is_not_a_device(machine, name):
+    machine(gpus=2, mps=True)
+    with pytest.raises(ModelError) as err:
+        models.pick_device(cuda_device=name)
+    assert str(err.value) == f"-cd {name} is not a device; use cpu, cuda, cuda:N or mps"
+
+
+@pytest.mark.parametrize("name, device", [("cuda", torch.device("cuda")),
+                                          ("cpu:0", torch.device("cpu", 0)),
+                                          ("mps", torch.device("mps"))])
+def test_cuda_device_plain_names(machine, name, device):
+    machine(gpus=1, mps=True)
+    assert no_warnings(models.pick_device, cuda_device=name) == device

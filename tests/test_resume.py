@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO, decoded_frames, run_script, video_stats, write_lyrics
 
+from music2video.folder import RunFolder
+
 FPS = 30
 LYRICS = ["00:02,a lighthouse", "00:05,a field of sunflowers", "00:07.5,stars over the desert"]
 
@@ -63,14 +65,12 @@ def start_run(cwd: Path, args: list[str]) -> subprocess.Popen:
 
 
 def wait_for_segments(run_dir: Path, proc: subprocess.Popen, count: int) -> int:
-    """Waits until the manifest records `count` finished segments; returns how many it records."""
-    manifest = run_dir / "manifest.json"
+    """Waits until the run folder records `count` finished segments; returns how many it records."""
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
-        if manifest.is_file():
-            done = json.loads(manifest.read_text())["done"]
-            if done >= count:
-                return done
+        done = len(RunFolder(run_dir).done())
+        if done >= count:
+            return done
         time.sleep(0.01)
     raise AssertionError(f"run ended or stalled before {count} segments: {proc.communicate()}")
 
@@ -101,7 +101,8 @@ def test_killed_run_resumes_to_the_same_video(killed_run, full_run):
 
 def test_partial_join_of_a_killed_run(killed_run):
     manifest = json.loads((killed_run["run_dir"] / "manifest.json").read_text())
-    frames = manifest["segments"][manifest["done"] - 1]["frame_end"]
+    frames = manifest["segments"][RunFolder(killed_run["run_dir"]).finished_prefix(manifest) - 1][
+        "frame_end"]
     out = killed_run["cwd"] / "partial.mp4"
     result = run_script("combine_mp4.py", [str(killed_run["run_dir"]), "--partial", "--output",
                                            str(out)], killed_run["cwd"])
@@ -207,3 +208,79 @@ def test_blend_and_no_lyrics_modes_finish(tmp_path, short_song, model_flags):
     assert spans == [(0.0, 4.0), (4.0, 8.0), (8.0, pytest.approx(10.0, abs=0.05))]
     stats = video_stats(tmp_path / "o" / "v.mp4")
     assert abs(stats["frames"] / FPS - stats["audio_seconds"]) <= 1 / FPS
+
+
+def copy_run(full_run, tmp_path) -> Path:
+    """A copy of the finished run's cwd (outputs and run folder) to damage."""
+    import shutil
+
+    cwd = tmp_path / "copy"
+    shutil.copytree(full_run["cwd"], cwd)
+    (cwd / "outputs" / "output.mp4").unlink()
+    return cwd
+
+
+def test_a_deleted_chunk_is_rendered_again_alone(full_run, tmp_path, short_song, lyrics_file,
+                                                 model_flags):
+    """A chunk lost after its segment finished is noticed at resume and rendered again; the
+    others are kept as they are."""
+    cwd = copy_run(full_run, tmp_path)
+    run_dir = cwd / "outputs" / "output"
+    chunks = sorted(run_dir.glob("chunk_*.mp4"))
+    victim = chunks[len(chunks) // 2]
+    kept = {p.name: p.stat().st_mtime_ns for p in chunks if p != victim}
+    victim.unlink()
+    args = interpolate_args("outputs/output.png", short_song, lyrics_file, model_flags)
+    result = run_script("generate_interpolate.py", args, cwd)
+    assert result.returncode == 0, result.stderr
+    assert "missing; rendering them again" in result.stdout + result.stderr
+    assert victim.is_file()
+    assert {p.name: p.stat().st_mtime_ns for p in chunks if p != victim} == kept
+    assert decoded_frames(cwd / "outputs" / "output.mp4") == decoded_frames(full_run["video"])
+
+
+@pytest.mark.parametrize("content", ["{ broken", '{"version": 2, "segments": [1, 2]}'])
+def test_a_damaged_manifest_is_one_line_and_overwrite_starts_again(full_run, tmp_path, content,
+                                                                  short_song, lyrics_file,
+                                                                  model_flags):
+    cwd = copy_run(full_run, tmp_path)
+    run_dir = cwd / "outputs" / "output"
+    (run_dir / "manifest.json").write_text(content)
+    (run_dir / "my notes.txt").write_text("keep")
+    combined = run_script("combine_mp4.py", [str(run_dir)], cwd)
+    assert combined.returncode == 1 and "Traceback" not in combined.stderr
+    assert len(combined.stderr.strip().splitlines()) == 1 and "--overwrite" in combined.stderr
+    args = interpolate_args("outputs/output.png", short_song, lyrics_file, model_flags, "-ips", "2")
+    refused = run_script("generate_interpolate.py", args, cwd)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "--overwrite" in refused.stderr
+    again = run_script("generate_interpolate.py", [*args, "--overwrite"], cwd)
+    assert again.returncode == 0, again.stderr
+    assert (run_dir / "my notes.txt").read_text() == "keep"
+
+
+def test_combine_refuses_a_song_of_another_length(full_run, tmp_path):
+    from music2video import demo
+
+    other = demo.encode_audio(demo.tonal_song(14.0, 100, 22050), 22050, tmp_path / "other.mp3")
+    out = tmp_path / "mixed.mp4"
+    refused = run_script("combine_mp4.py", [str(full_run["run_dir"]), "--music", str(other),
+                                            "--output", str(out)], tmp_path)
+    assert refused.returncode == 1 and not out.exists()
+    assert "14.00 s long" in refused.stderr and "+4.00 s" in refused.stderr
+    assert "--force" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    forced = run_script("combine_mp4.py", [str(full_run["run_dir"]), "--music", str(other),
+                                           "--output", str(out), "--force"], tmp_path)
+    assert forced.returncode == 0, forced.stderr
+    same = run_script("combine_mp4.py", [str(full_run["run_dir"]), "--music",
+                                         str(full_run["manifest"]["audio_path"]), "--output",
+                                         str(tmp_path / "same.mp4")], tmp_path)
+    assert same.returncode == 0, same.stderr
+
+
+def test_combine_output_under_a_file_is_one_line(full_run, tmp_path):
+    (tmp_path / "file").write_text("x")
+    result = run_script("combine_mp4.py", [str(full_run["run_dir"]), "--output",
+                                           str(tmp_path / "file" / "v.mp4")], tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "part of that path is a file" in result.stderr

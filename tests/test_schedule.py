@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from music2video import audio, cli, demo
+from music2video import audio, cli, demo, plan
 from music2video.lyrics import LyricLine
 from music2video.schedule import (MIN_AUDIO_SECONDS, Goal, audio_window, beat_bounds,
                                   beat_schedule, fixed_bounds, frame_sources,
@@ -121,7 +121,7 @@ def test_beat_schedule_tiles_detected_beats(detected, name):
     assert len(segments) == len(beats) + 1
 
 
-# --- the no-beat fallback in cli.build_schedule ---------------------------------------------
+# --- the no-beat fallback in plan.build_schedule ---------------------------------------------
 
 
 def fake_options(**changes):
@@ -131,10 +131,10 @@ def fake_options(**changes):
 
 def test_build_schedule_without_beats_falls_back_to_chunks(tmp_path):
     sr = 16000
-    song = cli.Song(tmp_path / "silence.mp3", np.zeros(10 * sr, np.float32), sr, 10.0)
+    song = plan.Song(tmp_path / "silence.mp3", np.zeros(10 * sr, np.float32), sr, 10.0)
     opts = fake_options(video_length=4.0, iterations_per_second=5.0)
     with pytest.warns(UserWarning, match="no beat") as record:
-        segments = cli.build_schedule(opts, song, [])
+        segments = plan.build_schedule(opts, song, [])
     assert "silence.mp3" in str(record[0].message)
     assert [(s.start, s.end) for s in segments] == [(0.0, 4.0), (4.0, 8.0), (8.0, 10.0)]
     assert [s.iterations for s in segments] == [20, 20, 10]
@@ -144,19 +144,19 @@ def test_build_schedule_without_beats_falls_back_to_chunks(tmp_path):
 
 def test_build_schedule_without_beats_keeps_lyrics(tmp_path):
     sr = 16000
-    song = cli.Song(tmp_path / "silence.mp3", np.zeros(10 * sr, np.float32), sr, 10.0)
+    song = plan.Song(tmp_path / "silence.mp3", np.zeros(10 * sr, np.float32), sr, 10.0)
     opts = fake_options(video_length=4.0, iterations_per_second=5.0)
     with pytest.warns(UserWarning, match="no beat"):
-        segments = cli.build_schedule(opts, song, lines((5.0, "a lighthouse")))
+        segments = plan.build_schedule(opts, song, lines((5.0, "a lighthouse")))
     assert [texts(s) for s in segments] == [[], ["a lighthouse"], []]
 
 
 def test_build_schedule_with_beats_does_not_warn(detected):
     y, beats, duration = detected["click"]
-    song = cli.Song(Path("click.wav"), y, SR, duration)
+    song = plan.Song(Path("click.wav"), y, SR, duration)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        segments = cli.build_schedule(fake_options(iterations_per_second=10.0), song, [])
+        segments = plan.build_schedule(fake_options(iterations_per_second=10.0), song, [])
     assert [s.start for s in segments[1:]] == list(beats)
     check_tiling(segments, duration, 30.0)
 
@@ -401,13 +401,13 @@ def test_interpolate_ignores_lines_after_the_end():
 
 def test_build_schedule_interpolate_mode(tmp_path):
     sr = 16000
-    song = cli.Song(tmp_path / "s.wav", np.zeros(7 * sr, np.float32), sr, 7.0)
+    song = plan.Song(tmp_path / "s.wav", np.zeros(7 * sr, np.float32), sr, 7.0)
     opts = dataclasses.replace(cli.parse_options("interpolate", ["-ap", "x.mp3", "--blend"]),
                                iterations_per_second=4.0, video_length=3.0)
-    segments = cli.build_schedule(opts, song, lines((2.0, "a")))
+    segments = plan.build_schedule(opts, song, lines((2.0, "a")))
     assert [(s.start, s.end) for s in segments] == [(0.0, 2.0), (2.0, 7.0)]
     assert segments[1].goals[0].weight_end == 0.0
-    assert [(s.start, s.end) for s in cli.build_schedule(opts, song, [])] == [
+    assert [(s.start, s.end) for s in plan.build_schedule(opts, song, [])] == [
         (0.0, 3.0), (3.0, 6.0), (6.0, 7.0)]
 
 

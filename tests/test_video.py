@@ -4,13 +4,13 @@ import os
 import time
 from pathlib import Path
 
-import imageio_ffmpeg
 import numpy as np
 import pytest
 import torch
 
 from music2video import audio, demo, video
-from music2video.video import FrameWriter, VideoError, concat_list, join, part_path, run_ffmpeg
+from music2video.video import (FrameWriter, VideoError, concat_list, join, part_path,
+                               read_frames, run_ffmpeg)
 
 W, H, FPS = 64, 48, 30
 SR = 44100
@@ -38,10 +38,10 @@ def write_numbered(path: Path, first: int, count: int) -> Path:
 
 def frame_indices(path: Path) -> list[int]:
     """The index each decoded frame of a numbered video shows (its mean brightness / STEP)."""
-    reader = imageio_ffmpeg.read_frames(str(path))
-    meta = next(reader)
-    assert tuple(meta["size"]) == (W, H)
-    means = [np.frombuffer(frame, np.uint8).mean() for frame in reader]
+    means = []
+    for frame in read_frames(path):
+        assert frame.shape == (H, W, 3)
+        means.append(frame.mean())
     return [int(round(m / STEP)) for m in means]
 
 
@@ -236,6 +236,86 @@ def test_concat_list_resolves_relative_paths(tmp_path, monkeypatch):
         f"file '{tmp_path.resolve() / 'sub' / 'b.mp4'}'\n")
 
 
+# --- join with subtitles ---------------------------------------------------------------------
+
+
+def srt_blocks(text: str) -> list[tuple[float, float, str]]:
+    """(start, end, text) of each SRT block, parsed here rather than by the module under test."""
+    found = []
+    for block in text.strip().split("\n\n"):
+        _, timing, *words = block.split("\n")
+        start, end = (sum(float(part) * unit for part, unit in
+                          zip(t.replace(",", ".").split(":"), (3600, 60, 1)))
+                      for t in timing.split(" --> "))
+        found.append((start, end, "\n".join(words)))
+    return found
+
+
+def stream_report(path: Path) -> str:
+    """ffmpeg's description of a file's streams."""
+    import subprocess
+
+    return subprocess.run([video.ffmpeg_exe(), "-hide_banner", "-i", str(path)],
+                          capture_output=True, text=True).stderr
+
+
+def test_join_adds_the_lyrics_as_a_soft_subtitle_track(tmp_path, chunks, one_second):
+    from music2video.lyrics import load_lyrics
+    from music2video.subtitles import Cue, write_srt
+
+    cues = [Cue(0.1, 0.4, "first line"), Cue(0.4, 0.65, "déjà vu 君の名は\nand a second"),
+            Cue(0.8, 1.0, "last: words")]
+    srt = write_srt(tmp_path / "lyrics.srt", cues)
+    out = join(chunks, one_second, tmp_path / "video.mp4", subtitles=srt)
+    info = video.probe(out)
+    assert info["video"] == ["h264"] and info["audio"] == ["aac"]
+    assert info["subtitle"] == ["mov_text"]
+    assert frame_indices(out) == list(range(30))  # the pictures are untouched
+    text = video.read_subtitles(out)
+    back = srt_blocks(text)
+    assert [c for _, _, c in back] == [c.text for c in cues]
+    assert [t for a, b, _ in back for t in (a, b)] == pytest.approx(
+        [t for c in cues for t in (c.start, c.end)], abs=0.0015)
+    (tmp_path / "back.srt").write_text(text, encoding="utf-8")
+    assert [l.time for l in load_lyrics(tmp_path / "back.srt")] == pytest.approx(
+        [0.1, 0.4, 0.8], abs=0.0015)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["back.srt", "lyrics.srt", "video.mp4"]
+
+
+def test_subtitle_track_is_on_by_default(tmp_path, chunks, one_second):
+    from music2video.subtitles import Cue, write_srt
+
+    srt = write_srt(tmp_path / "lyrics.srt", [Cue(0.1, 0.4, "words")])
+    out = join(chunks[:1], one_second, tmp_path / "video.mp4", subtitles=srt)
+    report = stream_report(out)
+    line = next(l for l in report.splitlines() if "Subtitle: mov_text" in l)
+    assert "(default)" in line and "handler_name    : Lyrics" in report
+
+
+def test_join_without_subtitles_has_no_subtitle_track(tmp_path, chunks, one_second):
+    out = join(chunks, one_second, tmp_path / "video.mp4")
+    assert video.probe(out)["subtitle"] == []
+    with pytest.raises(VideoError, match="failed to read the subtitles"):
+        video.read_subtitles(out)
+
+
+def test_join_missing_subtitle_file_fails_naming_it(tmp_path, chunks, one_second):
+    out = tmp_path / "video.mp4"
+    with pytest.raises(VideoError, match="subtitle file .*nothing.srt not found"):
+        join(chunks, one_second, out, subtitles=tmp_path / "nothing.srt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_partial_join_with_clipped_subtitles(tmp_path, chunks, song):
+    from music2video.subtitles import Cue, clip, write_srt
+
+    cues = [Cue(0.2, 0.5, "in"), Cue(0.9, 1.5, "across the end"), Cue(2.0, 2.5, "after")]
+    srt = write_srt(tmp_path / "odd 'name' é.srt", clip(cues, 1.0))
+    out = join(chunks, song, tmp_path / "partial.mp4", audio_seconds=1.0, subtitles=srt)
+    assert srt_blocks(video.read_subtitles(out)) == [(0.2, 0.5, "in"), (0.9, 1.0, "across the end")]
+    assert video.count_frames(out) == (30, pytest.approx(1.0, abs=0.5 / FPS))
+
+
 # --- run_ffmpeg -------------------------------------------------------------------------------
 
 
@@ -253,3 +333,20 @@ def test_run_ffmpeg_missing_input(tmp_path):
     assert "No such file or directory" in message and "nothing.wav" in message
     assert "\n" not in message
     assert not (tmp_path / "out.wav").exists()
+
+
+def test_read_frames_closes_ffmpeg_however_the_loop_ends(tmp_path):
+    import warnings
+
+    path = write_numbered(tmp_path / "n.mp4", 0, 6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResourceWarning)
+        assert len(list(read_frames(path))) == 6
+        frames = read_frames(path)
+        next(frames)
+        frames.close()
+        import gc
+
+        gc.collect()
+    with pytest.raises(VideoError, match="no video stream"):
+        list(read_frames(tmp_path / "missing.mp4"))

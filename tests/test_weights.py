@@ -36,8 +36,9 @@ def closed_port_url() -> str:
 
 
 def redirect(monkeypatch, url_of) -> dict[str, weights.Model]:
-    """Replaces the registry by one whose every file URL is url_of(model, file)."""
-    patched = {name: replace(m, files=tuple(replace(f, url=url_of(m, f)) for f in m.files))
+    """Replaces the registry by one whose every file has the one URL url_of(model, file)."""
+    patched = {name: replace(m, files=tuple(replace(f, url=url_of(m, f), mirrors=())
+                                            for f in m.files))
                for name, m in weights.registry().items()}
     monkeypatch.setattr(weights, "registry", lambda: patched)
     return patched
@@ -79,6 +80,27 @@ def test_registry_vqgans():
         assert model.files[0].url != model.files[1].url
     assert "a7530b09fed84f80a887" in models_[VQGANS[0]].files[1].url  # the seed's share
     assert sorted(m.name for m in models_.values() if m.kind == "vqgan") == sorted(VQGANS)
+
+
+def test_registry_mirrors_in_order():
+    heibox = "https://heibox.uni-heidelberg.de/d/{}/files/?p=%2F{}&dl=1"
+    expected = {
+        VQGANS[0]: [heibox.format("a7530b09fed84f80a887", "{path}"),
+                    "http://mirror.io.community/blob/vqgan/vqgan_imagenet_f16_16384.{ext}",
+                    "https://github.com/mehdidc/feed_forward_vqgan_clip/releases/download/0.1/"
+                    "vqgan_imagenet_f16_16384.{ext}"],
+        VQGANS[1]: [heibox.format("8088892a516d4e3baf92", "{path}"),
+                    "http://mirror.io.community/blob/vqgan/vqgan_imagenet_f16_1024.{ext}"],
+        VQGANS[2]: [heibox.format("2e5662443a6b4307b470", "{path}")],
+        VQGANS[3]: ["https://github.com/pixray/pixray/releases/download/v1.7.1/"
+                    "vqgan_wikiart_16384.{ext}"],  # the original host is gone
+    }
+    paths = {"yaml": "configs%2Fmodel.yaml", "ckpt": "ckpts%2Flast.ckpt"}
+    for name, urls in expected.items():
+        for file, ext in zip(weights.lookup(name).files, ("yaml", "ckpt")):
+            assert list(file.urls) == [u.format(path=paths[ext], ext=ext) for u in urls]
+            assert file.url == file.urls[0] and file.sha256 is None
+    assert weights.lookup("wav2clip").files[0].urls == (weights.WAV2CLIP_URL,)
 
 
 def test_registry_clip_models_with_their_digests():
@@ -160,9 +182,111 @@ def test_ensure_refetches_a_file_whose_digest_does_not_match(tmp_path, http_file
     path.write_bytes(b"stale")
     file = weights.WeightFile("m.pt", f"{http_files.url}/m.pt",
                               hashlib.sha256(b"the right weights").hexdigest())
-    assert weights.ensure(file, tmp_path, quiet=True) == path
+    with pytest.warns(UserWarning, match="downloading it again"):
+        assert weights.ensure(file, tmp_path, quiet=True) == path
     assert path.read_bytes() == b"the right weights"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [weights.STAMPS, "m.pt"]
+
+
+# ensure: files already in the folder are checked before they are trusted
+
+HTML_404 = (b"<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head>\n"
+            b"<body><h1>Not Found</h1>\n<p>Error: the share has expired</p></body></html>\n")
+
+
+def yaml_file(url: str) -> weights.WeightFile:
+    """The default VQGAN's yaml, fetched from url."""
+    return weights.WeightFile(f"{VQGANS[0]}.yaml", url)
+
+
+def test_ensure_replaces_an_html_page_saved_as_the_yaml(tmp_path, tiny_models, http_files):
+    # The seed's curl -L saves an error page under the final name; our download never does,
+    # but a file fetched by hand can be one.
+    http_files.files["/m.yaml"] = tiny_models["vqgan_config"].read_bytes()
+    path = tmp_path / f"{VQGANS[0]}.yaml"
+    path.write_bytes(HTML_404)
+    with pytest.warns(UserWarning, match=rf"{re.escape(str(path))} is not a taming VQGAN config "
+                                         r"\(.+\); downloading it again"):
+        got = weights.ensure(yaml_file(f"{http_files.url}/m.yaml"), tmp_path,
+                             verify=models.read_vqgan_config, quiet=True)
+    assert got == path and path.read_bytes() == tiny_models["vqgan_config"].read_bytes()
+    assert models.read_vqgan_config(path)[0] == models.VQMODEL
+
+
+def test_ensure_names_a_broken_file_it_cannot_replace(tmp_path):
+    path = tmp_path / f"{VQGANS[0]}.yaml"
+    path.write_bytes(HTML_404)
+    dead = closed_port_url()
+    with pytest.warns(UserWarning), pytest.raises(download.DownloadError) as err:
+        weights.ensure(yaml_file(f"{dead}/m.yaml"), tmp_path, verify=models.read_vqgan_config,
+                       quiet=True)
+    message = str(err.value)
+    assert message.startswith(f"{path} is not a taming VQGAN config (")
+    assert f", and could not download {path} from {dead}/m.yaml: " in message
+    assert message.endswith(f"(or fetch the file by hand into {tmp_path}/)") and FIX in message
+    assert "\n" not in message and path.read_bytes() == HTML_404
+
+
+def test_ensure_replaces_a_file_whose_checksum_is_wrong(tmp_path, http_files):
+    http_files.files["/m.pt"] = b"the right weights"
+    path = tmp_path / "m.pt"
+    path.write_bytes(b"a stale copy")
+    file = weights.WeightFile("m.pt", f"{http_files.url}/m.pt",
+                              hashlib.sha256(b"the right weights").hexdigest())
+    with pytest.warns(UserWarning, match=r"m\.pt has checksum [0-9a-f]{12}, not [0-9a-f]{12}"):
+        weights.ensure(file, tmp_path, quiet=True)
+    assert path.read_bytes() == b"the right weights"
+
+
+def test_a_verified_file_is_checked_once(tmp_path, no_download):
+    path = tmp_path / f"{VQGANS[0]}.yaml"
+    path.write_bytes(b"model: {}")
+    checked = []
+    file = yaml_file("http://x.invalid/m.yaml")
+    for _ in range(3):
+        assert weights.ensure(file, tmp_path, verify=checked.append) == path
+    assert checked == [path]  # remembered by size and modification time
+    path.write_bytes(b"model: {params: {}}")  # changed: checked again
+    weights.ensure(file, tmp_path, verify=checked.append)
+    assert checked == [path, path]
+
+
+def test_a_file_with_a_digest_is_hashed_once(tmp_path, monkeypatch, no_download):
+    path = tmp_path / "m.pt"
+    path.write_bytes(b"weights")
+    digest = hashlib.sha256(b"weights").hexdigest()
+    file = weights.WeightFile("m.pt", "http://x.invalid/m.pt", digest)
+    hashed = []
+    real = download.sha256sum
+    monkeypatch.setattr(download, "sha256sum", lambda p: hashed.append(p) or real(p))
+    for _ in range(3):
+        weights.ensure(file, tmp_path)
+    assert hashed == [path]
+
+
+def test_a_stamp_is_not_trusted_for_another_check(tmp_path, http_files):
+    # A stamp records which check the file passed: a new digest in the registry re-checks it.
+    http_files.files["/m.pt"] = b"new weights"
+    path = tmp_path / "m.pt"
+    path.write_bytes(b"old weights")
+    old = weights.WeightFile("m.pt", f"{http_files.url}/m.pt",
+                             hashlib.sha256(b"old weights").hexdigest())
+    weights.ensure(old, tmp_path)
+    new = replace(old, sha256=hashlib.sha256(b"new weights").hexdigest())
+    with pytest.warns(UserWarning, match="downloading it again"):
+        weights.ensure(new, tmp_path, quiet=True)
+    assert path.read_bytes() == b"new weights"
+
+
+def test_fetch_falls_back_to_a_mirror(monkeypatch, tmp_path, tiny_models, http_files):
+    http_files.files["/mirror/w.pt"] = tiny_models["wav2clip"].read_bytes()
+    dead = closed_port_url()
+    model = weights.lookup("wav2clip")
+    mirrored = replace(model, files=(replace(model.files[0], url=f"{dead}/w.pt",
+                                             mirrors=(f"{http_files.url}/mirror/w.pt",)),))
+    monkeypatch.setattr(weights, "registry", lambda: {"wav2clip": mirrored})
+    (path,) = weights.fetch("wav2clip", tmp_path, quiet=True)
+    assert path.read_bytes() == tiny_models["wav2clip"].read_bytes()
 
 
 # download_models.sh, in process
@@ -217,7 +341,7 @@ def test_fetch_from_a_server_verifies_and_renames(monkeypatch, tmp_path, tiny_mo
     assert (code, err) == (0, "")
     names = [f"{VQGANS[0]}.yaml", f"{VQGANS[0]}.ckpt", "Wav2CLIP.pt"]
     assert out.splitlines() == [f"ok  {tmp_path / n}" for n in names]
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([weights.STAMPS, *names])
     assert (tmp_path / names[1]).read_bytes() == tiny_models["vqgan_checkpoint"].read_bytes()
     assert (tmp_path / names[2]).read_bytes() == tiny_models["wav2clip"].read_bytes()
     # each file passed its structural check while it was still a .part file
@@ -244,7 +368,7 @@ def test_corrupt_download_is_not_kept(monkeypatch, tmp_path, tiny_models, http_f
     assert line.startswith(f"error: could not download {ckpt} from {http_files.url}/vqgan.ckpt: ")
     assert reason in line and FIX in line
     assert out == f"ok  {tmp_path / f'{VQGANS[0]}.yaml'}\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{VQGANS[0]}.yaml"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [weights.STAMPS, f"{VQGANS[0]}.yaml"]
 
 
 # download_models.sh, as users run it
@@ -262,3 +386,21 @@ def test_download_models_sh_offline(tmp_path):
     assert done.stdout == ""
     assert_one_line_per_file(error_lines(done.stderr), tmp_path, default_files())
     assert list(tmp_path.iterdir()) == []
+
+
+def test_download_models_replaces_a_broken_file(monkeypatch, tmp_path, tiny_models, http_files,
+                                                capsys):
+    # The issue's reproduction: an HTML page saved as the .yaml failed every run, and
+    # download_models.sh, which the message pointed to, changed nothing.
+    serve_defaults(monkeypatch, http_files, tiny_models)
+    yaml = tmp_path / f"{VQGANS[0]}.yaml"
+    yaml.write_bytes(HTML_404)
+    assert weights.main(["--checkpoints", str(tmp_path), "-q", VQGANS[0]]) == 0
+    out, err = capsys.readouterr()
+    assert err.startswith(f"warning: {yaml} is not a taming VQGAN config (")
+    assert err.endswith("; downloading it again\n") and err.count("\n") == 1
+    assert out.splitlines() == [f"ok  {yaml}", f"ok  {tmp_path / f'{VQGANS[0]}.ckpt'}"]
+    assert yaml.read_bytes() == tiny_models["vqgan_config"].read_bytes()
+    # the next run trusts both files without reading the checkpoint again
+    monkeypatch.setattr(models, "load_vqgan", lambda *a: pytest.fail("checked again"))
+    assert weights.main(["--checkpoints", str(tmp_path), "-q", VQGANS[0]]) == 0

@@ -1,0 +1,341 @@
+"""The songs of one generate command: checked, planned, placed on workers, rendered, finished.
+
+Everything a user can get wrong is checked before any model loads: the pictures, then each song
+(decoded, lyrics read, segments and sections planned, its output folder writable), then the
+weights and the picture size."""
+
+import os
+import random
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+LYRICS_SUFFIXES = (".csv", ".lrc", ".srt")
+
+
+class Fatal(Exception):
+    """A problem the user can fix; printed as one line, exit code 1."""
+
+
+def outputs_for(opts, song: Path):
+    """Where a song's video, preview and run folder go.
+
+    -o as a file (outputs/output.png): the video is its .mp4 sibling, the run folder its stem.
+    -o as a folder (an existing folder that is not itself a run folder, a trailing '/', or a
+    batch of songs): <folder>/<song name>.mp4, .png and <song name>/ inside it."""
+    from .folder import MANIFEST
+    from .run import Outputs
+
+    out = opts.output
+    draft = "_draft" if opts.draft else ""
+    default_batch = len(opts.audio_prompt) > 1 and out == Path("outputs/output.png")
+    as_folder = (default_batch or str(out).endswith(os.sep) or len(opts.audio_prompt) > 1
+                 or (out.is_dir() and not (out / MANIFEST).is_file()))
+    if as_folder:
+        folder = out.parent if default_batch else out
+        if folder.exists() and not folder.is_dir():
+            raise Fatal(f"-o {out}: {folder} is a file, not a folder; with several songs -o "
+                        "names a folder")
+        base = folder / f"{song.stem}{draft}"
+        return Outputs(base.with_name(base.name + ".mp4"), base.with_name(base.name + ".png"),
+                       base)
+    if out.name in ("", ".", "..") or not out.stem:
+        raise Fatal(f"-o {out} names no file; give a picture path such as outputs/output.png")
+    out = out.with_name(f"{out.stem}{draft}{out.suffix}")
+    preview = out if out.suffix.lower() == ".png" else out.with_suffix(".png")
+    return Outputs(out.with_suffix(".mp4"), preview, out.with_suffix(""))
+
+
+def lyrics_for(opts, song: Path, duration: float, outputs) -> Path | None:
+    """The lyrics file of a song: -lyr itself, its <song name>.* in a -lyr folder, or (-lyr auto)
+    the synced lyrics LRCLIB has for it, saved as <song name>.lrc beside the song (else beside
+    the video: the run folder's identity depends on the lyrics, so they come before it)."""
+    from .lrclib import find_lyrics
+
+    if str(opts.lyrics) == "auto":
+        return find_lyrics(song, duration, opts.artist, opts.title,
+                           save_dir_fallback=outputs.video.parent, required=opts.require_lyrics)
+    if opts.lyrics is None or not opts.lyrics.is_dir():
+        return opts.lyrics
+    for suffix in LYRICS_SUFFIXES:
+        if (opts.lyrics / f"{song.stem}{suffix}").is_file():
+            return opts.lyrics / f"{song.stem}{suffix}"
+    return None
+
+
+def draft_size(size: tuple[int, int], config: Path) -> tuple[int, int]:
+    """--draft's picture: half the width and height (a quarter of the pixels), at least a cell."""
+    from .models import cell_size, read_vqgan_config
+
+    factor = cell_size(read_vqgan_config(config)[1])
+    return tuple(max(side // 2 // factor * factor, factor) for side in size)
+
+
+def check_pictures(opts) -> None:
+    """The -ii and -ip pictures decode in full (a bad CRC or truncated data is caught here)."""
+    from PIL import Image
+
+    from .guidance import parse_prompt, split_prompts
+
+    paths = [Path(parse_prompt(item)[0]) for item in split_prompts(opts.image_prompts)]
+    for path in paths + ([opts.init_image] if opts.init_image else []):
+        try:
+            with Image.open(path) as img:
+                img.verify()  # chunk checksums
+            with Image.open(path) as img:
+                img.load()  # the pixels themselves
+        except Exception as err:  # OSError, SyntaxError (bad CRC), ValueError, DecompressionBombError
+            reason = str(err).splitlines()[0][:100] if str(err) else "unreadable"
+            raise Fatal(f"cannot read image {path} ({type(err).__name__}: {reason}); give a PNG "
+                        "or JPEG file") from None
+
+
+def read_pictures(opts, size: tuple[int, int]) -> tuple:
+    """The -ii picture and the -ip pictures with their weights, at the picture size."""
+    from .guidance import parse_prompt, split_prompts
+    from .optimise import load_image
+
+    prompts = []
+    for item in split_prompts(opts.image_prompts):
+        path, weight, stop = parse_prompt(item)
+        prompts.append((load_image(Path(path), *size), weight, stop))
+    init = load_image(opts.init_image, *size) if opts.init_image else None
+    return init, tuple(prompts)
+
+
+def check_memory(size: tuple[int, int], config: Path, device) -> None:
+    """Refuses a picture size whose decoder alone could not fit in the device's memory."""
+    from .models import read_vqgan_config
+    from .modelset import decoder_bytes
+
+    need = decoder_bytes(read_vqgan_config(config)[1], size)
+    have = device_memory(device)
+    if have and need > have:
+        raise Fatal(f"-s {size[0]} {size[1]} needs about {need / 2**30:.0f} GiB for the decoder "
+                    f"alone, more than the {have / 2**30:.0f} GiB of {device}; use a smaller -s")
+
+
+def device_memory(device) -> int | None:
+    """Total memory of a device in bytes (the machine's RAM for the CPU); None when unknown."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    if device.type == "cpu":
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return None
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the work runs."""
+
+    device: object  # torch.device of an in-process worker (its type for Ray workers)
+    workers: int  # sections rendered at once
+    ray: str | None  # None: in this process; 'local', 'auto' or a cluster address
+    gpus: tuple[int, ...]  # GPUs of a local Ray instance
+
+
+def place(opts) -> Placement:
+    """Chooses the device and the workers from -cd, -gid, --workers and --ray.
+
+    A cluster's device is not known here (device None): the cluster says what it has."""
+    import torch
+
+    from .models import pick_device
+
+    if opts.ray not in (None, "local"):
+        return Placement(None, opts.workers or 0, opts.ray, ())
+    gpus = opts.gpu_id
+    if opts.cuda_device or len(gpus) == 1 or not torch.cuda.is_available():
+        device = pick_device(opts.cuda_device, gpus[0])
+        if len(gpus) > 1:
+            warnings.warn(f"-gid {','.join(map(str, gpus))}: no GPU found; the workers share "
+                          "the CPU")
+        workers = opts.workers or 1
+        if device.type == "cuda" and workers > 1 and opts.ray in (None, "local"):
+            raise Fatal(f"--workers {workers} on one GPU: give one GPU per worker, e.g. "
+                        f"-gid {','.join(map(str, range(workers)))}")
+        gpus = (device.index or 0,) if device.type == "cuda" else ()
+    else:
+        count = torch.cuda.device_count()
+        absent = [g for g in gpus if g >= count]
+        if absent:
+            raise Fatal(f"-gid {','.join(map(str, gpus))}: this machine has {count} GPU(s), "
+                        f"no GPU {absent[0]}; list GPUs 0-{count - 1}")
+        device = torch.device("cuda", gpus[0])
+        workers = opts.workers or len(gpus)
+        if workers > len(gpus) and opts.ray in (None, "local"):
+            raise Fatal(f"--workers {workers} with {len(gpus)} GPUs: one worker per GPU")
+    if device.type == "mps" and workers > 1:
+        raise Fatal("several workers need CUDA GPUs or the CPU, not Apple MPS; use --workers 1")
+    ray = opts.ray or ("local" if workers > 1 else None)
+    return Placement(device, workers, ray, gpus)
+
+
+def choose_settings(opts, precision: str, sections: int) -> dict:
+    """Settings a new run fixes and a resume keeps: precision and CPU threads per worker.
+
+    CPU results depend on the thread count, so it comes from the plan (cores / sections), never
+    from the number of workers."""
+    import torch
+
+    return {"precision": precision, "threads": max(1, torch.get_num_threads() // sections)}
+
+
+def run_identity(opts, song: Path, lyrics: Path | None, paths: dict) -> dict:
+    """What a resumed run must share with the run it continues: settings, and files by content."""
+    from .run import digest
+
+    weights = {key: [str(Path(path).resolve()), Path(path).stat().st_size]
+               for key, path in sorted(paths.items())}
+    return {**opts.identity(), "audio": digest(song), "lyrics": digest(lyrics),
+            "init_image": digest(opts.init_image), "weights": weights,
+            **({"seed": opts.seed} if opts.seed is not None else {})}
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A song that passed its checks: its plan, where it goes, its lyrics file."""
+
+    index: int
+    plan: object  # plan.Plan
+    outputs: object  # run.Outputs
+    lyrics: Path | None
+
+
+def plan_one(index: int, opts, song: Path) -> Planned:
+    """Checks where a song's video goes, decodes it and plans its segments and sections."""
+    from .folder import check_writable
+    from .plan import plan_song, read_song
+
+    outputs = outputs_for(opts, song)
+    check_writable(outputs.video.parent)
+    decoded = read_song(song, opts.audio_sampling_freq)
+    lyrics = lyrics_for(opts, song, decoded.duration, outputs)
+    return Planned(index, plan_song(opts, decoded, lyrics), outputs, lyrics)
+
+
+def render_spec(opts, planned: Planned, manifest: dict, size, placement: Placement, pictures,
+                captions: tuple = ()):
+    """The plain-data description a worker renders this song from."""
+    from .modelset import WeightChoice
+    from .render import RenderSpec, Zoom
+
+    settings, init_image, image_prompts = manifest["settings"], *pictures
+    zoom = (Zoom(opts.zoom_start, opts.zoom_save_every, opts.zoom_scale, opts.zoom_shift_x,
+                 opts.zoom_shift_y) if opts.zoom_video else None)
+    ray_gpu = placement.ray is not None and placement.device.type == "cuda"
+    return RenderSpec(
+        weights=WeightChoice.of(opts), device="cuda" if ray_gpu else str(placement.device),
+        size=size, segments=tuple(planned.plan.segments), seed=manifest["seed"],
+        sr=planned.plan.song.sr, fps=opts.fps, precision=settings["precision"],
+        threads=settings["threads"], num_cuts=opts.num_cuts, cut_method=opts.cut_method,
+        cut_power=opts.cut_power, augments=opts.augments, optimiser=opts.optimiser,
+        learning_rate=opts.learning_rate, init_weight=opts.init_weight, init_image=init_image,
+        init_noise=opts.init_noise, prompts=opts.prompts,
+        change_prompt_every=opts.change_prompt_every, image_prompts=image_prompts,
+        noise_prompts=tuple(zip(opts.noise_prompt_seeds, opts.noise_prompt_weights)),
+        zoom=zoom, save_every=opts.save_every, warmup=opts.warmup, compile=opts.compile,
+        deterministic=opts.deterministic, captions=captions, react=opts.react)
+
+
+def open_job(opts, planned: Planned, paths: dict, size, placement: Placement, pictures,
+             precision: str):
+    """Opens (locks) a song's run folder, resuming or starting it, and makes its Job."""
+    from .folder import RunFolder
+    from .run import Job
+
+    from .subtitles import cues as lyric_cues
+
+    plan, outputs = planned.plan, planned.outputs
+    settings = choose_settings(opts, precision, len(plan.sections))
+    seed = opts.seed if opts.seed is not None else random.randrange(2**31)
+    cues = lyric_cues(plan.lyrics, plan.song.duration)
+    info = {"audio_path": str(plan.song.path.resolve()), "video": str(outputs.video.resolve()),
+            "fps": opts.fps, "output_video_fps": opts.output_video_fps,
+            "cues": [asdict(c) for c in cues], "burn_lyrics": opts.burn_lyrics}
+    folder = RunFolder(outputs.run_dir)
+    manifest = folder.open(run_identity(opts, plan.song.path, planned.lyrics, paths),
+                           plan.segments, plan.sections, opts.overwrite, seed, settings, info)
+    spec = render_spec(opts, planned, manifest, size, placement, pictures,
+                       tuple(cues) if opts.burn_lyrics else ())
+    job = Job(planned.index, plan, outputs, folder, manifest, spec, opts.quiet, cues,
+              opts.burn_lyrics)
+    settings = manifest["settings"]
+    job.log(f"{plan.song.path}: {plan.song.duration:.2f} s, {len(plan.segments)} segments in "
+            f"{len(plan.sections)} section(s), {plan.steps} steps, "
+            f"{round(plan.song.duration * opts.fps)} frames at {opts.fps:g} fps; device "
+            f"{placement.device}, {settings['precision']}, seed {manifest['seed']}")
+    job.log(f"video will be written to {outputs.video} (chunks in {folder.path}/)")
+    return job
+
+
+def make_scheduler(placement: Placement):
+    """In this process for one worker, else Ray (a local instance, or a cluster)."""
+    from .scheduler import InProcess, RayScheduler
+
+    if placement.ray is None:
+        return InProcess()
+    device_type = placement.device.type if placement.device is not None else None
+    return RayScheduler(placement.ray, placement.workers, list(placement.gpus), device_type)
+
+
+def generate(opts, report, expected: tuple) -> int:
+    """Checks the inputs, plans each song, renders them and joins their videos.
+
+    A song that fails its checks or its render is reported (`report(line)`) and skipped; the
+    others go on. Returns how many songs failed."""
+    from .modelset import WeightChoice, picture_size, resolve_weights
+    from .run import say
+
+    batch = len(opts.audio_prompt) > 1
+    name = lambda song, message: f"{song}: {message}" if batch else message  # noqa: E731
+    placement = place(opts)
+    check_pictures(opts)
+    planned, failed = [], 0
+    for index, song in enumerate(opts.audio_prompt):
+        try:
+            planned.append(plan_one(index, opts, song))
+        except expected as err:
+            report(name(song, err))
+            failed += 1
+    if not planned:
+        return failed
+    paths = resolve_weights(WeightChoice.of(opts), opts.quiet)
+    size = picture_size(draft_size(opts.size, paths["config"]) if opts.draft else opts.size,
+                        paths["config"])
+    if placement.device is not None:
+        check_memory(size, paths["config"], placement.device)
+    pictures = read_pictures(opts, size)
+    scheduler = make_scheduler(placement)
+    jobs = []
+    try:
+        placement = scheduler.placement(placement)
+        precision = opts.precision
+        if precision == "auto":
+            choice = scheduler.precision(placement.device, size, opts.num_cuts)
+            precision = choice.precision
+            say(opts.quiet, f"precision {precision} (auto: {choice.reason})")
+        for song in planned:
+            try:
+                jobs.append(open_job(opts, song, paths, size, placement, pictures, precision))
+            except expected as err:
+                report(name(song.plan.song.path, err))
+                failed += 1
+        errors = render_all(jobs, scheduler, opts.quiet)
+    finally:
+        scheduler.close()
+        for job in jobs:
+            job.close()
+    for job in jobs:
+        if job.index in errors:
+            report(name(job.plan.song.path, errors[job.index]))
+    return failed + len(errors)
+
+
+def render_all(jobs: list, scheduler, quiet: bool) -> dict:
+    """Renders the jobs (none: nothing to do); {job index: error line} of those that failed."""
+    from .run import render_jobs
+
+    return render_jobs(jobs, scheduler, quiet) if jobs else {}

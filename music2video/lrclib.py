@@ -1,0 +1,235 @@
+"""-lyr auto: the song's synced lyrics from LRCLIB, saved as an .lrc and reused.
+
+Opt-in: nothing is requested unless the user asks for -lyr auto. The lookup is one GET of
+`{base}/api/get` with artist_name, track_name, album_name (when known) and duration (whole
+seconds), as LRCLIB documents it; the base URL is $MUSIC2VIDEO_LRCLIB_URL, else
+https://lrclib.net. Artist, title and album come from the song's tags (mutagen), or from
+--artist / --title, which win. The synced lyrics are written, atomically, as `<song stem>.lrc`
+beside the song, or in the run folder when the song's folder cannot be written; a later run
+finds that file in either place and sends no request (an .lrc of that name that the user put
+there is used the same way).
+
+Policy: every failure (no artist or title, offline, timeout, not found, instrumental, only
+unsynced lyrics, a recording whose length differs by more than DURATION_TOLERANCE seconds,
+an answer that is not LRCLIB's JSON, HTTP errors, lyrics that do not parse) is one
+LyricsLookupError line. `find_lyrics` turns it into a warning and the run goes on with the
+audio only, unless lyrics are required (--require_lyrics), when it stops the run.
+"""
+
+import http.client
+import json
+import os
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import warnings
+from pathlib import Path
+
+from . import __version__
+from .lyrics import LyricsError, load_lyrics
+from .video import part_path
+
+DEFAULT_URL = "https://lrclib.net"
+URL_VARIABLE = "MUSIC2VIDEO_LRCLIB_URL"
+HOMEPAGE = "https://arxiv.org/abs/2201.03809"  # what the tool is, for LRCLIB's User-Agent rule
+DURATION_TOLERANCE = 3.0  # seconds; LRCLIB itself matches /api/get within 2
+TIMEOUT = 10.0  # seconds for the whole lookup
+MAX_BYTES = 4 << 20  # an answer larger than this is not a lyrics record
+FIX = "give -lyr FILE, or --artist and --title"
+
+
+class LyricsLookupError(RuntimeError):
+    """A -lyr auto lookup that gave no usable lyrics; str() names the problem and the fix."""
+
+
+def lrclib_url(base_url: str | None = None) -> str:
+    """LRCLIB's address: base_url, else $MUSIC2VIDEO_LRCLIB_URL, else lrclib.net; checked."""
+    base = (base_url or os.environ.get(URL_VARIABLE) or DEFAULT_URL).strip().rstrip("/")
+    parts = urllib.parse.urlsplit(base)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise LyricsLookupError(f"LRCLIB address {base!r} is not an http(s) URL; set "
+                                f"{URL_VARIABLE} like {DEFAULT_URL}, or unset it")
+    return base
+
+
+def user_agent() -> str:
+    """The User-Agent LRCLIB asks clients to send: name, version and a link."""
+    return f"music2video/{__version__} ({HOMEPAGE})"
+
+
+def read_tags(path: Path) -> tuple[str | None, str | None, str | None]:
+    """Artist, title and album from an audio file's tags (mp3, flac, ogg, m4a); None if missing."""
+    import mutagen
+
+    try:
+        audio = mutagen.File(str(path), easy=True)
+    except (mutagen.MutagenError, OSError, ValueError):
+        return None, None, None
+    tags = getattr(audio, "tags", None) or {}
+
+    def first(*keys: str) -> str | None:
+        for key in keys:
+            try:
+                values = tags.get(key) or []
+            except (KeyError, ValueError):
+                values = []
+            for value in values if isinstance(values, list) else [values]:
+                if str(value).strip():
+                    return str(value).strip()
+        return None
+
+    return first("artist", "albumartist"), first("title"), first("album")
+
+
+def lrc_name(song: Path) -> str:
+    """The saved lyrics' file name: the song's stem with .lrc."""
+    return f"{Path(song).stem}.lrc"
+
+
+def saved_lyrics(song: Path, fallback_dir: Path) -> Path | None:
+    """An .lrc already saved for the song, beside it or in the fallback folder."""
+    for folder in (Path(song).parent, Path(fallback_dir)):
+        path = folder / lrc_name(song)
+        if path.is_file():
+            return path
+    return None
+
+
+def _label(artist: str, title: str) -> str:
+    """'artist - title' for messages."""
+    return f"'{artist} - {title}'"
+
+
+def _read(url: str, timeout: float) -> bytes:
+    """The body of a GET, within `timeout` seconds for the whole answer."""
+    request = urllib.request.Request(url, headers={"User-Agent": user_agent(),
+                                                   "Accept": "application/json"})
+    deadline = time.monotonic() + timeout
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        body = bytearray()
+        while chunk := response.read1(1 << 16):
+            body += chunk
+            if time.monotonic() > deadline:
+                raise TimeoutError
+            if len(body) > MAX_BYTES:
+                raise LyricsLookupError(f"the answer from {url} is over {MAX_BYTES >> 20} MiB, "
+                                        "not a lyrics record; give -lyr FILE")
+        return bytes(body)
+
+
+def lookup(artist: str, title: str, album: str | None, duration: float, *,
+           base_url: str, timeout: float = TIMEOUT) -> dict:
+    """LRCLIB's record for a track (GET /api/get), or LyricsLookupError."""
+    query = {"artist_name": artist, "track_name": title}
+    if album:
+        query["album_name"] = album
+    query["duration"] = str(round(duration))
+    url = f"{base_url}/api/get?{urllib.parse.urlencode(query)}"
+    what = _label(artist, title)
+    try:
+        body = _read(url, timeout)
+    except urllib.error.HTTPError as err:
+        if err.code == 404:
+            raise LyricsLookupError(f"LRCLIB has no lyrics for {what} ({round(duration)} s); "
+                                    f"check the names or {FIX}") from None
+        raise LyricsLookupError(f"LRCLIB at {base_url} answered HTTP {err.code} for {what}; "
+                                f"try again later or give -lyr FILE") from None
+    except (TimeoutError, urllib.error.URLError, http.client.HTTPException, OSError) as err:
+        reason = getattr(err, "reason", err)
+        if isinstance(err, TimeoutError) or isinstance(reason, TimeoutError):
+            raise LyricsLookupError(f"LRCLIB at {base_url} did not answer within {timeout:g} s; "
+                                    "try again later or give -lyr FILE") from None
+        raise LyricsLookupError(f"cannot reach LRCLIB at {base_url} "
+                                f"({reason or type(err).__name__}); check the network or give "
+                                "-lyr FILE") from None
+    try:
+        record = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        record = None
+    if not isinstance(record, dict):
+        raise LyricsLookupError(f"LRCLIB at {base_url} answered something that is not a lyrics "
+                                f"record for {what}; check {URL_VARIABLE} or give -lyr FILE")
+    return record
+
+
+def synced_text(record: dict, artist: str, title: str, duration: float) -> str:
+    """The LRC text of an LRCLIB record for a song `duration` seconds long, or LyricsLookupError."""
+    what = _label(artist, title)
+    if record.get("instrumental"):
+        raise LyricsLookupError(f"LRCLIB lists {what} as instrumental (no lyrics); "
+                                "run without -lyr")
+    found = record.get("duration")
+    if isinstance(found, (int, float)) and abs(found - duration) > DURATION_TOLERANCE:
+        raise LyricsLookupError(f"LRCLIB's {what} lasts {found:g} s but the song {duration:.1f} s "
+                                f"(another recording); give -lyr FILE")
+    text = record.get("syncedLyrics")
+    if not isinstance(text, str) or not text.strip():
+        raise LyricsLookupError(f"LRCLIB has no synced lyrics for {what} (only plain text or "
+                                "none); give -lyr FILE with timestamps")
+    return text if text.endswith("\n") else text + "\n"
+
+
+def _save(text: str, path: Path) -> Path:
+    """Writes the lyrics atomically, after checking they parse as LRC; OSError if it cannot."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = part_path(path)
+    try:
+        part.write_text(text, encoding="utf-8")
+        try:
+            load_lyrics(part)
+        except LyricsError as err:
+            raise LyricsLookupError(f"LRCLIB's lyrics are not valid LRC ({err}); "
+                                    "give -lyr FILE") from None
+        os.replace(part, path)
+    finally:
+        part.unlink(missing_ok=True)
+    return path
+
+
+def save_lyrics(text: str, song: Path, fallback_dir: Path) -> Path:
+    """Saves LRC text as the song's .lrc: beside it, else in the fallback folder."""
+    errors = []
+    for folder in (Path(song).parent, Path(fallback_dir)):
+        try:
+            return _save(text, folder / lrc_name(song))
+        except OSError as err:
+            errors.append(f"{folder}: {err.strerror or err}")
+    raise LyricsLookupError(f"cannot save the lyrics ({'; '.join(errors)}); make the song's "
+                            "folder writable or give -lyr FILE")
+
+
+def fetch_lyrics(song: Path, duration: float, artist: str | None = None,
+                 title: str | None = None, album: str | None = None, *,
+                 base_url: str | None = None, timeout: float = TIMEOUT,
+                 save_dir_fallback: Path) -> Path:
+    """The song's synced lyrics as an .lrc file: the saved one, else fetched from LRCLIB."""
+    song = Path(song)
+    saved = saved_lyrics(song, save_dir_fallback)
+    if saved is not None:
+        return saved
+    tag_artist, tag_title, tag_album = read_tags(song)
+    artist, title = artist or tag_artist, title or tag_title
+    if (artist, title) == (tag_artist, tag_title):  # a tag album may not fit names given
+        album = album or tag_album
+    if not artist or not title:
+        missing = " and ".join(n for n, v in (("artist", artist), ("title", title)) if not v)
+        raise LyricsLookupError(f"{song} has no {missing} tag to look its lyrics up by; "
+                                f"{FIX}")
+    record = lookup(artist, title, album, duration, base_url=lrclib_url(base_url),
+                    timeout=timeout)
+    return save_lyrics(synced_text(record, artist, title, duration), song, save_dir_fallback)
+
+
+def find_lyrics(song: Path, duration: float, artist: str | None = None,
+                title: str | None = None, *, save_dir_fallback: Path, required: bool = False,
+                timeout: float = TIMEOUT) -> Path | None:
+    """fetch_lyrics for -lyr auto; a failure warns and gives None unless lyrics are required."""
+    try:
+        return fetch_lyrics(song, duration, artist, title, save_dir_fallback=save_dir_fallback,
+                            timeout=timeout)
+    except LyricsLookupError as err:
+        if required:
+            raise
+        warnings.warn(f"{err}; going on with the audio only (--require_lyrics stops instead)")
+        return None

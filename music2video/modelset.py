@@ -1,0 +1,121 @@
+"""The set of networks a render needs: which weight files, checked and loaded onto a device."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import weights
+from .guidance import MakeCutouts, Perceptor
+from .models import (ModelError, cell_size, check_clip_name, clip_path, load_clip, load_vqgan,
+                     load_wav2clip, read_vqgan_config, whole_cells)
+from .optimise import noise_image, random_latent
+
+
+@dataclass(frozen=True)
+class WeightChoice:
+    """Which weights a run uses, as the command line gave them (plain data, for workers too)."""
+
+    vqgan_config: str | None  # taming yaml; None: the registry's default in the checkpoints folder
+    vqgan_checkpoint: str | None  # taming ckpt
+    clip_model: str  # CLIP name or checkpoint path
+    wav2clip_checkpoint: str | None  # Wav2CLIP.pt; None: the registry's
+    checkpoints: str | None  # weights folder; None: $MUSIC2VIDEO_CHECKPOINTS or ./checkpoints
+
+    @classmethod
+    def of(cls, opts) -> "WeightChoice":
+        """The weight flags of parsed options."""
+        text = lambda p: None if p is None else str(p)  # noqa: E731
+        return cls(text(opts.vqgan_config), text(opts.vqgan_checkpoint), opts.clip_model,
+                   text(opts.wav2clip_checkpoint), text(opts.checkpoints))
+
+
+@dataclass
+class Models:
+    """The loaded networks and what the loop needs to know about them."""
+
+    vqgan: object
+    perceptor: object
+    wav2clip: object
+    device: torch.device
+    size: tuple[int, int]  # width, height of the pictures, multiples of the VQGAN cell
+    embed_dim: int  # CLIP's embedding width
+
+
+def _given_weights(choice: WeightChoice) -> dict[str, Path]:
+    """The weight files named on the command line, checked to exist."""
+    if bool(choice.vqgan_config) != bool(choice.vqgan_checkpoint):
+        raise ModelError("give both -conf and -ckpt (a VQGAN is a yaml config plus a checkpoint)")
+    given = {"config": choice.vqgan_config, "ckpt": choice.vqgan_checkpoint,
+             "wav2clip": choice.wav2clip_checkpoint}
+    given = {key: Path(path) for key, path in given.items() if path}
+    for path in given.values():
+        if not path.is_file():
+            raise ModelError(f"{path} not found; check the path, or leave the flag out to use "
+                             "the default model (bash download_models.sh fetches it)")
+    return given
+
+
+def resolve_weights(choice: WeightChoice, quiet: bool = False) -> dict[str, Path]:
+    """Paths of the three models' files; the registry's defaults are fetched when missing.
+
+    Everything the user named is checked before anything is downloaded. A worker on another
+    machine calls this too, with its own checkpoints folder."""
+    root = weights.checkpoint_dir(Path(choice.checkpoints) if choice.checkpoints else None)
+    paths = _given_weights(choice)
+    check_clip_name(choice.clip_model)
+    if "config" not in paths:
+        paths["config"], paths["ckpt"] = weights.fetch(weights.DEFAULT_VQGAN, root, quiet)
+    paths["clip"] = clip_path(choice.clip_model, root, quiet)
+    if "wav2clip" not in paths:
+        (paths["wav2clip"],) = weights.fetch("wav2clip", root, quiet)
+    return paths
+
+
+def picture_size(size: tuple[int, int], config: Path) -> tuple[int, int]:
+    """-s rounded down to whole cells of the configured VQGAN; too small a size is an error."""
+    factor = cell_size(read_vqgan_config(config)[1])
+    width, height = whole_cells(size, factor)
+    if not width or not height:
+        raise ModelError(f"-s {size[0]} {size[1]} is smaller than one {factor}-pixel "
+                         f"VQGAN cell; use at least -s {factor} {factor}")
+    return width, height
+
+
+def decoder_bytes(params: dict, size: tuple[int, int]) -> int:
+    """A low estimate of the memory one step's decoder needs at a picture size (bytes).
+
+    Its activations, kept for the backward pass, dominate: every level of the decoder keeps a
+    few tensors per residual block, of its channels at its resolution (counted at 2 bytes a
+    value, as in bf16, so that only sizes that cannot fit at all are refused)."""
+    dd = params["ddconfig"]
+    width, height = size
+    levels = len(dd["ch_mult"])
+    per_pixel = sum(dd["ch"] * mult / 4 ** (levels - 1 - i) for i, mult in enumerate(dd["ch_mult"]))
+    return int(2 * per_pixel * width * height * (dd["num_res_blocks"] + 1) * 4)
+
+
+def load_models(paths: dict, size: tuple[int, int], device, num_cuts: int, cut_method: str,
+                cut_power: float, augments) -> Models:
+    """Loads VQGAN, CLIP (with the cut-outs) and Wav2CLIP onto the device."""
+    vqgan = load_vqgan(paths["config"], paths["ckpt"], device)
+    clip_model = load_clip(paths["clip"], device)
+    cutouts = MakeCutouts(clip_model.visual.input_resolution, num_cuts, cut_method, cut_power,
+                          augments)
+    return Models(vqgan, Perceptor(clip_model, cutouts), load_wav2clip(paths["wav2clip"], device),
+                  torch.device(device), size, clip_model.visual.output_dim)
+
+
+def first_latent(vqgan, size: tuple[int, int], seed: int, device,
+                 init_image: torch.Tensor | None = None, init_noise: str | None = None):
+    """The start latent: a -ii picture (1, 3, H, W), -in noise, or random codebook entries."""
+    gen = torch.Generator().manual_seed(seed)
+    width, height = size
+    if init_image is not None:
+        image = init_image
+    elif init_noise:
+        image = noise_image(init_noise, width, height, gen)
+    else:
+        return random_latent(vqgan, width, height, gen).to(device)
+    with torch.no_grad():
+        return vqgan.encode(image.to(device))

@@ -1,0 +1,263 @@
+"""Schedulers: who renders the work, in this process or on Ray workers; events come back in order.
+
+Both take {job: (RenderSpec, samples)} and a list of Work, and yield the renderer's events
+(Progress, Preview, Finished) plus Failed when a job cannot go on. The driver alone writes them
+down. Ray is imported only by RayScheduler."""
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .render import Finished, Progress, RenderError, Renderer, RenderSpec, Work, load_for, render, work_cost
+
+RETRIES = 3  # times a section is resubmitted after its worker died, before the job fails
+WAIT_SECONDS = 1.0  # longest single wait for a worker's next event
+PROBE_SECONDS = 300  # bound on a cluster worker's answer about its device
+CONNECT_SECONDS = 10  # bound on reaching a cluster's address
+
+
+class SchedulerError(RuntimeError):
+    """The workers cannot be started or reached; str() says why and what to do."""
+
+
+@dataclass
+class Failed:
+    """A job that cannot go on (bad model file, non-finite loss, workers that keep dying)."""
+
+    job: int
+    message: str
+
+
+def _user_errors() -> tuple:
+    """The exceptions a render raises for a problem the user can fix (one-line messages)."""
+    from .checkpoint import CheckpointError
+    from .download import DownloadError
+    from .models import ModelError
+    from .video import VideoError
+
+    return RenderError, ModelError, CheckpointError, DownloadError, VideoError
+
+
+def _models_key(spec: RenderSpec) -> tuple:
+    """What decides which loaded networks a spec can share."""
+    return (spec.weights, spec.device, spec.size, spec.num_cuts, spec.cut_method, spec.cut_power,
+            spec.augments, spec.threads)
+
+
+def reachable(address: str, seconds: float = CONNECT_SECONDS) -> None:
+    """Fails fast (ConnectionError) when a host:port cluster address does not answer: ray.init
+    would retry it for minutes. Other forms ('auto', ray://...) are left to Ray."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or "/" in address:
+        return
+    with socket.create_connection((host, int(port)), timeout=seconds):
+        pass
+
+
+def choose_precision(device, size: tuple[int, int], cuts: int):
+    """What --precision auto means on a device, and why (a precision.Choice; run where the
+    device is)."""
+    from .precision import decide
+
+    return decide(device, size, cuts)
+
+
+class InProcess:
+    """Renders every piece of work here, one after the other, in song order."""
+
+    def __init__(self):
+        self.models: dict = {}
+
+    def placement(self, placement):
+        """The placement, as this process renders it."""
+        return placement
+
+    def precision(self, device, size: tuple[int, int], cuts: int):
+        """--precision auto on this process's device (a precision.Choice)."""
+        return choose_precision(device, size, cuts)
+
+    def _models(self, spec: RenderSpec):
+        """Loaded networks for a spec, kept while the next spec can share them."""
+        key = _models_key(spec)
+        if key not in self.models:
+            self.models = {key: load_for(spec)}
+        return self.models[key]
+
+    def run(self, jobs: dict, works: list[Work]) -> Iterator:
+        """Yields the events of every work; a job that fails yields Failed and is skipped."""
+        failed, renderers = set(), {}
+        for work in sorted(works, key=lambda w: (w.job, w.first, not w.repair)):
+            if work.job in failed:
+                continue
+            spec, samples = jobs[work.job]
+            try:
+                if work.job not in renderers:
+                    renderers = {work.job: Renderer(spec, samples, self._models(spec))}
+                yield from renderers[work.job].run(work)
+            except _user_errors() as err:
+                failed.add(work.job)
+                yield Failed(work.job, str(err))
+
+    def close(self) -> None:
+        """Frees the networks."""
+        self.models.clear()
+
+
+def render_task(spec: RenderSpec, samples, work: Work):
+    """What a Ray worker runs: one piece of work, streaming its events back."""
+    yield from render(spec, samples, work)
+
+
+@dataclass
+class _Flight:
+    """A submitted piece of work and what has come back of it."""
+
+    work: Work
+    last: Finished | None = None  # the last segment received
+    progress: int = 0  # steps reported since then
+    retries: int = 0
+
+
+class RayScheduler:
+    """Renders work as Ray tasks, one per section, each streaming its segments back.
+
+    address None/'local' starts a Ray instance here with `workers` workers (one GPU each when
+    `gpus` lists them, else one CPU each); an address (or 'auto') joins a cluster, whose GPUs,
+    when it has any, take the work."""
+
+    def __init__(self, address: str | None, workers: int, gpus: list[int] | None = None,
+                 device_type: str | None = "cpu"):
+        try:
+            import ray
+        except ImportError:
+            raise SchedulerError("Ray is not installed; pip install -r requirements.txt") from None
+        self.ray = ray
+        self.local = address in (None, "local")
+        self.limit = workers or None
+        package = str(Path(__file__).resolve().parent)
+        env = {"py_modules": [package], "env_vars": {"OMP_WAIT_POLICY": "PASSIVE"}}
+        try:
+            if self.local:
+                if gpus:
+                    os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
+                ray.init(num_cpus=max(workers, 1), num_gpus=len(gpus or ()),
+                         include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+                         runtime_env=env)
+            else:
+                reachable(address)
+                ray.init(address=address, log_to_driver=False, logging_level="ERROR",
+                         runtime_env=env)
+        except Exception as err:  # ConnectionError, RuntimeError, ValueError ... from ray.init
+            where = "start Ray here" if self.local else f"join the Ray cluster at {address}"
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            raise SchedulerError(f"could not {where} ({reason}); check `ray status`, or run "
+                                 "with --workers 1 to render in this process") from None
+        self.gpu = (device_type == "cuda" if self.local
+                    else ray.cluster_resources().get("GPU", 0) > 0)
+        self.task = ray.remote(render_task).options(
+            num_returns="streaming", max_retries=0, num_gpus=1 if self.gpu else 0, num_cpus=1)
+
+    def placement(self, placement):
+        """The placement with a cluster's device filled in (its GPUs, else its CPUs)."""
+        import torch
+
+        if placement.device is not None:
+            return placement
+        return replace(placement, device=torch.device("cuda" if self.gpu else "cpu"))
+
+    def precision(self, device, size: tuple[int, int], cuts: int):
+        """--precision auto where the work runs: here for a local instance, else on a worker
+        (a precision.Choice)."""
+        if self.local:
+            return choose_precision(device, size, cuts)
+        probe = self.ray.remote(choose_precision).options(num_gpus=1 if self.gpu else 0,
+                                                          num_cpus=1)
+        try:
+            return self.ray.get(probe.remote(device.type, size, cuts), timeout=PROBE_SECONDS)
+        except self.ray.exceptions.GetTimeoutError:
+            raise SchedulerError(f"no worker of the cluster answered within {PROBE_SECONDS} s; "
+                                 "check `ray status`, or give --precision") from None
+
+    def _submit(self, refs: dict, work: Work):
+        """Starts one piece of work; returns its generator."""
+        spec_ref, samples_ref = refs[work.job]
+        return self.task.remote(spec_ref, samples_ref, work)
+
+    def run(self, jobs: dict, works: list[Work]) -> Iterator:
+        """Yields events as they arrive; resubmits a section whose worker died from the last
+        state received, so at most the segment in progress is rendered again."""
+        ray = self.ray
+        refs = {job: (ray.put(spec), ray.put(samples)) for job, (spec, samples) in jobs.items()}
+        queue = sorted(works, key=lambda w: -work_cost(jobs[w.job][0], w))  # longest first
+        flights: dict = {}
+        failed: set[int] = set()
+        while queue or flights:
+            while queue and (self.limit is None or len(flights) < self.limit):
+                work = queue.pop(0)
+                if work.job not in failed:
+                    flights[self._submit(refs, work)] = _Flight(work)
+            if not flights:
+                continue
+            ready, _ = ray.wait(list(flights), num_returns=1, timeout=WAIT_SECONDS)
+            for gen in ready:
+                yield from self._receive(gen, flights, refs, failed)
+
+    def _receive(self, gen, flights: dict, refs: dict, failed: set) -> Iterator:
+        """Takes the next event of one generator and handles its end or its failure."""
+        ray, flight = self.ray, flights[gen]
+        try:
+            event = ray.get(next(gen))
+        except StopIteration:
+            del flights[gen]
+            return
+        except ray.exceptions.RayTaskError as err:
+            del flights[gen]
+            cause = err.cause if isinstance(err.cause, _user_errors()) else err
+            yield from self._fail(flight.work.job, str(cause).strip().splitlines()[-1], flights,
+                                  failed)
+            return
+        except ray.exceptions.RayError as err:  # the worker died: go on from the last state
+            del flights[gen]
+            if flight.retries >= RETRIES:
+                yield from self._fail(flight.work.job, f"a worker died {RETRIES + 1} times "
+                                      f"rendering section {flight.work.section + 1} "
+                                      f"({type(err).__name__}); check the workers' logs "
+                                      "(`ray logs`), then run the same command to resume",
+                                      flights, failed)
+                return
+            work = self._remaining(flight)
+            if work is not None:
+                yield Progress(work.job, -flight.progress)  # those steps are rendered again
+                flights[self._submit(refs, work)] = _Flight(work, retries=flight.retries + 1)
+            return
+        if isinstance(event, Finished):
+            flight.last, flight.progress = event, 0
+        elif isinstance(event, Progress):
+            flight.progress += event.steps
+        yield event
+
+    @staticmethod
+    def _remaining(flight: _Flight) -> Work | None:
+        """The rest of a piece of work after the last segment received (None: nothing left)."""
+        work, last = flight.work, flight.last
+        if last is None:
+            return work
+        if last.index >= work.last:
+            return None
+        return replace(work, first=last.index + 1, state=last.state)
+
+    def _fail(self, job: int, message: str, flights: dict, failed: set) -> Iterator:
+        """Marks a job failed and cancels its other work."""
+        failed.add(job)
+        for gen, flight in list(flights.items()):
+            if flight.work.job == job:
+                self.ray.cancel(gen, force=True)
+                del flights[gen]
+        yield Failed(job, message)
+
+    def close(self) -> None:
+        """Disconnects (and stops the local instance)."""
+        self.ray.shutdown()

@@ -1,0 +1,270 @@
+"""The run folder: names, manifest, locking, resuming or refusing a run, and whose files it deletes."""
+
+import errno
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from music2video.folder import (RunError, RunFolder, check_manifest, chunk_name, state_name,
+                                thumb_name, write_json)
+from music2video.schedule import Goal, Segment
+
+
+def plan(count: int, fps: int = 30) -> list[Segment]:
+    """`count` half-second audio segments."""
+    return [Segment(k, k / 2, (k + 1) / 2, 3, round(k / 2 * fps), round((k + 1) / 2 * fps),
+                    (Goal("audio", k / 2, (k + 1) / 2),)) for k in range(count)]
+
+
+def open_run(folder: RunFolder, identity=None, count=3, overwrite=False, seed=7, sections=None,
+             info=None) -> dict:
+    """folder.open with small defaults."""
+    sections = sections or [(0, count - 1)]
+    return folder.open(identity or {"ips": 4}, plan(count), sections, overwrite, seed,
+                       {"precision": "fp32", "threads": 1}, {"fps": 30, **(info or {})})
+
+
+def finish(folder: RunFolder, manifest: dict, index: int, section: int = 0) -> None:
+    """Writes a finished segment as the driver does."""
+    folder.record(manifest, index, b"chunk", b"thumb", section,
+                  {"segment": index, "iteration": 3 * (index + 1), "z": torch.zeros(1)})
+
+
+@pytest.mark.parametrize("count", [3, 1_000, 1_500, 123_456])
+def test_chunk_names_sort_in_segment_order_at_any_count(count):
+    indices = [0, 1, 9, 10, 99, 100, 999, count // 2, count - 1]
+    names = [chunk_name(i, count) for i in sorted(set(indices)) if i < count]
+    assert names == sorted(names)
+    assert len({len(n) for n in names}) == 1
+
+
+def test_new_run_writes_its_manifest_and_holds_the_lock(tmp_path):
+    folder = RunFolder(tmp_path / "run")
+    manifest = open_run(folder, sections=[(0, 1), (2, 2)])
+    on_disk = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert on_disk == manifest
+    assert manifest["seed"] == 7 and manifest["fps"] == 30 and manifest["sections"] == [[0, 1], [2, 2]]
+    assert [s["chunk"] for s in manifest["segments"]] == [chunk_name(k, 3) for k in range(3)]
+    assert (tmp_path / "run" / ".lock").read_text() == str(os.getpid())
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no staging folder left
+
+
+def test_same_run_resumes_and_keeps_its_seed_and_settings(tmp_path):
+    folder = RunFolder(tmp_path / "run")
+    first = open_run(folder)
+    finish(folder, first, 0)
+    folder.unlock()
+    again = RunFolder(tmp_path / "run")
+    resumed = again.open({"ips": 4}, plan(3), [(0, 2)], False, 99,
+                         {"precision": "bf16", "threads": 8}, {"fps": 25})
+    assert resumed["seed"] == 7 and resumed["fps"] == 25
+    assert resumed["settings"] == {"precision": "fp32", "threads": 1}
+    assert again.done() == {0}
+    assert again.load_state(0)["iteration"] == 3
+
+
+def test_a_different_run_is_refused_unless_overwrite(tmp_path):
+    folder = RunFolder(tmp_path / "run")
+    finish(folder, open_run(folder, {"ips": 4, "audio": "aaa"}), 0)
+    with pytest.raises(RunError, match="different ips, audio.*--overwrite"):
+        open_run(folder, {"ips": 5, "audio": "bbb"})
+    with pytest.raises(RunError, match="different seed"):
+        open_run(folder, {"ips": 4, "audio": "aaa", "seed": 8})
+    with pytest.raises(RunError, match="plan"):
+        open_run(folder, {"ips": 4, "audio": "aaa"}, count=4)
+    with pytest.raises(RunError, match="plan"):
+        open_run(folder, {"ips": 4, "audio": "aaa"}, sections=[(0, 0), (1, 2)])
+    fresh = open_run(folder, {"ips": 5, "audio": "bbb"}, count=2, overwrite=True, seed=8)
+    assert fresh["seed"] == 8 and folder.done() == set()
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".lock", "manifest.json"]
+
+
+def test_a_run_with_nothing_finished_is_simply_replaced(tmp_path):
+    folder = RunFolder(tmp_path / "run")
+    open_run(folder, {"clip_model": "ViT-Bogus"})
+    assert open_run(folder, {"clip_model": "ViT-B/32"}, seed=8)["seed"] == 8
+
+
+def test_a_folder_the_tool_did_not_make_is_never_used(tmp_path):
+    """-o naming an existing folder must not make it a run folder, nor delete anything in it."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for name in ("chunk_notes.txt", "state_of_the_union.txt", "chunk_00000.mp4"):
+        (mine / name).write_text("keep")
+    for overwrite in (False, True):
+        with pytest.raises(RunError, match="not a music2video run folder; choose another -o"):
+            open_run(RunFolder(mine), overwrite=overwrite)
+    assert sorted(p.name for p in mine.iterdir()) == [
+        "chunk_00000.mp4", "chunk_notes.txt", "state_of_the_union.txt"]
+    (tmp_path / "afile").write_text("keep")
+    with pytest.raises(RunError, match="not a folder"):
+        open_run(RunFolder(tmp_path / "afile"))
+
+
+def test_overwrite_deletes_only_what_the_run_made(tmp_path):
+    run = tmp_path / "run"
+    folder = RunFolder(run)
+    manifest = open_run(folder, {"a": 1})
+    finish(folder, manifest, 0)
+    (run / "my notes.txt").write_text("keep")
+    (run / "chunk_notes.txt").write_text("keep")
+    (run / "state_of_the_union.txt").write_text("keep")
+    (run / "chunk_99999.mp4").write_text("not listed: keep")
+    open_run(folder, {"a": 2}, overwrite=True)
+    assert sorted(p.name for p in run.iterdir()) == [
+        ".lock", "chunk_99999.mp4", "chunk_notes.txt", "manifest.json", "my notes.txt",
+        "state_of_the_union.txt"]
+
+
+@pytest.mark.parametrize("content", ["{ not json", '["a", "list"]', '{"version": 2}',
+                                     '{"version": 2, "segments": "x", "sections": []}'])
+def test_a_corrupt_manifest_is_one_line_and_overwrite_replaces_it(tmp_path, content):
+    run = tmp_path / "run"
+    folder = RunFolder(run)
+    finish(folder, open_run(folder), 0)
+    (run / "manifest.json").write_text(content)
+    (run / "chunk_notes.txt").write_text("keep")
+    with pytest.raises(RunError, match="--overwrite") as caught:
+        open_run(folder)
+    assert "\n" not in str(caught.value)
+    fresh = open_run(folder, overwrite=True, seed=9)
+    assert fresh["seed"] == 9 and folder.done() == set()
+    assert sorted(p.name for p in run.iterdir()) == [".lock", "chunk_notes.txt", "manifest.json"]
+
+
+def test_check_manifest_names_what_is_wrong(tmp_path):
+    folder = RunFolder(tmp_path / "run")
+    good = open_run(folder)
+    assert check_manifest(json.loads(json.dumps(good)), "m") == good
+    broken = json.loads(json.dumps(good))
+    broken["segments"][1]["chunk"] = "../../etc/passwd"
+    with pytest.raises(RunError, match="segment 1 names chunk"):
+        check_manifest(broken, "m")
+    broken = json.loads(json.dumps(good))
+    broken["sections"] = [[0, 1]]
+    with pytest.raises(RunError, match="do not tile"):
+        check_manifest(broken, "m")
+    with pytest.raises(RunError, match="version 1"):
+        check_manifest({**good, "version": 1}, "m")
+
+
+HOLD = """
+import sys, time
+from music2video.folder import RunFolder
+from music2video.schedule import Goal, Segment
+seg = [Segment(0, 0.0, 1.0, 1, 0, 30, (Goal("audio", 0.0, 1.0),))]
+folder = RunFolder(sys.argv[1])  # the lock lives as long as the folder object
+folder.open({"x": int(sys.argv[2])}, seg, [(0, 0)], False, 1, {}, {"fps": 30})
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_second_run_on_a_locked_folder_is_refused_with_the_pid(tmp_path):
+    run = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run), "1"], stdout=subprocess.PIPE,
+                              text=True, cwd=os.getcwd())
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        before = (run / "manifest.json").read_text()
+        with pytest.raises(RunError, match=f"in use by another run \\(pid {holder.pid}\\)"):
+            open_run(RunFolder(run), {"x": 2}, overwrite=True)
+        assert (run / "manifest.json").read_text() == before
+    finally:
+        holder.kill()
+        holder.wait()
+    open_run(RunFolder(run), {"x": 2})  # the lock died with its holder
+
+
+def test_two_runs_starting_together_never_share_a_folder(tmp_path):
+    run = tmp_path / "run"
+    procs = [subprocess.Popen([sys.executable, "-c", HOLD, str(run), str(k)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for k in range(2)]
+    try:
+        outcomes = []
+        for proc in procs:
+            line = proc.stdout.readline().strip()
+            if line != "locked":
+                proc.wait(timeout=60)
+                outcomes.append(proc.stderr.read())
+            else:
+                outcomes.append(line)
+        assert sorted(o == "locked" for o in outcomes) == [False, True], outcomes
+        assert "in use by another run" in [o for o in outcomes if o != "locked"][0]
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+def test_journal_skips_a_torn_line_and_finished_chunks_name_what_is_missing(tmp_path):
+    run = tmp_path / "run"
+    folder = RunFolder(run)
+    manifest = open_run(folder)
+    with pytest.raises(RunError, match="only 0 of 3 segments"):
+        folder.finished_chunks(manifest)
+    finish(folder, manifest, 0)
+    finish(folder, manifest, 2)
+    with open(run / "progress.jsonl", "a") as f:
+        f.write('{"segm')
+    assert folder.done() == {0, 2}
+    assert folder.finished_prefix(manifest) == 1
+    assert folder.finished_chunks(manifest, partial=True) == [run / chunk_name(0, 3)]
+    finish(folder, manifest, 1)
+    (run / chunk_name(1, 3)).unlink()
+    with pytest.raises(RunError, match=f"missing chunk.*{chunk_name(1, 3)}"):
+        folder.finished_chunks(manifest)
+
+
+def test_record_writes_the_files_before_the_journal(tmp_path):
+    run = tmp_path / "run"
+    folder = RunFolder(run)
+    manifest = open_run(folder, sections=[(0, 1), (2, 2)])
+    finish(folder, manifest, 2, section=1)
+    assert (run / chunk_name(2, 3)).read_bytes() == b"chunk"
+    assert (run / thumb_name(2, 3)).read_bytes() == b"thumb"
+    assert folder.load_state(1)["segment"] == 2 and folder.load_state(0) is None
+    assert (run / state_name(1)).is_file()
+    assert folder.done() == {2}
+
+
+def test_leftovers_touch_only_our_temporary_files(tmp_path):
+    run = tmp_path / "run"
+    folder = RunFolder(run)
+    open_run(folder)
+    (run / ".chunk_00001.123.part.mp4").write_bytes(b"x")
+    (run / ".my.part.notes").write_bytes(b"keep")
+    (tmp_path / ".run.456.part.mp4").write_bytes(b"x")
+    (tmp_path / ".run.456.concat.txt").write_text("x")
+    (tmp_path / ".run.notes").write_text("keep")
+    (tmp_path / "other.mp4").write_bytes(b"keep")
+    folder.remove_leftovers()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".run.notes", "other.mp4", "run"]
+    assert ".my.part.notes" in [p.name for p in run.iterdir()]
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
+def test_a_full_disk_is_one_line_and_leaves_no_temporary_file(tmp_path, monkeypatch, code):
+    run = tmp_path / "run"
+    folder = RunFolder(run)
+    manifest = open_run(folder)
+    real_replace = os.replace
+
+    def refuse(src, dst):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(os, "replace", refuse)
+    for write in (lambda: write_json(run / "manifest.json", manifest),
+                  lambda: finish(folder, manifest, 0),
+                  lambda: folder.save_state(0, {"x": torch.zeros(1)})):
+        with pytest.raises(RunError, match="run the same command again to resume") as caught:
+            write()
+        assert "\n" not in str(caught.value)
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert sorted(p.name for p in run.iterdir()) == [".lock", "manifest.json"]
+    assert folder.done() == set()

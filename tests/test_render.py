@@ -1,0 +1,88 @@
+"""The section renderer: segments in, finished segments (chunk, state) out; sections open on a picture."""
+
+import numpy as np
+import pytest
+import torch
+
+from music2video.guidance import Target
+from music2video.modelset import WeightChoice
+from music2video.render import (Finished, Preview, Progress, RenderError, Renderer, RenderSpec,
+                                Work, load_for, section_seed)
+from music2video.schedule import Goal, Segment
+
+SR = 16000
+
+
+def segments(count: int = 4, steps: int = 3) -> tuple:
+    """Half-second audio segments of `steps` steps, 15 frames each."""
+    return tuple(Segment(k, k / 2, (k + 1) / 2, steps, 15 * k, 15 * (k + 1),
+                         (Goal("audio", k / 2, (k + 1) / 2),)) for k in range(count))
+
+
+@pytest.fixture(scope="module")
+def spec(tiny_models) -> RenderSpec:
+    weights = WeightChoice(str(tiny_models["vqgan_config"]), str(tiny_models["vqgan_checkpoint"]),
+                           str(tiny_models["clip"]), str(tiny_models["wav2clip"]), None)
+    return RenderSpec(weights=weights, device="cpu", size=(64, 64), segments=segments(), seed=5,
+                      sr=SR, fps=30, precision="fp32", threads=1, num_cuts=2, warmup=4,
+                      save_every=2)
+
+
+@pytest.fixture(scope="module")
+def samples() -> np.ndarray:
+    return np.random.default_rng(0).standard_normal(2 * SR).astype(np.float32) * 0.1
+
+
+@pytest.fixture(scope="module")
+def renderer(spec, samples) -> Renderer:
+    return Renderer(spec, samples, load_for(spec))
+
+
+def finished(events) -> list[Finished]:
+    return [e for e in events if isinstance(e, Finished)]
+
+
+def test_a_section_yields_each_segment_with_its_chunk_and_state(renderer):
+    events = list(renderer.run(Work(0, 0, 0, 3, write=frozenset(range(4)))))
+    done = finished(events)
+    assert [f.index for f in done] == [0, 1, 2, 3]
+    assert all(f.chunk and f.chunk[4:8] == b"ftyp" and f.thumb[:4] == b"\x89PNG" for f in done)
+    assert [f.state["iteration"] for f in done] == [3, 6, 9, 12]
+    assert sum(e.steps for e in events if isinstance(e, Progress)) == 12
+    assert [p.iteration for p in events if isinstance(p, Preview)] == [0, 2, 4, 6, 8, 10]
+
+
+def test_only_wanted_chunks_are_encoded_and_the_rest_replayed(renderer):
+    full = finished(renderer.run(Work(0, 0, 0, 3, write=frozenset(range(4)))))
+    replay = finished(renderer.run(Work(0, 0, 0, 2, write=frozenset({2}), repair=True)))
+    assert [(f.index, f.wanted, f.chunk is not None) for f in replay] == [
+        (0, False, False), (1, False, False), (2, True, True)]
+    assert replay[-1].repair and replay[-1].chunk == full[2].chunk
+
+
+def test_resuming_from_a_state_gives_the_same_chunks(renderer):
+    full = finished(renderer.run(Work(0, 0, 0, 3, write=frozenset(range(4)))))
+    tail = finished(renderer.run(Work(0, 0, 2, 3, state=full[1].state,
+                                      write=frozenset({2, 3}))))
+    assert [f.chunk for f in tail] == [full[2].chunk, full[3].chunk]
+
+
+def test_a_later_section_warms_up_and_does_not_open_on_the_start(renderer):
+    """Section 1 starting at segment 2: warm-up steps pull it to a picture before frame one."""
+    first = finished(renderer.run(Work(0, 1, 2, 2, write=frozenset({2}))))[0]
+    again = finished(renderer.run(Work(0, 1, 2, 2, write=frozenset({2}))))[0]
+    assert first.chunk == again.chunk  # seeded from the run seed and the section's index
+    start = renderer.start_latent
+    assert not torch.equal(first.state["optimiser"]["z"], start.cpu())
+    assert section_seed(5, 1) != section_seed(5, 2) and section_seed(5, 1) == section_seed(5, 1)
+
+
+def test_a_non_finite_loss_stops_with_one_line(spec, samples, tiny_models):
+    from dataclasses import replace
+
+    bad = replace(spec, noise_prompts=((1, 1.0),))
+    renderer = Renderer(bad, samples, load_for(bad))
+    renderer.style = [[Target(torch.full((1, renderer.models.embed_dim), float("nan")))]]
+    with pytest.raises(RenderError, match="non-finite") as caught:
+        list(renderer.run(Work(0, 0, 0, 0, write=frozenset({0}))))
+    assert "\n" not in str(caught.value) and "-lr" in str(caught.value)
