@@ -306,7 +306,7 @@ def device_name(device: torch.device) -> str:
     return "cpu"
 
 
-def _setup(args, device):
+def setup_nets(args, device):
     """Models, start latent and goals, shared by every loop of a run."""
     vqgan, clip_model = build_models(args.clip_model, device, args.tiny)
     width, height = models.whole_cells(args.size, vqgan.factor)
@@ -314,7 +314,7 @@ def _setup(args, device):
     return vqgan, clip_model, z, goal_embeds(clip_model, device)
 
 
-def _flops(vqgan, clip_model, z, embeds, cuts) -> int:
+def step_flops(vqgan, clip_model, z, embeds, cuts) -> int:
     """FLOPs of one eager fp32 step of our loop on throwaway state."""
     perceptor = Perceptor(clip_model, MakeCutouts(clip_model.visual.input_resolution, cuts))
     opt = Optimiser(vqgan, perceptor, z)
@@ -330,8 +330,8 @@ def _levers(args) -> dict:
 def benchmark(args) -> dict:
     """Times the seed's loop and ours; returns the figures the JSON line reports."""
     device = torch.device(args.device)
-    vqgan, clip_model, z, embeds = _setup(args, device)
-    flops = _flops(vqgan, clip_model, z, embeds, args.cuts)
+    vqgan, clip_model, z, embeds = setup_nets(args, device)
+    flops = step_flops(vqgan, clip_model, z, embeds, args.cuts)
     block = 1 if device.type == "cpu" else max(1, args.steps // 3)
     with tempfile.TemporaryDirectory(prefix="m2v-bench-") as tmp:
         loops = {"baseline": SeedLoop(vqgan, clip_model, z, embeds, args.cuts, Path(tmp) / "steps"),
@@ -397,7 +397,7 @@ def levers(args) -> dict:
     import copy
 
     device = torch.device(args.device)
-    vqgan, clip_model, z, embeds = _setup(args, device)
+    vqgan, clip_model, z, embeds = setup_nets(args, device)
     rows = _variants(args, device)
     block = 1 if device.type == "cpu" else max(1, args.steps // 3)
     with tempfile.TemporaryDirectory(prefix="m2v-levers-") as tmp:
@@ -544,14 +544,58 @@ def scaling(args) -> dict:
                           "segments": rep["segments"], "steps": rep["steps"]}
             print(f"{name}: render {rep['render_seconds']:.1f} s, wall {wall:.1f} s "
                   f"({rep['segments']} segments, {rep['steps']} steps)", flush=True)
-    one, ray_one, two = (runs[name]["render_s"] for name in SCALING_RUNS)
-    segments = runs["1 worker, in process"]["segments"]
-    result = {"scaling": runs, "speedup_2_workers": one / two,
-              "ray_overhead_ms_per_segment": 1000 * (ray_one - one) / segments,
+    one, _, two = (runs[name]["render_s"] for name in SCALING_RUNS)
+    overhead = {f"{side}x{side}": ray_overhead(side) for side in (256, 512)}
+    result = {"scaling": runs, "speedup_2_workers": one / two, "ray_overhead": overhead,
               "sections": args.sections, "size": args.size, "cuts": args.cuts, "ips": args.ips}
-    print(f"2 workers: {result['speedup_2_workers']:.2f}x the speed of 1; Ray costs "
-          f"{result['ray_overhead_ms_per_segment']:.0f} ms per segment")
+    print(f"2 workers: {result['speedup_2_workers']:.2f}x the speed of 1")
+    for size, figure in overhead.items():
+        print(f"Ray's cost per segment at {size}: {figure['ms_per_segment']:.1f} ms "
+              f"({figure['state_mb']:.1f} MB of state and {figure['chunk_kb']:.0f} kB of chunk "
+              "each)")
     return result
+
+
+def stand_in_task(spec, samples, work):
+    """A worker that renders nothing: it yields the segments of a work at once, each with a
+    chunk and a state of the sizes a real segment at the spec's picture size has."""
+    from .render import Finished
+
+    width, height = spec.size
+    latent = torch.zeros(1, 256, height // 16, width // 16)  # f16-16384's latent
+    state = {"optimiser": {"z": latent, "state": {0: {"exp_avg": latent.clone(),
+                                                      "exp_avg_sq": latent.clone()}}},
+             "image": torch.zeros(1, 3, height, width), "iteration": 0}
+    chunk = bytes(width * height // 2)  # about an H.264 chunk of half a second at crf 17
+    for index in range(work.first, work.last + 1):
+        yield Finished(work.job, work.section, index, chunk, bytes(20_000),
+                       {**state, "segment": index}, True)
+
+
+def ray_overhead(side: int, segments: int = 100) -> dict:
+    """Ray's own cost per finished segment: a stand-in worker's segments (real payload sizes
+    at side x side) through a local Ray instance, per segment, after the task has started."""
+    from .render import Finished, RenderSpec, Work
+    from .scheduler import RayScheduler
+    from .schedule import Segment
+
+    plan = tuple(Segment(k, k / 2, (k + 1) / 2, 1, 15 * k, 15 * (k + 1)) for k in range(segments))
+    spec = RenderSpec(weights=None, device="cpu", size=(side, side), segments=plan, seed=0,
+                      sr=16000, fps=30, precision="fp32", threads=1)
+    scheduler = RayScheduler("local", 1, task=stand_in_task)
+    try:
+        events = scheduler.run({0: (spec, np.zeros(1, np.float32))},
+                               [Work(0, 0, 0, segments - 1, write=frozenset(range(segments)))])
+        first = next(events)
+        t = time.perf_counter()
+        rest = [event for event in events if isinstance(event, Finished)]
+        seconds = time.perf_counter() - t
+    finally:
+        scheduler.close()
+    import pickle
+
+    return {"ms_per_segment": 1000 * seconds / len(rest), "segments": len(rest) + 1,
+            "state_mb": len(pickle.dumps(first.state)) / 2**20, "chunk_kb": len(first.chunk) / 1000}
 
 
 def get_parser() -> argparse.ArgumentParser:

@@ -126,10 +126,11 @@ class RayScheduler:
 
     address None/'local' starts a Ray instance here with `workers` workers (one GPU each when
     `gpus` lists them, else one CPU each); an address (or 'auto') joins a cluster, whose GPUs,
-    when it has any, take the work."""
+    when it has any, take the work. `task(spec, samples, work)` yields a work's events (the
+    renderer; the benchmark times Ray with a stand-in)."""
 
     def __init__(self, address: str | None, workers: int, gpus: list[int] | None = None,
-                 device_type: str | None = "cpu"):
+                 device_type: str | None = "cpu", task=render_task):
         try:
             import ray
         except ImportError:
@@ -143,7 +144,7 @@ class RayScheduler:
             if self.local:
                 if gpus:
                     os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
-                ray.init(num_cpus=max(workers, 1), num_gpus=len(gpus or ()),
+                ray.init(address="local", num_cpus=max(workers, 1), num_gpus=len(gpus or ()),
                          include_dashboard=False, log_to_driver=False, logging_level="ERROR",
                          runtime_env=env)
             else:
@@ -157,7 +158,7 @@ class RayScheduler:
                                  "with --workers 1 to render in this process") from None
         self.gpu = (device_type == "cuda" if self.local
                     else ray.cluster_resources().get("GPU", 0) > 0)
-        self.task = ray.remote(render_task).options(
+        self.task = ray.remote(task).options(
             num_returns="streaming", max_retries=0, num_gpus=1 if self.gpu else 0, num_cpus=1)
 
     def placement(self, placement):

@@ -4,7 +4,8 @@
 
 writes DIR/vqgan.yaml, DIR/vqgan.ckpt (a PyTorch-Lightning 1.x style pickle), DIR/clip.pt (a
 TorchScript archive, like OpenAI's files) and DIR/wav2clip.pt (Wav2CLIP's state dict; its
-ResNet18 encoder is full size because its class cannot be shrunk)."""
+ResNet18 encoder is full size because its class cannot be shrunk). write_full_size writes the same
+four files at full size (the GPU report's pipeline: python -m music2video.gpureport)."""
 
 import argparse
 import pickle
@@ -21,15 +22,13 @@ EMBED_DIM = 512  # CLIP's and Wav2CLIP's shared embedding width
 LIGHTNING_CALLBACK = b"pytorch_lightning.callbacks.model_checkpoint\nModelCheckpoint\n"
 
 
-def vqgan_config(gumbel: bool = False) -> dict:
-    """A taming config of the real files' shape, with a small decoder (f=4, 16 codes wide)."""
-    ddconfig = {"double_z": False, "z_channels": 16, "resolution": 64, "in_channels": 3,
-                "out_ch": 3, "ch": 32, "ch_mult": [1, 1, 2], "num_res_blocks": 1,
-                "attn_resolutions": [16], "dropout": 0.0}
+def taming_config(params: dict, gumbel: bool = False) -> dict:
+    """A taming yaml's layout around a model's params: its target, the training loss the real
+    files name (never built here), and GumbelVQ's temperature schedule."""
     loss = {"target": "taming.modules.losses.vqperceptual.VQLPIPSWithDiscriminator",
             "params": {"disc_conditional": False, "disc_in_channels": 3, "disc_start": 0,
                        "disc_weight": 0.8, "codebook_weight": 1.0}}
-    params = {"embed_dim": 16, "n_embed": 64, "ddconfig": ddconfig, "lossconfig": loss}
+    params = {**params, "lossconfig": loss}
     if gumbel:
         params |= {"kl_weight": 1e-8, "temperature_scheduler_config": {
             "target": "taming.lr_scheduler.LambdaWarmUpCosineScheduler",
@@ -37,6 +36,14 @@ def vqgan_config(gumbel: bool = False) -> dict:
                        "lr_max": 0.9, "lr_min": 1e-6}}}
     return {"model": {"base_learning_rate": 4.5e-6, "target": GUMBELVQ if gumbel else VQMODEL,
                       "params": params}}
+
+
+def vqgan_config(gumbel: bool = False) -> dict:
+    """A taming config of the real files' shape, with a small decoder (f=4, 16 codes wide)."""
+    ddconfig = {"double_z": False, "z_channels": 16, "resolution": 64, "in_channels": 3,
+                "out_ch": 3, "ch": 32, "ch_mult": [1, 1, 2], "num_res_blocks": 1,
+                "attn_resolutions": [16], "dropout": 0.0}
+    return taming_config({"embed_dim": 16, "n_embed": 64, "ddconfig": ddconfig}, gumbel)
 
 
 class _ModelCheckpoint:
@@ -71,11 +78,14 @@ def lightning_checkpoint(state_dict: dict) -> dict:
             "lr_schedulers": []}
 
 
-def write_vqgan(directory: Path, gumbel: bool = False, name: str = "vqgan") -> tuple[Path, Path]:
-    """Writes NAME.yaml and NAME.ckpt (random weights, plus training-loss keys as in real files)."""
+def write_vqgan(directory: Path, gumbel: bool = False, name: str = "vqgan",
+                config: dict | None = None) -> tuple[Path, Path]:
+    """Writes NAME.yaml and NAME.ckpt (random weights, plus training-loss keys as in real files).
+
+    config: a taming config (taming_config); the tiny one when None."""
     from omegaconf import OmegaConf
 
-    config = vqgan_config(gumbel)
+    config = vqgan_config(gumbel) if config is None else config
     model = VQGAN(config["model"]["target"], config["model"]["params"])
     state = OrderedDict(model.state_dict())
     state["loss.discriminator.main.0.weight"] = torch.randn(8, 3, 4, 4)
@@ -86,18 +96,25 @@ def write_vqgan(directory: Path, gumbel: bool = False, name: str = "vqgan") -> t
     return yaml, ckpt
 
 
-def write_clip(path: Path) -> Path:
-    """A one-layer CLIP (32 px, 512-d embeddings) saved as a TorchScript archive."""
+def write_clip(path: Path, arch: tuple | None = None, half: bool = False) -> Path:
+    """A CLIP saved as a TorchScript archive: the tiny one-layer CLIP (32 px, 512-d embeddings),
+    or clip.model.CLIP(*arch) (bench.CLIP_ARCHS' tuples); half: fp16 weights, as OpenAI's files."""
     import clip
-    from clip.model import CLIP
+    from clip.model import CLIP, convert_weights
 
-    model = CLIP(embed_dim=EMBED_DIM, image_resolution=32, vision_layers=1, vision_width=64,
-                 vision_patch_size=16, context_length=77, vocab_size=49408,
-                 transformer_width=64, transformer_heads=1, transformer_layers=1).eval()
+    if arch is None:
+        model = CLIP(embed_dim=EMBED_DIM, image_resolution=32, vision_layers=1, vision_width=64,
+                     vision_patch_size=16, context_length=77, vocab_size=49408,
+                     transformer_width=64, transformer_heads=1, transformer_layers=1)
+    else:
+        model = CLIP(*arch)
+    if half:
+        convert_weights(model)  # what OpenAI's released archives hold
+    side = model.visual.input_resolution
+    image = torch.zeros(1, 3, side, side, dtype=torch.float16 if half else torch.float32)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        traced = torch.jit.trace(model, (torch.zeros(1, 3, 32, 32), clip.tokenize(["a"])),
-                                 check_trace=False)
+        traced = torch.jit.trace(model.eval(), (image, clip.tokenize(["a"])), check_trace=False)
     traced.save(str(path))
     return path
 
@@ -123,6 +140,22 @@ def write_all(directory: Path, seed: int = 0) -> dict[str, Path]:
     yaml, ckpt = write_vqgan(directory)
     return {"vqgan_config": yaml, "vqgan_checkpoint": ckpt,
             "clip": write_clip(directory / "clip.pt"),
+            "wav2clip": write_wav2clip(directory / "wav2clip.pt")}
+
+
+def write_full_size(directory: Path, vqgan_params: dict, clip_arch: tuple,
+                    seed: int = 0) -> dict[str, Path]:
+    """Writes full-size random-weight models in the real files' formats, as write_all names them.
+
+    vqgan_params: a taming model's params (bench.VQGAN_F16_16384); clip_arch: clip.model.CLIP's
+    arguments (bench.CLIP_ARCHS['ViT-B/32']), saved with fp16 weights as OpenAI's files are.
+    Wav2CLIP is full size anyway. VQGAN f16-16384 takes 290 MB, ViT-B/32 337 MB."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    yaml, ckpt = write_vqgan(directory, config=taming_config(vqgan_params))
+    return {"vqgan_config": yaml, "vqgan_checkpoint": ckpt,
+            "clip": write_clip(directory / "clip.pt", clip_arch, half=True),
             "wav2clip": write_wav2clip(directory / "wav2clip.pt")}
 
 

@@ -98,3 +98,35 @@ def test_clip_and_wav2clip_share_the_embedding_width(tiny_models, tiny_clip):
     wav2clip = models.load_wav2clip(tiny_models["wav2clip"])
     assert width == tiny.EMBED_DIM == 512
     assert models.embed_audio(wav2clip, np.zeros(16000, np.float32)).shape[1] == width
+
+
+def test_full_size_config_is_the_benchs_architecture(tmp_path):
+    """The yaml write_full_size writes for VQGAN f16-16384 reads back as that architecture (the
+    1 GB checkpoint itself is written only by the GPU report)."""
+    from omegaconf import OmegaConf
+
+    from music2video import bench
+
+    path = tmp_path / "vqgan.yaml"
+    OmegaConf.save(OmegaConf.create(tiny.taming_config(bench.VQGAN_F16_16384)), path)
+    target, params = models.read_vqgan_config(path)
+    assert target == models.VQMODEL and models.cell_size(params) == 16
+    assert {k: params[k] for k in bench.VQGAN_F16_16384} == bench.VQGAN_F16_16384
+    assert params["lossconfig"]["target"].endswith("VQLPIPSWithDiscriminator")  # as real files
+
+
+def test_write_full_size_takes_any_architecture(tmp_path):
+    """The full-size writer, given small architectures: the loaders accept every file, CLIP is
+    built as asked and its archive holds fp16 weights, as OpenAI's do."""
+    from music2video import bench
+
+    files = tiny.write_full_size(tmp_path, tiny.vqgan_config()["model"]["params"],
+                                 bench.CLIP_ARCHS["tiny"])
+    assert sorted(files) == ["clip", "vqgan_checkpoint", "vqgan_config", "wav2clip"]
+    vqgan = models.load_vqgan(files["vqgan_config"], files["vqgan_checkpoint"])
+    assert vqgan.factor == 4
+    clip_model = models.load_clip(files["clip"])
+    assert clip_model.visual.input_resolution == bench.CLIP_ARCHS["tiny"][1]
+    assert next(clip_model.parameters()).dtype == torch.float32  # load_clip's .float()
+    assert state_dict_of(files["clip"])["visual.conv1.weight"].dtype == torch.float16
+    models.load_wav2clip(files["wav2clip"])

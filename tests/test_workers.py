@@ -213,3 +213,11 @@ def test_an_unreachable_cluster_is_one_line(tmp_path, short_song, model_flags):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if "error" in line]
     assert len(errors) == 1 and "127.0.0.1:9" in errors[0], result.stderr
+
+
+def test_the_bench_times_rays_cost_per_segment():
+    from music2video import bench
+
+    figure = bench.ray_overhead(64, segments=5)
+    assert figure["segments"] == 5 and figure["ms_per_segment"] > 0
+    assert figure["state_mb"] > 0 and figure["chunk_kb"] > 0
