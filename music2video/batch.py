@@ -29,7 +29,7 @@ def outputs_for(opts, song: Path):
     out = opts.output
     draft = "_draft" if opts.draft else ""
     default_batch = len(opts.audio_prompt) > 1 and out == Path("outputs/output.png")
-    as_folder = (default_batch or str(out).endswith(os.sep) or len(opts.audio_prompt) > 1
+    as_folder = (default_batch or opts.output_folder or len(opts.audio_prompt) > 1
                  or (out.is_dir() and not (out / MANIFEST).is_file()))
     if as_folder:
         folder = out.parent if default_batch else out
@@ -60,6 +60,8 @@ def lyrics_for(opts, song: Path, duration: float, outputs) -> Path | None:
     for suffix in LYRICS_SUFFIXES:
         if (opts.lyrics / f"{song.stem}{suffix}").is_file():
             return opts.lyrics / f"{song.stem}{suffix}"
+    warnings.warn(f"{opts.lyrics} holds no {song.stem}.csv, .lrc or .srt; {song.name} gets no "
+                  "lyrics")
     return None
 
 
@@ -69,6 +71,32 @@ def draft_size(size: tuple[int, int], config: Path) -> tuple[int, int]:
 
     factor = cell_size(read_vqgan_config(config)[1])
     return tuple(max(side // 2 // factor * factor, factor) for side in size)
+
+
+def inputs_of(opts, song: Path) -> list[Path]:
+    """The files a song's run reads: the song, its lyrics file, the start and prompt pictures."""
+    from .guidance import parse_prompt, split_prompts
+
+    given = [song, opts.init_image, *(Path(parse_prompt(item)[0])
+                                      for item in split_prompts(opts.image_prompts))]
+    if opts.lyrics is not None and str(opts.lyrics) != "auto" and not opts.lyrics.is_dir():
+        given.append(opts.lyrics)
+    return [Path(p) for p in given if p is not None]
+
+
+def check_clashes(outputs, inputs: list[Path]) -> None:
+    """No output of a run may be one of its inputs (a video written over its song, subtitles
+    over the lyrics file, the preview over the start picture)."""
+    from .folder import same_file
+
+    written = {"video": outputs.video, "preview picture": outputs.preview,
+               "subtitles": outputs.srt, "storyboard": outputs.storyboard,
+               "run folder": outputs.run_dir}
+    for what, out in written.items():
+        for given in inputs:
+            if same_file(out, given):
+                raise Fatal(f"-o {outputs.preview} would write the run's {what} over {given}; "
+                            "choose another -o")
 
 
 def check_pictures(opts) -> None:
@@ -126,54 +154,7 @@ def device_memory(device) -> int | None:
     return None
 
 
-@dataclass(frozen=True)
-class Placement:
-    """Where the work runs."""
-
-    device: object  # torch.device of an in-process worker (its type for Ray workers)
-    workers: int  # sections rendered at once
-    ray: str | None  # None: in this process; 'local', 'auto' or a cluster address
-    gpus: tuple[int, ...]  # GPUs of a local Ray instance
-
-
-def place(opts) -> Placement:
-    """Chooses the device and the workers from -cd, -gid, --workers and --ray.
-
-    A cluster's device is not known here (device None): the cluster says what it has."""
-    import torch
-
-    from .models import pick_device
-
-    if opts.ray not in (None, "local"):
-        return Placement(None, opts.workers or 0, opts.ray, ())
-    gpus = opts.gpu_id
-    if opts.cuda_device or len(gpus) == 1 or not torch.cuda.is_available():
-        device = pick_device(opts.cuda_device, gpus[0])
-        if len(gpus) > 1:
-            warnings.warn(f"-gid {','.join(map(str, gpus))}: no GPU found; the workers share "
-                          "the CPU")
-        workers = opts.workers or 1
-        if device.type == "cuda" and workers > 1 and opts.ray in (None, "local"):
-            raise Fatal(f"--workers {workers} on one GPU: give one GPU per worker, e.g. "
-                        f"-gid {','.join(map(str, range(workers)))}")
-        gpus = (device.index or 0,) if device.type == "cuda" else ()
-    else:
-        count = torch.cuda.device_count()
-        absent = [g for g in gpus if g >= count]
-        if absent:
-            raise Fatal(f"-gid {','.join(map(str, gpus))}: this machine has {count} GPU(s), "
-                        f"no GPU {absent[0]}; list GPUs 0-{count - 1}")
-        device = torch.device("cuda", gpus[0])
-        workers = opts.workers or len(gpus)
-        if workers > len(gpus) and opts.ray in (None, "local"):
-            raise Fatal(f"--workers {workers} with {len(gpus)} GPUs: one worker per GPU")
-    if device.type == "mps" and workers > 1:
-        raise Fatal("several workers need CUDA GPUs or the CPU, not Apple MPS; use --workers 1")
-    ray = opts.ray or ("local" if workers > 1 else None)
-    return Placement(device, workers, ray, gpus)
-
-
-def choose_settings(opts, precision: str, sections: int) -> dict:
+def choose_settings(precision: str, sections: int) -> dict:
     """Settings a new run fixes and a resume keeps: precision and CPU threads per worker.
 
     CPU results depend on the thread count, so it comes from the plan (cores / sections), never
@@ -185,13 +166,15 @@ def choose_settings(opts, precision: str, sections: int) -> dict:
 
 def run_identity(opts, song: Path, lyrics: Path | None, paths: dict) -> dict:
     """What a resumed run must share with the run it continues: settings, and files by content."""
+    from .guidance import parse_prompt, split_prompts
     from .run import digest
 
     weights = {key: [str(Path(path).resolve()), Path(path).stat().st_size]
                for key, path in sorted(paths.items())}
+    pictures = [digest(Path(parse_prompt(item)[0])) for item in split_prompts(opts.image_prompts)]
     return {**opts.identity(), "audio": digest(song), "lyrics": digest(lyrics),
-            "init_image": digest(opts.init_image), "weights": weights,
-            **({"seed": opts.seed} if opts.seed is not None else {})}
+            "init_image": digest(opts.init_image), "image_prompt_files": pictures,
+            "weights": weights, **({"seed": opts.seed} if opts.seed is not None else {})}
 
 
 @dataclass(frozen=True)
@@ -210,13 +193,14 @@ def plan_one(index: int, opts, song: Path) -> Planned:
     from .plan import plan_song, read_song
 
     outputs = outputs_for(opts, song)
+    check_clashes(outputs, inputs_of(opts, song))
     check_writable(outputs.video.parent)
     decoded = read_song(song, opts.audio_sampling_freq)
     lyrics = lyrics_for(opts, song, decoded.duration, outputs)
     return Planned(index, plan_song(opts, decoded, lyrics), outputs, lyrics)
 
 
-def render_spec(opts, planned: Planned, manifest: dict, size, placement: Placement, pictures,
+def render_spec(opts, planned: Planned, manifest: dict, size, placement, pictures,
                 captions: tuple = ()):
     """The plain-data description a worker renders this song from."""
     from .modelset import WeightChoice
@@ -240,7 +224,7 @@ def render_spec(opts, planned: Planned, manifest: dict, size, placement: Placeme
         deterministic=opts.deterministic, captions=captions, react=opts.react)
 
 
-def open_job(opts, planned: Planned, paths: dict, size, placement: Placement, pictures,
+def open_job(opts, planned: Planned, paths: dict, size, placement, pictures,
              precision: str):
     """Opens (locks) a song's run folder, resuming or starting it, and makes its Job."""
     from .folder import RunFolder
@@ -249,7 +233,7 @@ def open_job(opts, planned: Planned, paths: dict, size, placement: Placement, pi
     from .subtitles import cues as lyric_cues
 
     plan, outputs = planned.plan, planned.outputs
-    settings = choose_settings(opts, precision, len(plan.sections))
+    settings = choose_settings(precision, len(plan.sections))
     seed = opts.seed if opts.seed is not None else random.randrange(2**31)
     cues = lyric_cues(plan.lyrics, plan.song.duration)
     info = {"audio_path": str(plan.song.path.resolve()), "video": str(outputs.video.resolve()),
@@ -271,16 +255,6 @@ def open_job(opts, planned: Planned, paths: dict, size, placement: Placement, pi
     return job
 
 
-def make_scheduler(placement: Placement):
-    """In this process for one worker, else Ray (a local instance, or a cluster)."""
-    from .scheduler import InProcess, RayScheduler
-
-    if placement.ray is None:
-        return InProcess()
-    device_type = placement.device.type if placement.device is not None else None
-    return RayScheduler(placement.ray, placement.workers, list(placement.gpus), device_type)
-
-
 def generate(opts, report, expected: tuple) -> int:
     """Checks the inputs, plans each song, renders them and joins their videos.
 
@@ -288,6 +262,7 @@ def generate(opts, report, expected: tuple) -> int:
     others go on. Returns how many songs failed."""
     from .modelset import WeightChoice, picture_size, resolve_weights
     from .run import say
+    from .scheduler import make_scheduler, place
 
     batch = len(opts.audio_prompt) > 1
     name = lambda song, message: f"{song}: {message}" if batch else message  # noqa: E731
@@ -308,6 +283,10 @@ def generate(opts, report, expected: tuple) -> int:
     if placement.device is not None:
         check_memory(size, paths["config"], placement.device)
     pictures = read_pictures(opts, size)
+    sections = sum(len(song.plan.sections) for song in planned)
+    if placement.workers > 1 and sections < placement.workers:
+        warnings.warn(f"--workers {placement.workers}, but there are {sections} section(s) to "
+                      "render; give --sections auto (or a number) so the workers can share a song")
     scheduler = make_scheduler(placement)
     jobs = []
     try:

@@ -1,10 +1,10 @@
 """Command lines of generate.py and generate_interpolate.py: the seed's flags, checked up front."""
 
 import argparse
-import dataclasses
+import contextlib
 import math
 import os
-import random
+import signal
 import sys
 import warnings
 from dataclasses import asdict, dataclass, fields
@@ -20,7 +20,7 @@ AUDIO_SUFFIXES = (".mp3", ".wav", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aa
                   ".aif", ".aiff")
 # Settings that change how a run is shown, where it lives or who renders it, not what it renders:
 # a resumed run may differ in these.
-NOT_IDENTITY = {"output", "quiet", "overwrite", "save_every", "cuda_device", "gpu_id",
+NOT_IDENTITY = {"output", "output_folder", "quiet", "overwrite", "save_every", "cuda_device", "gpu_id",
                 "deterministic", "video", "output_video_fps", "compile", "workers", "ray",
                 # files: compared by content (song, lyrics, start picture) or by resolved path
                 # and size (weights) in run_identity, not by how they were spelled
@@ -41,6 +41,18 @@ def finite(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def seed_value(text: str) -> int:
+    """An argparse type: a seed, a whole number from 0 to 2**32 - 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a seed; give a whole number from 0 to "
+                                         f"{2**32 - 1}")
     return value
 
 
@@ -73,6 +85,7 @@ class Options:
     audio_prompt: tuple[Path, ...]  # the songs (files; folders already listed)
     lyrics: Path | None  # timestamped lyrics (csv, lrc, srt); a folder of them for several songs
     output: Path  # the seed's -o PNG; the video is its .mp4 sibling, the run folder its stem
+    output_folder: bool  # -o was written with a trailing '/': a folder
     prompts: str | None  # style prompts 'a:w:s|b', '^' separating -cpe phrases
     image_prompts: str | None  # style images 'path:w|path'
     iterations: int | None  # total steps for the song (sets the per-second rate)
@@ -142,7 +155,7 @@ def add_seed_flags(p: argparse.ArgumentParser, mode: str) -> None:
     a("-lyr", "--lyrics", type=Path, default=None,
       help="timestamped lyrics: .csv, .lrc or .srt (a batch: a folder of <song name>.lrc/.csv/"
            ".srt); auto: synced lyrics from LRCLIB, saved as <song name>.lrc and reused")
-    a("-o", "--output", type=Path, default=Path("outputs/output.png"),
+    a("-o", "--output", default="outputs/output.png",
       help="preview picture; the video is written beside it as .mp4, chunks in its folder "
            "(a folder: <song name>.mp4 inside it)")
     a("-p", "--prompts", default=None, help="style prompts for the whole video, 'text:weight:stop|...'")
@@ -171,7 +184,7 @@ def add_seed_flags(p: argparse.ArgumentParser, mode: str) -> None:
     a("-cutp", "--cut_power", type=finite, default=1.0, help="cut size power (crop methods)")
     a("-aug", "--augments", nargs="+", action="append", choices=AUGMENTS, default=None,
       help=f"augments for the latest/nrupdated methods (default: {' '.join(DEFAULT_AUGMENTS)})")
-    a("-sd", "--seed", type=int, default=None, help="random seed (same seed, same frames on the CPU)")
+    a("-sd", "--seed", type=seed_value, default=None, help="random seed (same seed, same frames on the CPU)")
     a("-opt", "--optimiser", choices=OPTIMISERS, default="Adam", help="optimiser")
     a("-vid", "--video", action="store_true", help="accepted for the seed's commands; a video is always made")
     a("-zvid", "--zoom_video", action="store_true", help="zoom/shift the picture as it evolves")
@@ -343,6 +356,8 @@ def parse_options(mode: str, argv=None) -> Options:
     p = get_parser(mode)
     args = p.parse_args(None if argv is None else [str(a) for a in argv])
     _check_flags(p, args, mode)
+    args.output_folder = args.output.endswith(("/", os.sep))
+    args.output = Path(args.output)
     args.audio_prompt = list_songs(p, args.audio_prompt)
     if (len(args.audio_prompt) > 1 and args.lyrics is not None and not args.lyrics.is_dir()
             and str(args.lyrics) != "auto"):
@@ -377,6 +392,20 @@ def _expected() -> tuple:
             DownloadError, RunError, VideoError, RenderError, SchedulerError)
 
 
+@contextlib.contextmanager
+def terminate_as_interrupt():
+    """SIGTERM (a cluster's scheduler stopping the job) stops the run as Ctrl-C does: finished
+    segments kept, temporary files removed, one line."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """Warnings as one 'warning: ...' line that does not break the progress bar."""
     from tqdm import tqdm
@@ -393,7 +422,7 @@ def main(mode: str, argv=None) -> int:
 
     from .batch import generate
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), terminate_as_interrupt():
         warnings.simplefilter("ignore")
         warnings.filterwarnings("default", module=r"music2video\.")
         warnings.showwarning = _show_warning

@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from . import storyboard, subtitles
-from .folder import RunError, RunFolder, check_writable
+from .folder import RunError, RunFolder, check_writable, same_file
 from .video import VideoError, join
 
 
@@ -66,6 +66,8 @@ def combine(run_dir: Path, music: Path | None, output: Path | None, partial: boo
     seconds = manifest["segments"][prefix - 1]["frame_end"] / manifest["fps"]
     fps = manifest.get("output_video_fps", 0) if interpolate_fps is None else interpolate_fps
     output = Path(output or manifest["video"])
+    if same_file(output, music):
+        raise RunError(f"--output {output} is the song itself; choose another --output")
     check_writable(output.parent)
     cues = subtitles.clip([subtitles.Cue(**c) for c in manifest.get("cues", [])], seconds)
     srt = subtitles.write_srt(subtitles.srt_path(output), cues) if cues else None

@@ -7,6 +7,7 @@
         chunk_00012.mp4  segment 12's frames
         thumb_00012.png  segment 12's last picture, small (for the storyboard)
         .lock            held (flock) by the run that uses the folder
+        .music2video     made with the folder: only a folder holding it is ever used as a run's
 
 A run only ever deletes files it made itself: those its manifest lists, or, when the manifest is
 unreadable, files named exactly as a run names them. A folder the tool did not create is never
@@ -28,6 +29,7 @@ MANIFEST = "manifest.json"
 JOURNAL = "progress.jsonl"
 REPORT = "report.json"
 LOCK = ".lock"
+MARKER = ".music2video"  # made with the folder: the tool made this folder
 VERSION = 2
 # What a run names its files; used to clean up when the manifest cannot say what the run made.
 OWN_FILE = re.compile(r"(chunk_\d+\.mp4|thumb_\d+\.png|state_s?\d+\.pt|manifest\.json|"
@@ -67,7 +69,8 @@ def writing(path: Path):
 
 
 def write_bytes(path: Path, data: bytes) -> None:
-    """Writes a file atomically and durably."""
+    """Writes a file atomically and durably (its folder made if missing)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     with writing(path) as part, open(part, "wb") as f:
         f.write(data)
         f.flush()
@@ -77,6 +80,14 @@ def write_bytes(path: Path, data: bytes) -> None:
 def write_json(path: Path, data) -> None:
     """Writes JSON atomically: a temporary file, fsynced, then renamed over the old one."""
     write_bytes(path, json.dumps(data, indent=1, ensure_ascii=False).encode("utf-8"))
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name the same file (or would, once written)."""
+    a, b = Path(a), Path(b)
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
 
 
 def check_writable(folder: Path) -> None:
@@ -237,10 +248,32 @@ class RunFolder:
             return fresh
         if not self.path.is_dir():
             raise RunError(f"{self.path} exists and is not a folder; choose another -o")
-        if not self.manifest_path.is_file():
+        if not self.made_by_tool():
             raise RunError(f"{self.path} already exists and is not a music2video run folder; "
                            "choose another -o (nothing in it was touched)")
         self.lock()
+        try:
+            return self._reopen(identity, plan, sections, overwrite, fresh, info)
+        except BaseException:
+            self.unlock()
+            raise
+
+    def made_by_tool(self) -> bool:
+        """Whether this folder is a run folder the tool made: it holds the marker (or is an
+        older version's run folder, whose manifest says so)."""
+        if (self.path / MARKER).is_file():
+            return True
+        try:
+            old = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return (isinstance(old, dict) and old.get("version") == 1
+                and {"identity", "segments", "seed", "done"} <= set(old))
+
+    def _reopen(self, identity: dict, plan: list, sections: list, overwrite: bool, fresh: dict,
+                info: dict) -> dict:
+        """The manifest of a locked existing run folder: resumed when the run is the same,
+        replaced when it finished nothing (or with --overwrite), else refused."""
         try:
             old = self.read()
         except RunError:
@@ -259,6 +292,7 @@ class RunFolder:
             self.remove_leftovers()
             return old
         self.clear(old)
+        write_bytes(self.path / MARKER, b"")
         self.write_manifest(fresh)
         return fresh
 
@@ -272,6 +306,7 @@ class RunFolder:
         try:
             staging.mkdir()
             self._acquire(staging / LOCK)
+            write_bytes(staging / MARKER, b"")
             write_json(staging / MANIFEST, manifest)
             os.rename(staging, self.path)
         except BaseException as err:

@@ -5,9 +5,10 @@ Opt-in: nothing is requested unless the user asks for -lyr auto. The lookup is o
 seconds), as LRCLIB documents it; the base URL is $MUSIC2VIDEO_LRCLIB_URL, else
 https://lrclib.net. Artist, title and album come from the song's tags (mutagen), or from
 --artist / --title, which win. The synced lyrics are written, atomically, as `<song stem>.lrc`
-beside the song, or in the run folder when the song's folder cannot be written; a later run
-finds that file in either place and sends no request (an .lrc of that name that the user put
-there is used the same way).
+beside the song, or in the fallback folder the caller names when the song's folder cannot be
+written (the CLI names the video's folder); a later run finds that file in either place and
+sends no request (an .lrc of that name that the user put there is used the same way; names
+given with --artist/--title then only warn that the saved file is used).
 
 Policy: every failure (no artist or title, offline, timeout, not found, instrumental, only
 unsynced lyrics, a recording whose length differs by more than DURATION_TOLERANCE seconds,
@@ -207,6 +208,9 @@ def fetch_lyrics(song: Path, duration: float, artist: str | None = None,
     song = Path(song)
     saved = saved_lyrics(song, save_dir_fallback)
     if saved is not None:
+        if artist or title:
+            warnings.warn(f"using the lyrics saved in {saved}; --artist/--title look them up "
+                          "again only once that file is deleted")
         return saved
     tag_artist, tag_title, tag_album = read_tags(song)
     artist, title = artist or tag_artist, title or tag_title

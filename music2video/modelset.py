@@ -38,7 +38,6 @@ class Models:
     perceptor: object
     wav2clip: object
     device: torch.device
-    size: tuple[int, int]  # width, height of the pictures, multiples of the VQGAN cell
     embed_dim: int  # CLIP's embedding width
 
 
@@ -95,7 +94,7 @@ def decoder_bytes(params: dict, size: tuple[int, int]) -> int:
     return int(2 * per_pixel * width * height * (dd["num_res_blocks"] + 1) * 4)
 
 
-def load_models(paths: dict, size: tuple[int, int], device, num_cuts: int, cut_method: str,
+def load_models(paths: dict, device, num_cuts: int, cut_method: str,
                 cut_power: float, augments) -> Models:
     """Loads VQGAN, CLIP (with the cut-outs) and Wav2CLIP onto the device."""
     vqgan = load_vqgan(paths["config"], paths["ckpt"], device)
@@ -103,7 +102,7 @@ def load_models(paths: dict, size: tuple[int, int], device, num_cuts: int, cut_m
     cutouts = MakeCutouts(clip_model.visual.input_resolution, num_cuts, cut_method, cut_power,
                           augments)
     return Models(vqgan, Perceptor(clip_model, cutouts), load_wav2clip(paths["wav2clip"], device),
-                  torch.device(device), size, clip_model.visual.output_dim)
+                  torch.device(device), clip_model.visual.output_dim)
 
 
 def first_latent(vqgan, size: tuple[int, int], seed: int, device,

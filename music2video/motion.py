@@ -27,7 +27,7 @@ same song and settings give the same motion.
 """
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -279,8 +279,3 @@ class Camera:
     def load_state_dict(self, state: dict) -> None:
         """Restores state_dict()."""
         self.frame = int(state["frame"])
-
-
-def settings_record(settings: ReactSettings) -> dict:
-    """The settings as plain data, for the run's identity."""
-    return {f.name: getattr(settings, f.name) for f in fields(settings)}

@@ -6,7 +6,6 @@ block in both precisions decides, because bf16 instructions alone do not make bf
 8: an Intel Xeon with avx512_bf16 and no AMX ran the bench's step about 1.7x slower in bf16).
 The timing is kept per machine in a small JSON file, so the same machine always chooses the same."""
 
-import contextlib
 import json
 import os
 import statistics
@@ -157,17 +156,14 @@ def _read_cache(path: Path) -> dict:
 
 def _write_cache(path: Path, key: str, entry: dict) -> None:
     """Adds one machine's timings to the cache file, atomically; warns if it cannot."""
-    from .video import part_path
+    from .folder import RunError, write_bytes
 
-    part = part_path(path)
+    data = json.dumps({**_read_cache(path), key: entry}, indent=1, sort_keys=True)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        part.write_text(json.dumps({**_read_cache(path), key: entry}, indent=1, sort_keys=True))
-        os.replace(part, path)
-    except OSError as err:
-        with contextlib.suppress(OSError):
-            part.unlink(missing_ok=True)
-        warnings.warn(f"cannot keep the precision timing in {path} ({err.strerror or err}); "
+        write_bytes(path, data.encode("utf-8"))
+    except (OSError, RunError) as err:
+        reason = getattr(err, "strerror", None) or err
+        warnings.warn(f"cannot keep the precision timing in {path} ({reason}); "
                       f"the next run times it again (set {CACHE_ENV} to a writable folder)",
                       stacklevel=2)
 

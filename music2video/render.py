@@ -6,6 +6,7 @@ events (progress, previews, finished segments with their chunk's bytes and the s
 and whoever drives it writes them down."""
 
 import contextlib
+import os
 import tempfile
 import time
 from collections.abc import Iterator
@@ -151,6 +152,44 @@ def thumbnail(image: torch.Tensor) -> bytes:
     return encode_thumbnail(fit_thumbnail(to_frame(image).numpy()))
 
 
+def on_cpu(value):
+    """A state (nested dicts and lists of tensors) with every tensor on the CPU: what a driver
+    without the worker's GPU can read."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {key: on_cpu(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(on_cpu(item) for item in value)
+    return value
+
+
+def scratch_folder() -> Path:
+    """This process's folder for chunks being encoded; folders of processes that died (killed
+    workers) are removed on the way."""
+    import shutil
+
+    root = Path(tempfile.gettempdir()) / "m2v-chunks"
+    root.mkdir(exist_ok=True)
+    for folder in root.iterdir():
+        if folder.name.isdigit() and not alive(int(folder.name)):
+            shutil.rmtree(folder, ignore_errors=True)
+    mine = root / str(os.getpid())
+    mine.mkdir(exist_ok=True)
+    return mine
+
+
+def alive(pid: int) -> bool:
+    """Whether a process with this id exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def load_for(spec: RenderSpec, quiet: bool = True) -> Models:
     """Loads the spec's models on this machine (its own checkpoints folder) and device."""
     device = torch.device(spec.device)
@@ -160,7 +199,7 @@ def load_for(spec: RenderSpec, quiet: bool = True) -> Models:
         torch.backends.cudnn.deterministic = spec.deterministic
         torch.backends.cudnn.benchmark = not spec.deterministic
     paths = resolve_weights(spec.weights, quiet=quiet)
-    return load_models(paths, spec.size, device, spec.num_cuts, spec.cut_method, spec.cut_power,
+    return load_models(paths, device, spec.num_cuts, spec.cut_method, spec.cut_power,
                        spec.augments)
 
 
@@ -177,6 +216,7 @@ class Renderer:
         torch.manual_seed(spec.seed)  # image prompts' cut-outs are random too
         self.style = self._style_targets()
         self.optimiser: Optimiser | None = None
+        self.scratch = scratch_folder()
         self.burner = (Burner(list(spec.captions), spec.fps, self.width, self.height)
                        if spec.captions else None)
         self.camera = None
@@ -264,12 +304,17 @@ class Renderer:
         for index in range(work.first, work.last + 1):
             torch.manual_seed(self.spec.seed + index)
             seg = self.spec.segments[index]
-            with tempfile.TemporaryDirectory(prefix="m2v-chunk-") as scratch:
+            with tempfile.TemporaryDirectory(dir=self.scratch) as scratch:
                 path = Path(scratch) / "chunk.mp4" if seg.frames and work.wants(index) else None
                 events = self._segment(seg, opt, previous, iteration, path, work.job)
-                previous, iteration = yield from events
+                try:
+                    previous, iteration = yield from events
+                except (torch.OutOfMemoryError, MemoryError):
+                    raise RenderError(f"out of memory at -s {self.width} {self.height}, -cuts "
+                                      f"{self.spec.num_cuts}; use a smaller -s or fewer -cuts"
+                                      ) from None
                 chunk = path.read_bytes() if path else None
-            state = {"optimiser": opt.state_dict(), "image": previous.cpu(),
+            state = {"optimiser": on_cpu(opt.state_dict()), "image": previous.cpu(),
                      "iteration": iteration, "segment": index}
             if self.camera:
                 state["camera"] = self.camera.state_dict()

@@ -191,18 +191,18 @@ class Job:
     def report(self, render_seconds: float, srt: Path | None) -> None:
         """report.json in the run folder, and its summary lines."""
         out = self.outputs
+        fps = self.manifest.get("output_video_fps") or self.manifest["fps"]  # the file's rate
         rep = report.build(
             song=self.plan.song.path, song_seconds=self.plan.song.duration, video=out.video,
-            fps=self.manifest["fps"], segments=self.manifest["segments"], lyrics=self.plan.lyrics,
+            fps=fps, segments=self.manifest["segments"], lyrics=self.plan.lyrics,
             lyrics_given=self.plan.lyrics_given, steps=self.plan.steps,
             steps_this_run=self.steps_this_run, render_seconds=render_seconds,
             wall_seconds=time.monotonic() - self.started, device=self.spec.device,
             precision=self.spec.precision,
             outputs={"video": out.video, "storyboard": out.storyboard, "subtitles": srt,
                      "run_dir": self.folder.path, "report": self.folder.path / REPORT})
-        if self.peak_gpu_mb is not None and rep["peak_gpu_mb"] is None:
-            rep["peak_gpu_mb"] = self.peak_gpu_mb  # measured on the workers
-        fps = self.manifest.get("output_video_fps") or self.manifest["fps"]
+        if self.peak_gpu_mb is not None:
+            rep["peak_gpu_mb"] = self.peak_gpu_mb  # measured where the steps ran
         song = self.plan.song
         rep["sync"] = sync.measure_video(out.video, song.samples, song.sr, fps)
         report.write(self.folder.path / REPORT, rep)

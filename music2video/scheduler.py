@@ -5,7 +5,10 @@ Both take {job: (RenderSpec, samples)} and a list of Work, and yield the rendere
 down. Ray is imported only by RayScheduler."""
 
 import os
+import signal
+import threading
 from collections.abc import Iterator
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -57,6 +60,16 @@ def reachable(address: str, seconds: float = CONNECT_SECONDS) -> None:
         pass
 
 
+def restore(terminate, visible: str | None) -> None:
+    """Puts back this process's SIGTERM handler (ray.init installs its own) and GPU list."""
+    if threading.current_thread() is threading.main_thread() and terminate is not None:
+        signal.signal(signal.SIGTERM, terminate)
+    if visible is None:
+        os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+    else:
+        os.environ["CUDA_VISIBLE_DEVICES"] = visible
+
+
 def choose_precision(device, size: tuple[int, int], cuts: int):
     """What --precision auto means on a device, and why (a precision.Choice; run where the
     device is)."""
@@ -106,6 +119,61 @@ class InProcess:
         self.models.clear()
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where the work runs."""
+
+    device: object  # torch.device of an in-process worker (its type for Ray workers)
+    workers: int  # sections rendered at once
+    ray: str | None  # None: in this process; 'local', 'auto' or a cluster address
+    gpus: tuple[int, ...]  # GPUs of a local Ray instance
+
+
+def place(opts) -> Placement:
+    """Chooses the device and the workers from -cd, -gid, --workers and --ray.
+
+    A cluster's device is not known here (device None): the cluster says what it has."""
+    import torch
+
+    from .models import pick_device
+
+    if opts.ray not in (None, "local"):
+        return Placement(None, opts.workers or 0, opts.ray, ())
+    gpus = opts.gpu_id
+    if opts.cuda_device or len(gpus) == 1 or not torch.cuda.is_available():
+        device = pick_device(opts.cuda_device, gpus[0])
+        if len(gpus) > 1:
+            warnings.warn(f"-gid {','.join(map(str, gpus))}: no GPU found; the workers share "
+                          "the CPU")
+        workers = opts.workers or 1
+        if device.type == "cuda" and workers > 1 and opts.ray in (None, "local"):
+            raise SchedulerError(f"--workers {workers} on one GPU: give one GPU per worker, e.g. "
+                        f"-gid {','.join(map(str, range(workers)))}")
+        gpus = (device.index or 0,) if device.type == "cuda" else ()
+    else:
+        count = torch.cuda.device_count()
+        absent = [g for g in gpus if g >= count]
+        if absent:
+            raise SchedulerError(f"-gid {','.join(map(str, gpus))}: this machine has {count} GPU(s), "
+                        f"no GPU {absent[0]}; list GPUs 0-{count - 1}")
+        device = torch.device("cuda", gpus[0])
+        workers = opts.workers or len(gpus)
+        if workers > len(gpus) and opts.ray in (None, "local"):
+            raise SchedulerError(f"--workers {workers} with {len(gpus)} GPUs: one worker per GPU")
+    if device.type == "mps" and workers > 1:
+        raise SchedulerError("several workers need CUDA GPUs or the CPU, not Apple MPS; use --workers 1")
+    ray = opts.ray or ("local" if workers > 1 else None)
+    return Placement(device, workers, ray, gpus)
+
+
+def make_scheduler(placement: Placement):
+    """In this process for one worker, else Ray (a local instance, or a cluster)."""
+    if placement.ray is None:
+        return InProcess()
+    device_type = placement.device.type if placement.device is not None else None
+    return RayScheduler(placement.ray, placement.workers, list(placement.gpus), device_type)
+
+
 def render_task(spec: RenderSpec, samples, work: Work):
     """What a Ray worker runs: one piece of work, streaming its events back."""
     yield from render(spec, samples, work)
@@ -140,9 +208,11 @@ class RayScheduler:
         self.limit = workers or None
         package = str(Path(__file__).resolve().parent)
         env = {"py_modules": [package], "env_vars": {"OMP_WAIT_POLICY": "PASSIVE"}}
+        terminate = signal.getsignal(signal.SIGTERM)
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         try:
             if self.local:
-                if gpus:
+                if gpus:  # the local instance sees these GPUs only
                     os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
                 ray.init(address="local", num_cpus=max(workers, 1), num_gpus=len(gpus or ()),
                          include_dashboard=False, log_to_driver=False, logging_level="ERROR",
@@ -156,6 +226,8 @@ class RayScheduler:
             reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
             raise SchedulerError(f"could not {where} ({reason}); check `ray status`, or run "
                                  "with --workers 1 to render in this process") from None
+        finally:
+            restore(terminate, visible)
         self.gpu = (device_type == "cuda" if self.local
                     else ray.cluster_resources().get("GPU", 0) > 0)
         self.task = ray.remote(task).options(
@@ -222,6 +294,7 @@ class RayScheduler:
             return
         except ray.exceptions.RayError as err:  # the worker died: go on from the last state
             del flights[gen]
+            ray.cancel(gen, force=True)  # whatever is left of it holds no GPU meanwhile
             if flight.retries >= RETRIES:
                 yield from self._fail(flight.work.job, f"a worker died {RETRIES + 1} times "
                                       f"rendering section {flight.work.section + 1} "

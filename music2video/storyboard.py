@@ -252,7 +252,8 @@ def write(path: Path, image: Image.Image) -> Path:
     """Writes the sheet atomically (never a half-written PNG under its name)."""
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=1)  # fast: it is rewritten during a run
-    return _save_bytes(path, buffer.getvalue())
+    write_bytes(path, buffer.getvalue())
+    return Path(path)
 
 
 class Storyboard:

@@ -80,10 +80,8 @@ def srt_text(items: list[Cue]) -> str:
 
 def write_srt(path: Path, items: list[Cue]) -> Path:
     """Writes the cues as UTF-8 SRT, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     write_bytes(path, srt_text(items).encode("utf-8"))
-    return path
+    return Path(path)
 
 
 def frame_range(cue: Cue, fps: float) -> tuple[int, int]:

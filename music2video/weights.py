@@ -1,6 +1,7 @@
 """The weights the tool uses: one registry of names, files and sources, and their download."""
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -178,9 +179,29 @@ def ensure(file: WeightFile, root: Path, verify=None, quiet: bool = False) -> Pa
     An existing file is checked (its digest, else `verify`) the first time it is seen; a stamp
     of its size and modification time in root/.verified.json spares the check afterwards. A file
     that fails is downloaded again and replaced only once the new copy passes."""
+    path = Path(root) / file.filename
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _held(path.parent):  # workers starting together on one machine take turns
+        return _ensure(file, path, verify, quiet)
+
+
+@contextlib.contextmanager
+def _held(folder: Path):
+    """Holds an exclusive lock (flock) on a folder for the block: other processes wait."""
+    import fcntl
+
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)
+
+
+def _ensure(file: WeightFile, path: Path, verify, quiet: bool) -> Path:
+    """ensure() for one file, its lock held."""
     from .download import DownloadError, download
 
-    path = Path(root) / file.filename
     problem = _problem(path, file, verify) if path.is_file() else None
     if path.is_file() and problem is None:
         return path
@@ -246,7 +267,6 @@ def _show_warning(message, *args, **kwargs) -> None:
 
 def main(argv=None) -> int:
     """Fetches the named models; one stderr line per file that could not be fetched."""
-    from .download import DownloadError
 
     args = _parser().parse_args(argv)
     root = checkpoint_dir(args.checkpoints)

@@ -183,6 +183,9 @@ def test_every_knob_runs_together(tmp_path, short_song, model_flags):
     assert (tmp_path / "out" / "v.png").is_file()
     manifest = json.loads((tmp_path / "out" / "v" / "manifest.json").read_text())
     assert manifest["identity"]["optimiser"] == "DiffGrad"
+    report = json.loads((tmp_path / "out" / "v" / "report.json").read_text())
+    assert report["fps"] == 60 and report["video_frames"] == stats["frames"]
+    assert abs(report["frame_difference"]) <= 1  # counted at the interpolated rate
 
 
 @pytest.mark.parametrize("mode", ["beats", "interpolate"])
@@ -367,3 +370,55 @@ def test_few_total_steps_warn_that_every_segment_gets_one(tmp_path, capsys, shor
     with pytest.warns(UserWarning, match="-i 3 is fewer steps than the song has segments"):
         segments = plan.build_schedule(opts, song, [])
     assert all(s.iterations >= 1 for s in segments)
+
+
+@pytest.mark.parametrize("clash", ["lyrics", "song", "picture"])
+def test_outputs_never_overwrite_the_runs_inputs(tmp_path, capsys, short_song, no_models, clash):
+    """-o chosen so that the subtitles, the video or the preview would land on an input."""
+    import shutil
+
+    folder = tmp_path / "g"
+    folder.mkdir()
+    song = folder / "track.mp4" if clash == "song" else folder / "track.mp3"
+    shutil.copy(short_song, song)
+    lyrics = write_lyrics(folder / "track.srt" if clash == "lyrics" else folder / "l.csv",
+                          ["00:01,a line"])
+    if clash == "lyrics":
+        lyrics.write_text("1\n00:00:01,000 --> 00:00:02,000\na line\n", encoding="utf-8")
+    picture = folder / "track.png"
+    from PIL import Image
+
+    Image.new("RGB", (16, 16)).save(picture)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    args = ["-ap", str(song), "-lyr", str(lyrics), "-o", str(folder / "track.png"), "-q"]
+    if clash == "picture":
+        args += ["-ii", str(picture)]
+    assert cli.main("beats", args) == 1
+    one_error_line(capsys, "choose another -o")
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+@pytest.mark.parametrize("seed", ["-5", "4294967296", "99999999999999999999", "1.5"])
+def test_a_seed_out_of_range_is_refused_at_parsing(tmp_path, capsys, short_song, seed):
+    with pytest.raises(SystemExit) as info:
+        cli.main("beats", base_args(tmp_path, short_song, "-sd", seed))
+    assert info.value.code == 2
+    assert "is not a seed" in capsys.readouterr().err
+
+
+def test_an_output_ending_in_a_slash_is_a_folder(tmp_path, short_song):
+    opts = cli.parse_options("beats", ["-ap", str(short_song), "-o", f"{tmp_path}/new/"])
+    outputs = batch.outputs_for(opts, short_song)
+    assert outputs.video == tmp_path / "new" / f"{short_song.stem}.mp4"
+    assert outputs.run_dir == tmp_path / "new" / short_song.stem
+
+
+def test_changed_image_prompt_pictures_refuse_a_resume(tmp_path, short_song):
+    from PIL import Image
+
+    picture = tmp_path / "style.png"
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(picture)
+    opts = cli.parse_options("beats", ["-ap", str(short_song), "-ip", f"{picture}:0.5"])
+    first = batch.run_identity(opts, short_song, None, {})
+    Image.new("RGB", (8, 8), (0, 0, 255)).save(picture)
+    assert batch.run_identity(opts, short_song, None, {}) != first

@@ -80,7 +80,7 @@ def test_a_different_run_is_refused_unless_overwrite(tmp_path):
         open_run(folder, {"ips": 4, "audio": "aaa"}, sections=[(0, 0), (1, 2)])
     fresh = open_run(folder, {"ips": 5, "audio": "bbb"}, count=2, overwrite=True, seed=8)
     assert fresh["seed"] == 8 and folder.done() == set()
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".lock", "manifest.json"]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".lock", ".music2video", "manifest.json"]
 
 
 def test_a_run_with_nothing_finished_is_simply_replaced(tmp_path):
@@ -105,6 +105,45 @@ def test_a_folder_the_tool_did_not_make_is_never_used(tmp_path):
         open_run(RunFolder(tmp_path / "afile"))
 
 
+def test_a_users_folder_with_a_manifest_is_not_a_run_folder(tmp_path):
+    """Even with --overwrite, and without leaving a lock file behind."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "manifest.json").write_text('{"name": "my web app"}')
+    (site / "report.json").write_text("{}")
+    for overwrite in (False, True):
+        with pytest.raises(RunError, match="not a music2video run folder"):
+            open_run(RunFolder(site), overwrite=overwrite)
+    assert sorted(p.name for p in site.iterdir()) == ["manifest.json", "report.json"]
+    assert (site / "manifest.json").read_text() == '{"name": "my web app"}'
+
+
+def test_a_refused_folder_is_unlocked_at_once(tmp_path):
+    folder = RunFolder(tmp_path / "run")
+    finish(folder, open_run(folder, {"a": 1}), 0)
+    folder.unlock()
+    other = RunFolder(tmp_path / "run")
+    with pytest.raises(RunError, match="another run"):
+        open_run(other, {"a": 2})
+    assert other._lock is None
+    open_run(RunFolder(tmp_path / "run"), {"a": 1})  # not held by the refused attempt
+
+
+def test_an_older_versions_run_folder_is_replaced_with_overwrite(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "manifest.json").write_text(json.dumps({"version": 1, "identity": {}, "seed": 1,
+                                                   "segments": [], "done": 1}))
+    (run / "chunk_00000.mp4").write_bytes(b"old")
+    (run / "state_000000.pt").write_bytes(b"old")
+    (run / "notes.txt").write_text("keep")
+    with pytest.raises(RunError, match="version 1"):
+        open_run(RunFolder(run))
+    open_run(RunFolder(run), overwrite=True)
+    assert sorted(p.name for p in run.iterdir()) == [".lock", ".music2video", "manifest.json",
+                                                     "notes.txt"]
+
+
 def test_overwrite_deletes_only_what_the_run_made(tmp_path):
     run = tmp_path / "run"
     folder = RunFolder(run)
@@ -116,8 +155,8 @@ def test_overwrite_deletes_only_what_the_run_made(tmp_path):
     (run / "chunk_99999.mp4").write_text("not listed: keep")
     open_run(folder, {"a": 2}, overwrite=True)
     assert sorted(p.name for p in run.iterdir()) == [
-        ".lock", "chunk_99999.mp4", "chunk_notes.txt", "manifest.json", "my notes.txt",
-        "state_of_the_union.txt"]
+        ".lock", ".music2video", "chunk_99999.mp4", "chunk_notes.txt", "manifest.json",
+        "my notes.txt", "state_of_the_union.txt"]
 
 
 @pytest.mark.parametrize("content", ["{ not json", '["a", "list"]', '{"version": 2}',
@@ -133,7 +172,8 @@ def test_a_corrupt_manifest_is_one_line_and_overwrite_replaces_it(tmp_path, cont
     assert "\n" not in str(caught.value)
     fresh = open_run(folder, overwrite=True, seed=9)
     assert fresh["seed"] == 9 and folder.done() == set()
-    assert sorted(p.name for p in run.iterdir()) == [".lock", "chunk_notes.txt", "manifest.json"]
+    assert sorted(p.name for p in run.iterdir()) == [".lock", ".music2video", "chunk_notes.txt",
+                                                     "manifest.json"]
 
 
 def test_check_manifest_names_what_is_wrong(tmp_path):
@@ -266,5 +306,5 @@ def test_a_full_disk_is_one_line_and_leaves_no_temporary_file(tmp_path, monkeypa
             write()
         assert "\n" not in str(caught.value)
     monkeypatch.setattr(os, "replace", real_replace)
-    assert sorted(p.name for p in run.iterdir()) == [".lock", "manifest.json"]
+    assert sorted(p.name for p in run.iterdir()) == [".lock", ".music2video", "manifest.json"]
     assert folder.done() == set()

@@ -81,9 +81,15 @@ def killed_run(tmp_path, short_song, lyrics_file, model_flags) -> dict:
     args = interpolate_args("outputs/output.png", short_song, lyrics_file, model_flags)
     proc = start_run(tmp_path, args)
     done = wait_for_segments(tmp_path / "outputs" / "output", proc, 1)
+    board = tmp_path / "outputs" / "output_storyboard.png"
+    deadline = time.time() + 10  # the sheet follows the first segment's journal line
+    while not board.is_file() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    board_early = board.is_file() and len(RunFolder(tmp_path / "outputs" / "output").done()) < 4
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
-    return {"cwd": tmp_path, "args": args, "done": done, "run_dir": tmp_path / "outputs" / "output"}
+    return {"cwd": tmp_path, "args": args, "done": done, "run_dir": tmp_path / "outputs" / "output",
+            "board_early": board_early}
 
 
 def test_killed_run_resumes_to_the_same_video(killed_run, full_run):
@@ -97,6 +103,9 @@ def test_killed_run_resumes_to_the_same_video(killed_run, full_run):
     resumed = killed_run["cwd"] / "outputs" / "output.mp4"
     assert video_stats(resumed)["frames"] == video_stats(full_run["video"])["frames"]
     assert decoded_frames(resumed) == decoded_frames(full_run["video"])
+    assert killed_run["board_early"]  # written as soon as the first segment finished
+    board = "outputs/output_storyboard.png"
+    assert (killed_run["cwd"] / board).read_bytes() == (full_run["cwd"] / board).read_bytes()
 
 
 def test_partial_join_of_a_killed_run(killed_run):
@@ -114,12 +123,14 @@ def test_partial_join_of_a_killed_run(killed_run):
     assert refused.returncode == 1 and "--partial" in refused.stderr
 
 
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_stops_cleanly_and_resumes_to_the_same_video(tmp_path, short_song, lyrics_file,
-                                                            model_flags, full_run):
+                                                            model_flags, full_run, stop):
+    """Ctrl-C, or SIGTERM as a cluster's job scheduler sends it."""
     args = interpolate_args("out/v.png", short_song, lyrics_file, model_flags)
     proc = start_run(tmp_path, args)
     wait_for_segments(tmp_path / "out" / "v", proc, 1)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(stop)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130
     assert "run the same command again to resume" in stderr

@@ -4,7 +4,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from music2video.folder import RunFolder, chunk_name
 from music2video.plan import Plan, Song

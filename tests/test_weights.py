@@ -404,3 +404,31 @@ def test_download_models_replaces_a_broken_file(monkeypatch, tmp_path, tiny_mode
     # the next run trusts both files without reading the checkpoint again
     monkeypatch.setattr(models, "load_vqgan", lambda *a: pytest.fail("checked again"))
     assert weights.main(["--checkpoints", str(tmp_path), "-q", VQGANS[0]]) == 0
+
+
+def test_workers_starting_together_download_a_file_once(tmp_path, monkeypatch):
+    """Two workers on one machine (threads here) asking for the same missing file."""
+    import threading
+    import time
+
+    from music2video import download as download_module
+
+    calls = []
+
+    def slow_download(urls, dest, **kwargs):
+        calls.append(dest)
+        time.sleep(0.3)
+        dest.write_bytes(b"weights")
+        return dest
+
+    monkeypatch.setattr(download_module, "download", slow_download)
+    file = weights.WeightFile("w.bin", "http://127.0.0.1:9/w.bin")
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(weights.ensure(file, tmp_path)))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [tmp_path / "w.bin"] * 2
+    assert len(calls) == 1
