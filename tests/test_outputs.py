@@ -150,3 +150,13 @@ def test_a_draft_is_synced_smaller_and_leaves_the_full_run_alone(runs):
                                               for s in full_plan]
     assert folder_digest(runs["plain"] / "v") == runs["plain_before_draft"]
     assert (runs["plain"] / "v_draft_storyboard.png").is_file()
+
+
+def test_generate_interpolate_writes_the_storyboard_and_the_report_too(runs):
+    run_dir = runs["interp"] / "v"
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    with Image.open(runs["interp"] / "v_storyboard.png") as img:
+        assert img.size == storyboard.sheet_size(len(manifest["segments"]))
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["video_frames"] == manifest["segments"][-1]["frame_end"]
+    assert report["lyric_lines_used"] == report["lyric_lines_given"] == 3
