@@ -556,20 +556,23 @@ def scaling(args) -> dict:
     return result
 
 
-def stand_in_task(spec, samples, work):
+class StandInWorker:
     """A worker that renders nothing: it yields the segments of a work at once, each with a
     chunk and a state of the sizes a real segment at the spec's picture size has."""
-    from .render import Finished
 
-    width, height = spec.size
-    latent = torch.zeros(1, 256, height // 16, width // 16)  # f16-16384's latent
-    state = {"optimiser": {"z": latent, "state": {0: {"exp_avg": latent.clone(),
-                                                      "exp_avg_sq": latent.clone()}}},
-             "image": torch.zeros(1, 3, height, width), "iteration": 0}
-    chunk = bytes(width * height // 2)  # about an H.264 chunk of half a second at crf 17
-    for index in range(work.first, work.last + 1):
-        yield Finished(work.job, work.section, index, chunk, bytes(20_000),
-                       {**state, "segment": index}, True)
+    def render(self, spec, samples, work):
+        """The work's segments, as a render.Renderer would yield them."""
+        from .render import Finished
+
+        width, height = spec.size
+        latent = torch.zeros(1, 256, height // 16, width // 16)  # f16-16384's latent
+        state = {"optimiser": {"z": latent, "state": {0: {"exp_avg": latent.clone(),
+                                                          "exp_avg_sq": latent.clone()}}},
+                 "image": torch.zeros(1, 3, height, width), "iteration": 0}
+        chunk = bytes(width * height // 2)  # about an H.264 chunk of half a second at crf 17
+        for index in range(work.first, work.last + 1):
+            yield Finished(work.job, work.section, index, chunk, bytes(20_000),
+                           {**state, "segment": index}, True)
 
 
 def ray_overhead(side: int, segments: int = 100) -> dict:
@@ -582,7 +585,7 @@ def ray_overhead(side: int, segments: int = 100) -> dict:
     plan = tuple(Segment(k, k / 2, (k + 1) / 2, 1, 15 * k, 15 * (k + 1)) for k in range(segments))
     spec = RenderSpec(weights=None, device="cpu", size=(side, side), segments=plan, seed=0,
                       sr=16000, fps=30, precision="fp32", threads=1)
-    scheduler = RayScheduler("local", 1, task=stand_in_task)
+    scheduler = RayScheduler("local", 1, worker=StandInWorker)
     try:
         events = scheduler.run({0: (spec, np.zeros(1, np.float32))},
                                [Work(0, 0, 0, segments - 1, write=frozenset(range(segments)))])

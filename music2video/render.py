@@ -381,9 +381,3 @@ class Renderer:
         if s.save_every and iteration % s.save_every == 0:
             return Preview(job, iteration, to_frame(result.image).numpy(), result.loss.item())
         return None
-
-
-def render(spec: RenderSpec, samples: np.ndarray, work: Work) -> Iterator:
-    """Loads the models and renders one piece of work (what a remote worker runs)."""
-    renderer = Renderer(spec, samples, load_for(spec))
-    yield from renderer.run(work)

@@ -12,7 +12,7 @@ import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .render import Finished, Progress, RenderError, Renderer, RenderSpec, Work, load_for, render, work_cost
+from .render import Finished, Progress, RenderError, Renderer, RenderSpec, Work, load_for, work_cost
 
 RETRIES = 3  # times a section is resubmitted after its worker died, before the job fails
 WAIT_SECONDS = 1.0  # longest single wait for a worker's next event
@@ -78,11 +78,34 @@ def choose_precision(device, size: tuple[int, int], cuts: int):
     return decide(device, size, cuts)
 
 
+class Worker:
+    """Renders pieces of work one after the other, keeping the loaded networks (and the last
+    job's renderer) while the next piece can share them: in this process, or as a Ray actor."""
+
+    def __init__(self):
+        self.models: dict = {}
+        self.renderer: tuple | None = None  # (job, Renderer) of the last piece
+
+    def render(self, spec: RenderSpec, samples, work: Work) -> Iterator:
+        """Yields the events of one piece of work."""
+        key = _models_key(spec)
+        if key not in self.models:
+            self.models, self.renderer = {}, None  # free the old networks before loading
+            self.models = {key: load_for(spec)}
+        if self.renderer is None or self.renderer[0] != work.job:
+            self.renderer = (work.job, Renderer(spec, samples, self.models[key]))
+        yield from self.renderer[1].run(work)
+
+    def close(self) -> None:
+        """Frees the networks."""
+        self.models, self.renderer = {}, None
+
+
 class InProcess:
     """Renders every piece of work here, one after the other, in song order."""
 
     def __init__(self):
-        self.models: dict = {}
+        self.worker = Worker()
 
     def placement(self, placement):
         """The placement, as this process renders it."""
@@ -92,31 +115,22 @@ class InProcess:
         """--precision auto on this process's device (a precision.Choice)."""
         return choose_precision(device, size, cuts)
 
-    def _models(self, spec: RenderSpec):
-        """Loaded networks for a spec, kept while the next spec can share them."""
-        key = _models_key(spec)
-        if key not in self.models:
-            self.models = {key: load_for(spec)}
-        return self.models[key]
-
     def run(self, jobs: dict, works: list[Work]) -> Iterator:
         """Yields the events of every work; a job that fails yields Failed and is skipped."""
-        failed, renderers = set(), {}
+        failed = set()
         for work in sorted(works, key=lambda w: (w.job, w.first, not w.repair)):
             if work.job in failed:
                 continue
             spec, samples = jobs[work.job]
             try:
-                if work.job not in renderers:
-                    renderers = {work.job: Renderer(spec, samples, self._models(spec))}
-                yield from renderers[work.job].run(work)
+                yield from self.worker.render(spec, samples, work)
             except _user_errors() as err:
                 failed.add(work.job)
                 yield Failed(work.job, str(err))
 
     def close(self) -> None:
         """Frees the networks."""
-        self.models.clear()
+        self.worker.close()
 
 
 @dataclass(frozen=True)
@@ -174,38 +188,35 @@ def make_scheduler(placement: Placement):
     return RayScheduler(placement.ray, placement.workers, list(placement.gpus), device_type)
 
 
-def render_task(spec: RenderSpec, samples, work: Work):
-    """What a Ray worker runs: one piece of work, streaming its events back."""
-    yield from render(spec, samples, work)
-
-
 @dataclass
 class _Flight:
-    """A submitted piece of work and what has come back of it."""
+    """A piece of work, the actor rendering it, and what has come back of it."""
 
     work: Work
+    retries: int = 0
+    actor: object = None  # None until submitted
     last: Finished | None = None  # the last segment received
     progress: int = 0  # steps reported since then
-    retries: int = 0
 
 
 class RayScheduler:
-    """Renders work as Ray tasks, one per section, each streaming its segments back.
+    """Renders work on Ray actors, one section at a time each, streaming its segments back.
 
-    address None/'local' starts a Ray instance here with `workers` workers (one GPU each when
-    `gpus` lists them, else one CPU each); an address (or 'auto') joins a cluster, whose GPUs,
-    when it has any, take the work. `task(spec, samples, work)` yields a work's events (the
-    renderer; the benchmark times Ray with a stand-in)."""
+    Each actor is a Worker: it keeps its networks loaded from one section to the next, so a
+    song of many sections loads the models once per worker, not once per section. address
+    None/'local' starts a Ray instance here with `workers` actors (one GPU each when `gpus` lists
+    them, else one CPU each); an address (or 'auto') joins a cluster and starts `workers` actors
+    there, or one per GPU (else per CPU) of the cluster. `worker` is the actor's class (the
+    benchmark times Ray with a stand-in)."""
 
     def __init__(self, address: str | None, workers: int, gpus: list[int] | None = None,
-                 device_type: str | None = "cpu", task=render_task):
+                 device_type: str | None = "cpu", worker=Worker):
         try:
             import ray
         except ImportError:
             raise SchedulerError("Ray is not installed; pip install -r requirements.txt") from None
         self.ray = ray
         self.local = address in (None, "local")
-        self.limit = workers or None
         package = str(Path(__file__).resolve().parent)
         env = {"py_modules": [package], "env_vars": {"OMP_WAIT_POLICY": "PASSIVE"}}
         terminate = signal.getsignal(signal.SIGTERM)
@@ -228,10 +239,19 @@ class RayScheduler:
                                  "with --workers 1 to render in this process") from None
         finally:
             restore(terminate, visible)
-        self.gpu = (device_type == "cuda" if self.local
-                    else ray.cluster_resources().get("GPU", 0) > 0)
-        self.task = ray.remote(task).options(
-            num_returns="streaming", max_retries=0, num_gpus=1 if self.gpu else 0, num_cpus=1)
+        if self.local:
+            self.gpu = device_type == "cuda"
+        else:
+            self.gpu = ray.cluster_resources().get("GPU", 0) > 0
+        kind = "GPU" if self.gpu else "CPU"
+        slots = max(1, int(ray.cluster_resources().get(kind, 1)))
+        if workers > slots:  # an actor that cannot be placed would wait for ever
+            warnings.warn(f"--workers {workers}: the Ray cluster has {slots} {kind}(s); "
+                          f"{slots} workers render")
+        self.count = min(workers, slots) if workers else slots
+        self.worker = ray.remote(worker).options(num_gpus=1 if self.gpu else 0, num_cpus=1,
+                                                 max_restarts=0)
+        self.actors: list = []  # started and not known to be dead
 
     def placement(self, placement):
         """The placement with a cluster's device filled in (its GPUs, else its CPUs)."""
@@ -254,47 +274,62 @@ class RayScheduler:
             raise SchedulerError(f"no worker of the cluster answered within {PROBE_SECONDS} s; "
                                  "check `ray status`, or give --precision") from None
 
-    def _submit(self, refs: dict, work: Work):
-        """Starts one piece of work; returns its generator."""
-        spec_ref, samples_ref = refs[work.job]
-        return self.task.remote(spec_ref, samples_ref, work)
+    def _submit(self, refs: dict, flight: _Flight, idle: list):
+        """Starts a piece of work on an idle actor (a new one while there are fewer than
+        `count`); returns its generator."""
+        if not idle:
+            actor = self.worker.remote()
+            self.actors.append(actor)
+            idle.append(actor)
+        flight.actor = idle.pop()
+        spec_ref, samples_ref = refs[flight.work.job]
+        method = flight.actor.render.options(num_returns="streaming")
+        return method.remote(spec_ref, samples_ref, flight.work)
+
+    def _drop(self, actor) -> None:
+        """Stops an actor (dead, or rendering work nobody wants any more)."""
+        self.actors.remove(actor)
+        self.ray.kill(actor)
 
     def run(self, jobs: dict, works: list[Work]) -> Iterator:
         """Yields events as they arrive; resubmits a section whose worker died from the last
         state received, so at most the segment in progress is rendered again."""
         ray = self.ray
         refs = {job: (ray.put(spec), ray.put(samples)) for job, (spec, samples) in jobs.items()}
-        queue = sorted(works, key=lambda w: -work_cost(jobs[w.job][0], w))  # longest first
+        queue = [_Flight(w) for w in sorted(works, key=lambda w: -work_cost(jobs[w.job][0], w))]
+        idle = list(self.actors)
         flights: dict = {}
         failed: set[int] = set()
         while queue or flights:
-            while queue and (self.limit is None or len(flights) < self.limit):
-                work = queue.pop(0)
-                if work.job not in failed:
-                    flights[self._submit(refs, work)] = _Flight(work)
+            while queue and (idle or len(self.actors) < self.count):
+                flight = queue.pop(0)  # longest first; a resubmitted rest goes first
+                if flight.work.job not in failed:
+                    flights[self._submit(refs, flight, idle)] = flight
             if not flights:
                 continue
             ready, _ = ray.wait(list(flights), num_returns=1, timeout=WAIT_SECONDS)
             for gen in ready:
-                yield from self._receive(gen, flights, refs, failed)
+                yield from self._receive(gen, flights, queue, idle, failed)
 
-    def _receive(self, gen, flights: dict, refs: dict, failed: set) -> Iterator:
+    def _receive(self, gen, flights: dict, queue: list, idle: list, failed: set) -> Iterator:
         """Takes the next event of one generator and handles its end or its failure."""
         ray, flight = self.ray, flights[gen]
         try:
             event = ray.get(next(gen))
         except StopIteration:
             del flights[gen]
+            idle.append(flight.actor)
             return
         except ray.exceptions.RayTaskError as err:
             del flights[gen]
+            idle.append(flight.actor)  # the actor lives on; its work raised
             cause = err.cause if isinstance(err.cause, _user_errors()) else err
             yield from self._fail(flight.work.job, str(cause).strip().splitlines()[-1], flights,
                                   failed)
             return
-        except ray.exceptions.RayError as err:  # the worker died: go on from the last state
+        except ray.exceptions.RayError as err:  # the actor died: go on from the last state
             del flights[gen]
-            ray.cancel(gen, force=True)  # whatever is left of it holds no GPU meanwhile
+            self._drop(flight.actor)
             if flight.retries >= RETRIES:
                 yield from self._fail(flight.work.job, f"a worker died {RETRIES + 1} times "
                                       f"rendering section {flight.work.section + 1} "
@@ -305,7 +340,7 @@ class RayScheduler:
             work = self._remaining(flight)
             if work is not None:
                 yield Progress(work.job, -flight.progress)  # those steps are rendered again
-                flights[self._submit(refs, work)] = _Flight(work, retries=flight.retries + 1)
+                queue.insert(0, _Flight(work, retries=flight.retries + 1))
             return
         if isinstance(event, Finished):
             flight.last, flight.progress = event, 0
@@ -324,14 +359,15 @@ class RayScheduler:
         return replace(work, first=last.index + 1, state=last.state)
 
     def _fail(self, job: int, message: str, flights: dict, failed: set) -> Iterator:
-        """Marks a job failed and cancels its other work."""
+        """Marks a job failed and stops the actors rendering its other work (a running actor
+        call cannot be cancelled: the actor goes, and a new one takes its place if needed)."""
         failed.add(job)
         for gen, flight in list(flights.items()):
             if flight.work.job == job:
-                self.ray.cancel(gen, force=True)
                 del flights[gen]
+                self._drop(flight.actor)
         yield Failed(job, message)
 
     def close(self) -> None:
-        """Disconnects (and stops the local instance)."""
+        """Disconnects (and stops the local instance; a cluster's actors end with the driver)."""
         self.ray.shutdown()

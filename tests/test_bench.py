@@ -148,8 +148,12 @@ def test_auto_precision_comes_from_precision_choose(capsys, monkeypatch):
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_channels_last_gives_the_same_losses(nets, precision):
+    # In bf16 the layout picks other kernels, which round at other places: on a CPU without
+    # bf16 instructions (AMD EPYC, AVX2 only) the curves differed by 7.6e-4, within bf16's own
+    # tolerance; on CPUs with them they matched to 1e-5.
     plain = losses(nets, precision=precision)
-    assert_close(losses(nets, precision=precision, channels_last=True), plain, SAME_RTOL)
+    assert_close(losses(nets, precision=precision, channels_last=True), plain,
+                 SAME_RTOL if precision == "fp32" else BF16_RTOL)
 
 
 def test_codebook_lookup_stays_fp32_under_autocast():

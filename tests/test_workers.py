@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import REPO, decoded_frames, run_script, video_stats, write_lyrics
 
@@ -89,12 +90,12 @@ def test_two_ray_workers_give_the_same_frames(in_process, tmp_path, two_part_son
 
 
 def ray_workers() -> list[int]:
-    """Pids of Ray worker processes rendering a section right now."""
+    """Pids of the Ray workers (actors of scheduler.Worker) started so far."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if (entry / "cmdline").read_bytes().startswith(b"ray::render_task"):
+                if (entry / "cmdline").read_bytes().startswith(b"ray::Worker"):
                     pids.append(int(entry.name))
             except OSError:
                 pass
@@ -198,10 +199,12 @@ def cluster(tmp_path_factory):
 
 def test_a_cluster_renders_the_same_frames(in_process, cluster, tmp_path, two_part_song,
                                            lyrics_file, model_flags):
+    # More workers than the cluster's 2 CPUs: 2 render (a third could never be placed).
     args = args_for("o/v.png", two_part_song, lyrics_file, model_flags, "--ray",
-                    cluster["address"])
+                    cluster["address"], "--workers", "3")
     result = run_script("generate.py", args, tmp_path, env=cluster["env"])
     assert result.returncode == 0, result.stderr
+    assert "the Ray cluster has 2 CPU(s); 2 workers render" in result.stderr
     assert decoded_frames(tmp_path / "o" / "v.mp4") == in_process["frames"]
 
 
@@ -221,3 +224,103 @@ def test_the_bench_times_rays_cost_per_segment():
     figure = bench.ray_overhead(64, segments=5)
     assert figure["segments"] == 5 and figure["ms_per_segment"] > 0
     assert figure["state_mb"] > 0 and figure["chunk_kb"] > 0
+
+
+def stand_in_worker(marker: Path):
+    """A Ray worker class that renders nothing: each segment comes back at once, naming the
+    worker that made it. Job 1's section 1 raises a user error; job 2's worker dies (os._exit)
+    on its second segment the first time only (`marker` remembers)."""
+    from music2video.render import Finished, Progress, RenderError
+
+    class StandIn:
+        def __init__(self):
+            self.name = f"{os.getpid()}-{id(self)}"
+
+        def render(self, spec, samples, work):
+            for index in range(work.first, work.last + 1):
+                if work.job == 1 and work.section == 1:
+                    raise RenderError("the loss became nan; lower -lr")
+                if work.job == 2 and index == work.first + 1 and not marker.exists():
+                    marker.write_text("died once")
+                    os._exit(1)
+                time.sleep(0.05)
+                yield Progress(work.job, 1)
+                yield Finished(work.job, work.section, index, None, None,
+                               {"worker": self.name}, True)
+
+    return StandIn
+
+
+def spec_for(segments: int):
+    """A render spec of `segments` one-step segments (nothing in it is rendered)."""
+    from music2video.render import RenderSpec
+    from music2video.schedule import Segment
+
+    plan = tuple(Segment(k, k / 2, (k + 1) / 2, 1, 15 * k, 15 * (k + 1)) for k in range(segments))
+    return RenderSpec(weights=None, device="cpu", size=(64, 64), segments=plan, seed=0,
+                      sr=16000, fps=30, precision="fp32", threads=1)
+
+
+def sections_of(job: int, count: int, length: int) -> list:
+    """`count` sections of `length` segments each, as Work."""
+    from music2video.render import Work
+
+    return [Work(job, k, k * length, (k + 1) * length - 1,
+                 write=frozenset(range(k * length, (k + 1) * length))) for k in range(count)]
+
+
+@pytest.fixture(scope="module")
+def stand_in_scheduler(tmp_path_factory):
+    """Two local Ray workers of the stand-in class (one Ray instance for these tests)."""
+    from music2video.scheduler import RayScheduler
+
+    marker = tmp_path_factory.mktemp("marker") / "died"
+    scheduler = RayScheduler("local", 2, worker=stand_in_worker(marker))
+    try:
+        yield {"scheduler": scheduler, "marker": marker}
+    finally:
+        scheduler.close()
+
+
+def finished(events) -> list:
+    """The Finished events among `events`."""
+    from music2video.render import Finished
+
+    return [e for e in events if isinstance(e, Finished)]
+
+
+def test_each_worker_keeps_going_from_section_to_section(stand_in_scheduler):
+    scheduler = stand_in_scheduler["scheduler"]
+    jobs = {0: (spec_for(12), np.zeros(1, np.float32))}
+    events = list(scheduler.run(jobs, sections_of(0, 6, 2)))
+    done = finished(events)
+    assert sorted(e.index for e in done) == list(range(12))
+    # Six sections on two workers: two actors rendered them all, each holding its networks.
+    assert len({e.state["worker"] for e in done}) == 2
+    assert len(scheduler.actors) == 2
+
+
+def test_a_failing_song_stops_alone_and_its_worker_is_replaced(stand_in_scheduler):
+    from music2video.scheduler import Failed
+
+    scheduler = stand_in_scheduler["scheduler"]
+    jobs = {job: (spec_for(6), np.zeros(1, np.float32)) for job in (0, 1)}
+    works = sections_of(0, 3, 2) + sections_of(1, 3, 2)
+    events = list(scheduler.run(jobs, works))
+    failures = [e for e in events if isinstance(e, Failed)]
+    assert len(failures) == 1 and failures[0].job == 1 and "lower -lr" in failures[0].message
+    assert sorted(e.index for e in finished(events) if e.job == 0) == list(range(6))
+    assert len(scheduler.actors) <= 2
+
+
+def test_a_dead_worker_costs_only_its_segment(stand_in_scheduler):
+    from music2video.render import Progress
+
+    scheduler = stand_in_scheduler["scheduler"]
+    jobs = {2: (spec_for(8), np.zeros(1, np.float32))}
+    events = list(scheduler.run(jobs, sections_of(2, 2, 4)))
+    done = finished(events)
+    assert stand_in_scheduler["marker"].exists()  # a worker died
+    assert sorted(e.index for e in done) == list(range(8))  # none lost, none twice
+    assert sum(e.steps for e in events if isinstance(e, Progress)) == 8
+    assert len(scheduler.actors) <= 2  # the dead one was replaced, not added to
