@@ -239,12 +239,10 @@ class RayScheduler:
                                  "with --workers 1 to render in this process") from None
         finally:
             restore(terminate, visible)
-        if self.local:
-            self.gpu = device_type == "cuda"
-        else:
-            self.gpu = ray.cluster_resources().get("GPU", 0) > 0
+        resources = ray.cluster_resources()
+        self.gpu = device_type == "cuda" if self.local else resources.get("GPU", 0) > 0
         kind = "GPU" if self.gpu else "CPU"
-        slots = max(1, int(ray.cluster_resources().get(kind, 1)))
+        slots = max(1, int(resources.get(kind, 1)))
         if workers > slots:  # an actor that cannot be placed would wait for ever
             warnings.warn(f"--workers {workers}: the Ray cluster has {slots} {kind}(s); "
                           f"{slots} workers render")
@@ -277,11 +275,11 @@ class RayScheduler:
     def _submit(self, refs: dict, flight: _Flight, idle: list):
         """Starts a piece of work on an idle actor (a new one while there are fewer than
         `count`); returns its generator."""
-        if not idle:
-            actor = self.worker.remote()
-            self.actors.append(actor)
-            idle.append(actor)
-        flight.actor = idle.pop()
+        if idle:
+            flight.actor = idle.pop()
+        else:
+            flight.actor = self.worker.remote()
+            self.actors.append(flight.actor)
         spec_ref, samples_ref = refs[flight.work.job]
         method = flight.actor.render.options(num_returns="streaming")
         return method.remote(spec_ref, samples_ref, flight.work)
