@@ -89,14 +89,24 @@ def check_clashes(outputs, inputs: list[Path]) -> None:
     over the lyrics file, the preview over the start picture)."""
     from .folder import same_file
 
-    written = {"video": outputs.video, "preview picture": outputs.preview,
-               "subtitles": outputs.srt, "storyboard": outputs.storyboard,
-               "run folder": outputs.run_dir}
-    for what, out in written.items():
+    for what, out in {**outputs.written(), "run folder": outputs.run_dir}.items():
         for given in inputs:
             if same_file(out, given):
                 raise Fatal(f"-o {outputs.preview} would write the run's {what} over {given}; "
                             "choose another -o")
+
+
+def check_batch(song: Path, outputs, claimed: dict) -> None:
+    """No output of a song may be another song's of the same batch (song5.mp3's storyboard is
+    song5_storyboard.mp3's preview); `claimed` maps each output taken so far to (song, what)."""
+    mine = {os.path.abspath(path): what
+            for what, path in {**outputs.written(), "run folder": outputs.run_dir}.items()}
+    for path, what in mine.items():
+        if path in claimed:
+            other, other_what = claimed[path]
+            raise Fatal(f"its {what} {path} would be the {other_what} of {other}; rename one of "
+                        "the songs, or render them separately")
+    claimed.update({path: (song, what) for path, what in mine.items()})
 
 
 def check_pictures(opts) -> None:
@@ -189,15 +199,20 @@ class Planned:
 
 def plan_one(index: int, opts, song: Path) -> Planned:
     """Checks where a song's video goes, decodes it and plans its segments and sections."""
-    from .folder import check_writable
+    from .folder import RunFolder, check_outputs, check_writable
     from .plan import plan_song, read_song
+    from .subtitles import cues
 
     outputs = outputs_for(opts, song)
     check_clashes(outputs, inputs_of(opts, song))
     check_writable(outputs.video.parent)
+    check_outputs(RunFolder(outputs.run_dir), outputs.written(), overwrite=True)  # a folder in the way
     decoded = read_song(song, opts.audio_sampling_freq)
     lyrics = lyrics_for(opts, song, decoded.duration, outputs)
-    return Planned(index, plan_song(opts, decoded, lyrics), outputs, lyrics)
+    plan = plan_song(opts, decoded, lyrics)
+    written = outputs.written(bool(cues(plan.lyrics, plan.song.duration)))
+    check_outputs(RunFolder(outputs.run_dir), written, opts.overwrite)
+    return Planned(index, plan, outputs, lyrics)
 
 
 def render_spec(opts, planned: Planned, manifest: dict, size, placement, pictures,
@@ -238,7 +253,8 @@ def open_job(opts, planned: Planned, paths: dict, size, placement, pictures,
     cues = lyric_cues(plan.lyrics, plan.song.duration)
     info = {"audio_path": str(plan.song.path.resolve()), "video": str(outputs.video.resolve()),
             "fps": opts.fps, "output_video_fps": opts.output_video_fps,
-            "cues": [asdict(c) for c in cues], "burn_lyrics": opts.burn_lyrics}
+            "cues": [asdict(c) for c in cues], "burn_lyrics": opts.burn_lyrics,
+            "outputs": [p.name for p in outputs.written(bool(cues)).values()]}
     folder = RunFolder(outputs.run_dir)
     manifest = folder.open(run_identity(opts, plan.song.path, planned.lyrics, paths),
                            plan.segments, plan.sections, opts.overwrite, seed, settings, info)
@@ -268,10 +284,12 @@ def generate(opts, report, expected: tuple) -> int:
     name = lambda song, message: f"{song}: {message}" if batch else message  # noqa: E731
     placement = place(opts)
     check_pictures(opts)
-    planned, failed = [], 0
+    planned, failed, claimed = [], 0, {}
     for index, song in enumerate(opts.audio_prompt):
         try:
-            planned.append(plan_one(index, opts, song))
+            one = plan_one(index, opts, song)
+            check_batch(song, one.outputs, claimed)
+            planned.append(one)
         except expected as err:
             report(name(song, err))
             failed += 1

@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from . import storyboard, subtitles
-from .folder import RunError, RunFolder, check_writable, same_file
+from .folder import RunError, RunFolder, check_outputs, check_writable, same_file
 from .video import VideoError, join
 
 
@@ -16,7 +16,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", nargs="?", type=Path, help="run folder (beside the -o picture)")
     p.add_argument("--dirs", type=Path, default=None, help="run folder (the seed's flag)")
     p.add_argument("--music", type=Path, default=None, help="song to mux in (default: the run's)")
-    p.add_argument("--output", type=Path, default=None, help="video to write (default: the run's)")
+    p.add_argument("--output", type=Path, default=None,
+                   help="video to write (default: <run folder>.mp4 beside the run folder)")
     p.add_argument("--partial", action="store_true",
                    help="join the finished segments of an unfinished run; the song is cut to match")
     p.add_argument("--force", action="store_true",
@@ -44,7 +45,10 @@ def check_music_length(music: Path, manifest: dict) -> None:
 
 def combine(run_dir: Path, music: Path | None, output: Path | None, partial: bool,
             interpolate_fps: float | None, force: bool = False) -> Path:
-    """Joins the manifest's chunks in order with the song into one video."""
+    """Joins the manifest's chunks in order with the song into one video.
+
+    The video (and its subtitles and storyboard) go beside the run folder as <folder name>.mp4,
+    or to `output`: never to a path the manifest names."""
     folder = RunFolder(run_dir)
     if not folder.path.is_dir():
         raise RunError(f"{run_dir} is not a folder; give the run folder that generate.py made "
@@ -65,11 +69,16 @@ def combine(run_dir: Path, music: Path | None, output: Path | None, partial: boo
         raise RunError(f"song not found: {music}; pass it with --music")
     seconds = manifest["segments"][prefix - 1]["frame_end"] / manifest["fps"]
     fps = manifest.get("output_video_fps", 0) if interpolate_fps is None else interpolate_fps
-    output = Path(output or manifest["video"])
+    if output is None:
+        folder.check_video(manifest)
+    output = Path(output or folder.video)
     if same_file(output, music):
         raise RunError(f"--output {output} is the song itself; choose another --output")
     check_writable(output.parent)
     cues = subtitles.clip([subtitles.Cue(**c) for c in manifest.get("cues", [])], seconds)
+    written = {"video": output, "storyboard": storyboard.storyboard_path(output),
+               **({"subtitles": subtitles.srt_path(output)} if cues else {})}
+    check_outputs(folder, written, overwrite=output != folder.video)
     srt = subtitles.write_srt(subtitles.srt_path(output), cues) if cues else None
     join(chunks, music, output, fps, audio_seconds=seconds if partial else None,
          video_seconds=seconds, subtitles=None if manifest.get("burn_lyrics") else srt)

@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import stat
 from dataclasses import asdict
 from pathlib import Path
 
@@ -56,6 +57,8 @@ def writing(path: Path):
     Disk errors (full, read-only, quota) become one-line RunErrors."""
     part = part_path(path)
     try:
+        part.unlink(missing_ok=True)  # a stale one (or a link planted there), never its target
+        os.close(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
         yield part
         os.replace(part, path)
     except OSError as err:
@@ -90,13 +93,38 @@ def same_file(a: Path, b: Path) -> bool:
     return a.resolve() == b.resolve()
 
 
+def open_own(path: Path, flags: int) -> int:
+    """A file descriptor for a run folder's own file, never through a symbolic link (one-line
+    RunError if the name is a link); new files get mode 0o644."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise RunError(f"{path} is a symbolic link, not a file this run made; remove the link "
+                           "(nothing it points to was touched), or choose another -o") from None
+        if err.errno in DISK_ERRORS:
+            raise disk_error(path, err) from None
+        raise
+
+
+def read_own(path: Path) -> bytes | None:
+    """The bytes of a run folder's own file (None when missing), never through a link."""
+    try:
+        fd = open_own(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        return f.read()
+
+
 def check_writable(folder: Path) -> None:
     """Makes a folder (and its parents) and checks it takes files, or raises a one-line RunError."""
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".music2video.{os.getpid()}.probe"
-        probe.write_bytes(b"")
+        probe.unlink(missing_ok=True)
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
         probe.unlink()
     except (FileExistsError, NotADirectoryError):
         raise RunError(f"cannot write to {folder}: part of that path is a file, not a folder; "
@@ -104,6 +132,30 @@ def check_writable(folder: Path) -> None:
     except OSError as err:
         raise RunError(f"cannot write to {folder} ({err.strerror}); choose another output "
                        "path") from None
+
+
+def check_outputs(folder: "RunFolder", outputs: dict[str, Path], overwrite: bool) -> None:
+    """Refuses, before anything renders, final outputs (what: path, beside the run folder) that a
+    run may not write: anything but a file in the way (a folder), and, unless `overwrite`, a file
+    that the run folder's manifest does not list as one its run wrote."""
+    listed = None
+    for what, path in outputs.items():
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            continue
+        except OSError as err:
+            raise RunError(f"cannot check {path} ({err.strerror}); choose another -o") from None
+        if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+            kind = "a folder" if stat.S_ISDIR(mode) else "not a file"
+            raise RunError(f"{path} is {kind}, where the run's {what} goes; move it away or "
+                           "choose another -o")
+        if overwrite:
+            continue
+        listed = folder.listed_outputs(outputs) if listed is None else listed
+        if path.name not in listed:
+            raise RunError(f"{path} already exists and was not written by this run; choose "
+                           "another -o, or add --overwrite to replace it")
 
 
 def chunk_name(index: int, count: int) -> str:
@@ -164,6 +216,23 @@ def check_manifest(manifest, where: Path) -> dict:
     return manifest
 
 
+def _inode(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of a path, None when it is gone."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _regular(path: Path) -> bool:
+    """Whether a path is a regular file itself (not a link to one)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
 def _same(key: str, value, old: dict) -> bool:
     """Whether an identity entry matches the old run's (a -sd equal to its drawn seed does)."""
     if key == "seed" and "seed" not in old.get("identity", {}):
@@ -179,26 +248,57 @@ class RunFolder:
         self.manifest_path = self.path / MANIFEST
         self.journal_path = self.path / JOURNAL
         self._lock = None
+        self._inode = None  # (st_dev, st_ino) of the folder once this run holds it
+
+    @property
+    def video(self) -> Path:
+        """The video beside the run folder: <folder name>.mp4 (never a path from the manifest)."""
+        return self.path.with_name(self.path.name + ".mp4")
 
     # ---- reading --------------------------------------------------------------------------
 
     def read(self) -> dict | None:
         """The manifest, checked; None when the folder holds no run."""
-        if not self.manifest_path.is_file():
-            return None
         try:
-            manifest = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+            data = read_own(self.manifest_path)
+            if data is None:
+                return None
+            manifest = json.loads(data.decode("utf-8"))
         except (OSError, ValueError) as err:
             raise RunError(f"{self.manifest_path} is unreadable ({type(err).__name__}); rerun the "
                            "generate command with --overwrite to start the video again") from None
         return check_manifest(manifest, self.manifest_path)
 
+    def listed_outputs(self, outputs: dict[str, Path]) -> set[str]:
+        """Names of the files beside this folder that its run lists as its own outputs (none when
+        the folder holds no readable run). A manifest from before outputs were listed, whose video
+        is this folder's, owns the usual `outputs`."""
+        try:
+            manifest = self.read() if self.made_by_tool() else None
+        except RunError:
+            return set()
+        if manifest is None:
+            return set()
+        names = manifest.get("outputs")
+        if names is None and Path(str(manifest.get("video", ""))).name == self.video.name:
+            names = [p.name for p in outputs.values()]
+        return {n for n in names or () if isinstance(n, str)}
+
+    def check_video(self, manifest: dict) -> None:
+        """Refuses a manifest whose video is not this folder's own <folder name>.mp4."""
+        named = manifest.get("video", self.video.name)
+        if not isinstance(named, str) or Path(named).name != self.video.name:
+            raise RunError(f"{self.manifest_path} names the video {named!r}, but this run folder's "
+                           f"video is {self.video.name}; the manifest was edited or the folder "
+                           "renamed: give the folder back its name, or pass --output")
+
     def done(self) -> set[int]:
         """Indices of the segments the journal records as finished (a torn last line is skipped)."""
-        if not self.journal_path.is_file():
+        data = read_own(self.journal_path)
+        if data is None:
             return set()
         done = set()
-        for line in self.journal_path.read_text(encoding="utf-8", errors="replace").splitlines():
+        for line in data.decode("utf-8", errors="replace").splitlines():
             with contextlib.suppress(ValueError, TypeError, KeyError):
                 done.add(int(json.loads(line)["segment"]))
         return done
@@ -245,6 +345,7 @@ class RunFolder:
         fresh = {"version": VERSION, "identity": identity, "seed": seed, "settings": settings,
                  "segments": plan, "sections": sections, **info}
         if not self.path.exists() and self._create(fresh):
+            self._inode = _inode(self.path)
             return fresh
         if not self.path.is_dir():
             raise RunError(f"{self.path} exists and is not a folder; choose another -o")
@@ -253,6 +354,7 @@ class RunFolder:
                            "choose another -o (nothing in it was touched)")
         self.lock()
         try:
+            self._inode = _inode(self.path)
             return self._reopen(identity, plan, sections, overwrite, fresh, info)
         except BaseException:
             self.unlock()
@@ -261,11 +363,11 @@ class RunFolder:
     def made_by_tool(self) -> bool:
         """Whether this folder is a run folder the tool made: it holds the marker (or is an
         older version's run folder, whose manifest says so)."""
-        if (self.path / MARKER).is_file():
+        if _regular(self.path / MARKER):
             return True
         try:
-            old = json.loads(self.manifest_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            old = json.loads(read_own(self.manifest_path) or b"")
+        except (OSError, ValueError, RunError):
             return False
         return (isinstance(old, dict) and old.get("version") == 1
                 and {"identity", "segments", "seed", "done"} <= set(old))
@@ -305,7 +407,7 @@ class RunFolder:
         shutil.rmtree(staging, ignore_errors=True)
         try:
             staging.mkdir()
-            self._acquire(staging / LOCK)
+            self._acquire(staging / LOCK, new=True)
             write_bytes(staging / MARKER, b"")
             write_json(staging / MANIFEST, manifest)
             os.rename(staging, self.path)
@@ -319,16 +421,26 @@ class RunFolder:
             raise
         return True
 
+    def check_present(self) -> None:
+        """Stops the run when its folder was deleted (or replaced) while the run held it."""
+        if self._inode is not None and (_inode(self.path) != self._inode
+                                        or not _regular(self.path / MARKER)):
+            raise RunError(f"{self.path} was deleted or replaced while this run was using it, so "
+                           "the run can neither go on nor be resumed from it; start the run again "
+                           "(adding --overwrite to replace the files it already wrote beside it)")
+
     def lock(self) -> None:
         """Takes the folder's lock for this process's lifetime, or says who holds it."""
         self._acquire(self.path / LOCK)
 
-    def _acquire(self, path: Path) -> None:
-        """flock on the lock file; a held lock is a RunError naming the holder's pid."""
+    def _acquire(self, path: Path, new: bool = False) -> None:
+        """flock on the lock file (`new`: created here, exclusively); a held lock is a RunError
+        naming the holder's pid. The file is never opened through a link."""
         if self._lock is not None:
             return
+        flags = os.O_RDWR | os.O_CREAT | (os.O_EXCL if new else 0)
         try:
-            handle = open(path, "a+", encoding="utf-8")
+            handle = os.fdopen(open_own(path, flags), "r+", encoding="utf-8")
         except OSError as err:
             raise disk_error(path, err) from None
         try:
@@ -400,6 +512,7 @@ class RunFolder:
         """Saves a section's state atomically."""
         import torch
 
+        self.check_present()
         path = self.path / state_name(section)
         with writing(path) as part:
             torch.save(state, part)
@@ -409,6 +522,7 @@ class RunFolder:
         """Writes a finished segment: its chunk, thumbnail and section state, then the journal.
 
         In that order, so a segment the journal lists always has its files."""
+        self.check_present()
         record = manifest["segments"][index]
         if record["chunk"]:
             if chunk is None:
@@ -425,7 +539,9 @@ class RunFolder:
         line of its own)."""
         line = (json.dumps({"segment": index}) + "\n").encode("utf-8")
         try:
-            with open(self.journal_path, "a+b") as f:
+            flags = os.O_RDWR | os.O_CREAT | os.O_APPEND
+            with os.fdopen(open_own(self.journal_path, flags), "r+b") as f:
+                f.seek(0, os.SEEK_END)
                 if f.tell() and (f.seek(-1, os.SEEK_END), f.read(1))[1] != b"\n":
                     line = b"\n" + line
                 f.write(line)

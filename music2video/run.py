@@ -33,6 +33,11 @@ class Outputs:
         """The lyrics as subtitles beside the video."""
         return subtitles.srt_path(self.video)
 
+    def written(self, with_subtitles: bool = True) -> dict[str, Path]:
+        """The final files the run writes beside its folder, by what they are."""
+        files = {"video": self.video, "preview picture": self.preview, "storyboard": self.storyboard}
+        return {**files, "subtitles": self.srt} if with_subtitles else files
+
 
 BOARD_SECONDS = 2.0  # the storyboard is rewritten at most this often while segments finish
 

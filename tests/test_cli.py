@@ -422,3 +422,62 @@ def test_changed_image_prompt_pictures_refuse_a_resume(tmp_path, short_song):
     first = batch.run_identity(opts, short_song, None, {})
     Image.new("RGB", (8, 8), (0, 0, 255)).save(picture)
     assert batch.run_identity(opts, short_song, None, {}) != first
+
+
+@pytest.mark.parametrize("name", ["v.mp4", "v.png", "v.srt", "v_storyboard.png", "folder"])
+def test_the_users_files_beside_o_are_refused_before_models_load(tmp_path, capsys, short_song,
+                                                                 no_models, name):
+    """Files a run did not write, where its outputs go (-o out/v.png, or -o out/ and the song's
+    name), are never replaced: one line naming the file and the fix."""
+    import shutil
+
+    out = tmp_path / "out"
+    out.mkdir()
+    song = tmp_path / "v.mp3"
+    shutil.copy(short_song, song)
+    lyrics = write_lyrics(tmp_path / "l.csv", ["00:01,a line"])
+    (out / ("v.mp4" if name == "folder" else name)).write_bytes(b"the user's own")
+    target = str(out) + "/" if name == "folder" else str(out / "v.png")
+    args = ["-o", target, "-ap", str(song), "-lyr", str(lyrics), "-q"]
+    assert cli.main("beats", args) == 1
+    one_error_line(capsys, str(out / ("v.mp4" if name == "folder" else name)),
+                   "was not written by this run", "--overwrite", "another -o")
+    assert [p.name for p in out.iterdir()] == ["v.mp4" if name == "folder" else name]
+    assert (out / ("v.mp4" if name == "folder" else name)).read_bytes() == b"the user's own"
+
+
+@pytest.mark.parametrize("name", ["v.mp4", "v.srt", "v_storyboard.png"])
+def test_a_folder_where_an_output_goes_is_refused_up_front(tmp_path, capsys, short_song,
+                                                           no_models, name):
+    lyrics = write_lyrics(tmp_path / "l.csv", ["00:01,a line"])
+    (tmp_path / "out" / name).mkdir(parents=True)
+    (tmp_path / "out" / name / "inside.txt").write_text("keep")
+    for extra in ([], ["--overwrite"]):
+        assert cli.main("beats", base_args(tmp_path, short_song, "-lyr", str(lyrics),
+                                           *extra)) == 1
+        one_error_line(capsys, str(tmp_path / "out" / name), "is a folder", "choose another -o")
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [name]
+    assert (tmp_path / "out" / name / "inside.txt").read_text() == "keep"
+
+
+def test_outputs_of_songs_of_one_batch_never_collide(tmp_path, capsys, short_song, monkeypatch):
+    """song5_storyboard.mp3's preview would be song5.mp3's storyboard: refused up front."""
+    import shutil
+
+    class Loading(Exception):
+        pass
+
+    def loading(*args, **kwargs):
+        raise Loading
+
+    monkeypatch.setattr(modelset, "resolve_weights", loading)
+    for name in ("song5.mp3", "song5_storyboard.mp3"):
+        shutil.copy(short_song, tmp_path / name)
+    args = ["-o", str(tmp_path / "out") + "/", "-ap", str(tmp_path / "song5.mp3"),
+            str(tmp_path / "song5_storyboard.mp3"), "-q"]
+    with pytest.raises(Loading):  # the first song goes on to its models, alone
+        cli.main("beats", args)
+    line = one_error_line(capsys, "song5_storyboard.mp3", "preview picture",
+                          str(tmp_path / "out" / "song5_storyboard.png"), "storyboard of",
+                          "rename one of the songs")
+    assert line.index("song5_storyboard.mp3") < line.index("preview")

@@ -308,3 +308,94 @@ def test_a_full_disk_is_one_line_and_leaves_no_temporary_file(tmp_path, monkeypa
     monkeypatch.setattr(os, "replace", real_replace)
     assert sorted(p.name for p in run.iterdir()) == [".lock", ".music2video", "manifest.json"]
     assert folder.done() == set()
+
+
+def test_a_linked_lock_is_refused_and_its_target_untouched(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    folder = RunFolder(tmp_path / "run")
+    finish(folder, open_run(folder), 0)
+    folder.unlock()
+    (tmp_path / "run" / ".lock").unlink()
+    (tmp_path / "run" / ".lock").symlink_to(victim)
+    with pytest.raises(RunError, match=r"\.lock is a symbolic link.*remove the link") as caught:
+        open_run(RunFolder(tmp_path / "run"))
+    assert "\n" not in str(caught.value)
+    assert victim.read_text() == "precious"
+
+
+def test_a_linked_journal_is_refused_and_its_target_untouched(tmp_path):
+    victim = tmp_path / "victim.jsonl"
+    victim.write_text('{"segment": 0}\n')
+    folder = RunFolder(tmp_path / "run")
+    manifest = open_run(folder)
+    finish(folder, manifest, 0)
+    journal = tmp_path / "run" / "progress.jsonl"
+    journal.unlink()
+    journal.symlink_to(victim)
+    with pytest.raises(RunError, match="progress.jsonl is a symbolic link"):
+        folder.done()
+    with pytest.raises(RunError, match="progress.jsonl is a symbolic link"):
+        finish(folder, manifest, 1)
+    assert victim.read_text() == '{"segment": 0}\n'
+
+
+def test_a_link_planted_at_a_temporary_name_is_not_followed(tmp_path):
+    from music2video.folder import write_bytes
+    from music2video.video import part_path
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    target = tmp_path / "run" / "chunk_00000.mp4"
+    target.parent.mkdir()
+    part_path(target).symlink_to(victim)
+    write_bytes(target, b"chunk")
+    assert target.read_bytes() == b"chunk" and not target.is_symlink()
+    assert victim.read_text() == "precious"
+    assert not part_path(target).exists()
+
+
+@pytest.mark.parametrize("replace", [False, True])
+def test_a_run_folder_deleted_mid_run_stops_with_one_line(tmp_path, replace):
+    import shutil
+
+    run = tmp_path / "run"
+    folder = RunFolder(run)
+    manifest = open_run(folder)
+    finish(folder, manifest, 0)
+    shutil.rmtree(run)
+    if replace:
+        run.mkdir()
+    with pytest.raises(RunError, match="was deleted or replaced.*start the run again") as caught:
+        finish(folder, manifest, 1)
+    assert "\n" not in str(caught.value)
+    with pytest.raises(RunError, match="was deleted or replaced"):
+        folder.save_state(0, {"x": torch.zeros(1)})
+    assert run.exists() == replace  # not silently made again
+    assert not replace or list(run.iterdir()) == []
+
+
+def test_outputs_beside_the_folder_that_the_run_did_not_write_are_refused(tmp_path):
+    from music2video.folder import check_outputs
+
+    video, board = tmp_path / "run.mp4", tmp_path / "run_storyboard.png"
+    outputs = {"video": video, "storyboard": board}
+    folder = RunFolder(tmp_path / "run")
+    check_outputs(folder, outputs, overwrite=False)  # nothing there yet
+    video.write_bytes(b"the user's own")
+    with pytest.raises(RunError, match=r"run\.mp4 already exists and was not written by this run"
+                                       r".*--overwrite"):
+        check_outputs(folder, outputs, overwrite=False)
+    check_outputs(folder, outputs, overwrite=True)
+    open_run(folder, info={"outputs": ["run.mp4"]})
+    check_outputs(folder, outputs, overwrite=False)  # listed: the run's own
+    board.write_bytes(b"the user's own")
+    with pytest.raises(RunError, match="run_storyboard.png already exists"):
+        check_outputs(folder, outputs, overwrite=False)
+    board.unlink()
+    board.mkdir()
+    for overwrite in (False, True):
+        with pytest.raises(RunError, match="run_storyboard.png is a folder, where the run's "
+                                           "storyboard goes"):
+            check_outputs(folder, outputs, overwrite=overwrite)
+    assert video.read_bytes() == b"the user's own"
