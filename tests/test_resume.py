@@ -172,7 +172,7 @@ def test_combine_rejoins_in_segment_order(full_run, tmp_path):
     assert decoded_frames(out) == decoded_frames(full_run["video"])
 
 
-def test_combine_from_another_folder_uses_the_manifests_paths(full_run, tmp_path):
+def test_combine_from_another_folder_writes_beside_the_run_folder(full_run, tmp_path):
     before = decoded_frames(full_run["video"])
     result = run_script("combine_mp4.py", [str(full_run["run_dir"])], tmp_path)
     assert result.returncode == 0, result.stderr
@@ -295,3 +295,44 @@ def test_combine_output_under_a_file_is_one_line(full_run, tmp_path):
                                            str(tmp_path / "file" / "v.mp4")], tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "part of that path is a file" in result.stderr
+
+
+def test_combine_of_a_copied_run_writes_beside_the_copy(full_run, tmp_path):
+    """cp -a of a finished run, re-joined: the copy's video lands beside the copy, never over the
+    original's (whose path the copied manifest names)."""
+    original = full_run["video"].read_bytes()
+    copy = tmp_path / "copy"
+    subprocess.run(["cp", "-a", str(full_run["cwd"]), str(copy)], check=True)
+    (copy / "outputs" / "output.mp4").write_bytes(b"stale")
+    result = run_script("combine_mp4.py", [str(copy / "outputs" / "output")], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert Path(result.stdout.strip()) == copy / "outputs" / "output.mp4"
+    assert full_run["video"].read_bytes() == original
+    assert decoded_frames(copy / "outputs" / "output.mp4") == decoded_frames(full_run["video"])
+
+
+def test_combine_refuses_a_manifest_that_names_another_video(full_run, tmp_path):
+    cwd = copy_run(full_run, tmp_path)
+    run_dir = cwd / "outputs" / "output"
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest["video"] = "../victim/important.txt"
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    victim = cwd / "outputs" / "victim" / "important.txt"
+    victim.parent.mkdir()
+    victim.write_bytes(b"important")
+    result = run_script("combine_mp4.py", [str(run_dir)], cwd / "outputs" / "output")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "important.txt" in result.stderr and "output.mp4" in result.stderr
+    assert victim.read_bytes() == b"important"
+    assert sorted(p.name for p in victim.parent.iterdir()) == ["important.txt"]
+    assert not (cwd / "outputs" / "output.mp4").exists()
+
+
+def test_combine_refuses_a_folder_where_its_video_goes(full_run, tmp_path):
+    cwd = copy_run(full_run, tmp_path)
+    (cwd / "outputs" / "output.mp4").mkdir()
+    result = run_script("combine_mp4.py", [str(cwd / "outputs" / "output")], cwd)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "output.mp4 is a folder" in result.stderr
+    assert list((cwd / "outputs" / "output.mp4").iterdir()) == []
