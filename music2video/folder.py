@@ -100,11 +100,16 @@ def open_own(path: Path, flags: int) -> int:
         return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     except OSError as err:
         if err.errno == errno.ELOOP:
-            raise RunError(f"{path} is a symbolic link, not a file this run made; remove the link "
-                           "(nothing it points to was touched), or choose another -o") from None
+            raise _linked(path) from None
         if err.errno in DISK_ERRORS:
             raise disk_error(path, err) from None
         raise
+
+
+def _linked(path: Path) -> RunError:
+    """The one-line RunError for a symbolic link where a run folder's own file goes."""
+    return RunError(f"{path} is a symbolic link, not a file this run made; remove the link "
+                    "(nothing it points to was touched), or choose another -o")
 
 
 def read_own(path: Path) -> bytes | None:
@@ -114,7 +119,11 @@ def read_own(path: Path) -> bytes | None:
     except FileNotFoundError:
         return None
     with os.fdopen(fd, "rb") as f:
-        return f.read()
+        try:
+            return f.read()
+        except IsADirectoryError:
+            raise RunError(f"{path} is a folder, not a file this run made; move it away, or "
+                           "choose another -o") from None
 
 
 def check_writable(folder: Path) -> None:
@@ -501,6 +510,8 @@ class RunFolder:
         from .checkpoint import CheckpointError, safe_load
 
         path = self.path / state_name(section)
+        if path.is_symlink():
+            raise _linked(path)
         if not path.is_file():
             return None
         try:

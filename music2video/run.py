@@ -182,6 +182,7 @@ class Job:
         the storyboard and the run report."""
         from .video import join
 
+        self.folder.check_present()
         fps, out = self.manifest["fps"], self.outputs
         srt = subtitles.write_srt(out.srt, self.cues) if self.cues else None
         join(self.folder.finished_chunks(self.manifest), self.plan.song.path, out.video,

@@ -399,3 +399,14 @@ def test_outputs_beside_the_folder_that_the_run_did_not_write_are_refused(tmp_pa
                                            "storyboard goes"):
             check_outputs(folder, outputs, overwrite=overwrite)
     assert video.read_bytes() == b"the user's own"
+
+
+def test_a_linked_state_is_refused(tmp_path):
+    folder = RunFolder(tmp_path / "run")
+    manifest = open_run(folder)
+    finish(folder, manifest, 0)
+    state = tmp_path / "run" / state_name(0)
+    state.rename(tmp_path / "elsewhere.pt")
+    state.symlink_to(tmp_path / "elsewhere.pt")
+    with pytest.raises(RunError, match="is a symbolic link"):
+        folder.load_state(0)
