@@ -252,8 +252,10 @@ def join(chunks: list[Path], audio: Path, out: Path, interpolate_fps: float = 0,
         raise VideoError(f"cannot join into {out}: subtitle file {subtitles} not found")
     sub_in, sub_out = subtitle_args(subtitles)
     out.parent.mkdir(parents=True, exist_ok=True)
-    listing = concat_list(chunks, out.with_name(f".{out.stem}.{os.getpid()}.concat.txt"))
-    part = part_path(out)
+    listing, part = out.with_name(f".{out.stem}.{os.getpid()}.concat.txt"), part_path(out)
+    for stale in (listing, part):  # a stale one, or a link planted there: never written through
+        stale.unlink(missing_ok=True)
+    listing = concat_list(chunks, listing)
     trim = ["-t", f"{audio_seconds:.6f}"] if audio_seconds is not None else []
     try:
         for attempt, video in enumerate(options := _video_args(interpolate_fps, video_seconds)):

@@ -350,3 +350,17 @@ def test_read_frames_closes_ffmpeg_however_the_loop_ends(tmp_path):
         gc.collect()
     with pytest.raises(VideoError, match="no video stream"):
         list(read_frames(tmp_path / "missing.mp4"))
+
+
+def test_join_never_writes_through_a_link_at_its_temporary_names(tmp_path, chunks, song):
+    import os
+
+    out = tmp_path / "video.mp4"
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    video.part_path(out).symlink_to(victim)
+    (tmp_path / f".video.{os.getpid()}.concat.txt").symlink_to(victim)
+    join(chunks[:1], song, out, audio_seconds=10 / FPS)
+    assert victim.read_text() == "precious"
+    assert frame_indices(out) == list(range(10))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["victim.txt", "video.mp4"]
