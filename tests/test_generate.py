@@ -29,13 +29,14 @@ def lyrics_file(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def beats_run(tmp_path_factory, short_song, lyrics_file, model_flags) -> dict:
-    """One finished generate.py run, with an old video lying in the way."""
+    """One finished generate.py run, with an old video lying in the way that --overwrite lets
+    it replace (without it, the run is refused: see test_cli)."""
     root = tmp_path_factory.mktemp("run")
     run_dir = root / "outputs" / "output"
     run_dir.parent.mkdir(parents=True)
     (root / "outputs" / "output.mp4").write_bytes(b"the previous song's video")
     code = cli.main("beats", generate_args(root / "outputs" / "output.png", short_song,
-                                           lyrics_file, model_flags))
+                                           lyrics_file, model_flags, "--overwrite"))
     manifest = json.loads((run_dir / "manifest.json").read_text())
     return {"code": code, "root": root, "run_dir": run_dir, "manifest": manifest,
             "video": root / "outputs" / "output.mp4"}
