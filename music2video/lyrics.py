@@ -33,6 +33,10 @@ _LRC_SNIFF = re.compile(r"\s*(?:\[[^\]]*\]\s*)*\[\d+:\d\d", re.ASCII)
 _SRT_TIMING = re.compile(r"(\S+?)\s*-->\s*(\S+)(?:\s.*)?")
 _SRT_SNIFF = re.compile(r"\d+:\d\d:\d\d[,.]\d+\s*-->", re.ASCII)
 _SRT_MARKUP = re.compile(r"</?[A-Za-z][^>]*>|\{\\[^}]*\}")
+# Control characters (C0, DEL, C1) and the Unicode line/paragraph separators, but not the tab
+# or the line breaks \n and \r, which structure the file: a form feed would start a subtitle
+# line, BEL or ESC would reach the .srt raw.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 class LyricsError(ValueError):
@@ -98,9 +102,19 @@ def _read_text(path: Path) -> str:
     if path.is_dir():
         raise LyricsError(f"lyrics path is a folder, not a file: {path}")
     text = _decode(path.read_bytes(), path)
+    text, removed = plain_text(text)
+    if removed:
+        warnings.warn(f"{path}: replaced {removed} control character(s) (form feed, BEL, ESC, "
+                      "...) with a space or nothing; lyrics are plain text", stacklevel=3)
     if not text.strip():
         raise LyricsError(f"{path} line 1: empty lyrics file (expected {_SUPPORTED})")
     return text
+
+
+def plain_text(text: str) -> tuple[str, int]:
+    """Text without control characters (tab, \\n and \\r kept): a blank one (form
+    feed, U+2028) becomes a space, any other (BEL, ESC) goes; and how many there were."""
+    return _CONTROL.subn(lambda m: " " if m[0].isspace() else "", text)
 
 
 def _decode(data: bytes, path: Path) -> str:

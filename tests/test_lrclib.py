@@ -156,6 +156,15 @@ def test_failures_are_one_line_and_write_nothing(song, lrclib_server, answer, wo
     assert not run.exists() or not any(run.iterdir())
 
 
+def test_fetched_control_characters_never_reach_the_lyrics(song, lrclib_server):
+    text = "[00:01.00]ring \x07the\fbell \x1b[5m🔔\n[00:02.00]second line"
+    lrclib_server.answer = (200, json.dumps(RECORD | {"syncedLyrics": text}).encode(), 0)
+    path = fetch(song, lrclib_server)
+    with pytest.warns(UserWarning, match="control character"):
+        found = load_lyrics(path)
+    assert [l.text for l in found] == ["ring the bell [5m🔔", "second line"]
+
+
 def test_duration_within_tolerance_is_accepted(song, lrclib_server):
     lrclib_server.answer = (200, json.dumps(RECORD | {"duration": 32.5}).encode(), 0)
     assert fetch(song, lrclib_server).is_file()

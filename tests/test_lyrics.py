@@ -309,3 +309,32 @@ def test_drop_after_everything_is_an_error():
     expected = r"x\.csv line 7: every lyric starts at or after the end of the audio \(3\.00s\)"
     with pytest.raises(LyricsError, match=expected):
         drop_after([LyricLine(5.0, "late", 7)], 3.0, "x.csv")
+
+
+# control characters
+
+# A form feed that would start fake SRT lines (a number, a timing line), BEL, ESC, NEL, U+2028.
+HOSTILE = "fake\f2\f00:00:01,000 --> 00:00:02,000\fcue \x07bell \x1b[31mred\x85next\u2028end"
+CLEAN = "fake 2 00:00:01,000 --> 00:00:02,000 cue bell [31mred next end"
+
+
+@pytest.mark.parametrize("name, content", [
+    ("a.csv", f"timestamp,text\n00:01,{HOSTILE}\n00:02,déjà vu 君の名は 🎸\tok\n"),
+    ("a.lrc", f"[00:01.00]{HOSTILE}\n[00:02.00]déjà vu 君の名は 🎸\tok\n"),
+    ("a.srt", f"1\n00:00:01,000 --> 00:00:01,500\n{HOSTILE}\n\n"
+              "2\n00:00:02,000 --> 00:00:03,000\ndéjà vu 君の名は 🎸\tok\n"),
+])
+def test_control_characters_are_removed_and_other_text_kept(tmp_path, name, content):
+    path = write(tmp_path, name, content)
+    with pytest.warns(UserWarning, match=r"a\.\w+: replaced 7 control character\(s\)"):
+        found = load_lyrics(path)
+    expected_second = "déjà vu 君の名は 🎸 ok" if name == "a.srt" else "déjà vu 君の名は 🎸\tok"
+    assert times_and_texts(found) == [(1.0, CLEAN), (2.0, expected_second)]
+    assert [lyric.line for lyric in found] == ([2, 3] if name == "a.csv" else
+                                               [1, 2] if name == "a.lrc" else [3, 7])
+
+
+def test_plain_text_keeps_line_breaks_and_tabs():
+    from music2video.lyrics import plain_text
+
+    assert plain_text("a\tb\r\nc\nd\re\x0bf\x7f\x9bg") == ("a\tb\r\nc\nd\re fg", 3)
