@@ -20,7 +20,9 @@ audio only, unless lyrics are required (--require_lyrics), when it stops the run
 import http.client
 import json
 import os
-import time
+import socket
+import ssl
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -102,20 +104,99 @@ def _label(artist: str, title: str) -> str:
     return f"'{artist} - {title}'"
 
 
+class _Deadline:
+    """One time limit for a whole request: when it passes, every connection opened for it is
+    shut down, so a read blocked on headers or body that drip in byte by byte returns."""
+
+    def __init__(self, seconds: float):
+        self.sockets: list[socket.socket] = []
+        self.expired = False
+        self.timer = threading.Timer(seconds, self._cut)
+        self.timer.daemon = True
+
+    def watch(self, sock: socket.socket) -> None:
+        """Shuts the socket down at the deadline (at once when it has passed)."""
+        self.sockets.append(sock)
+        if self.expired:
+            self._cut()
+
+    def _cut(self) -> None:
+        self.expired = True
+        for sock in self.sockets:
+            try:  # the plain socket's shutdown: for TLS too, so no SSL state is touched here
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def __enter__(self):
+        self.timer.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.timer.cancel()
+
+
+class _WatchedHTTP(http.client.HTTPConnection):
+    """An HTTP connection whose socket the request's _Deadline cuts."""
+
+    def __init__(self, *args, deadline: _Deadline, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.deadline = deadline
+
+    def connect(self):
+        super().connect()
+        self.deadline.watch(self.sock)
+
+
+class _WatchedHTTPS(_WatchedHTTP, http.client.HTTPSConnection):
+    """An HTTPS connection whose socket the request's _Deadline cuts."""
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    """urllib's http handler, on connections a _Deadline cuts."""
+
+    def __init__(self, deadline: _Deadline):
+        super().__init__()
+        self.deadline = deadline
+
+    def http_open(self, req):
+        return self.do_open(_WatchedHTTP, req, deadline=self.deadline)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    """urllib's https handler (certificates checked, as by default), on connections a
+    _Deadline cuts."""
+
+    def __init__(self, deadline: _Deadline):
+        super().__init__()
+        self.deadline, self.context = deadline, ssl.create_default_context()
+
+    def https_open(self, req):
+        return self.do_open(_WatchedHTTPS, req, deadline=self.deadline, context=self.context)
+
+
 def _read(url: str, timeout: float) -> bytes:
-    """The body of a GET, within `timeout` seconds for the whole answer."""
+    """The body of a GET, within `timeout` seconds for the whole request (connecting, the
+    headers and the body), however slowly the server sends them; TimeoutError if not."""
     request = urllib.request.Request(url, headers={"User-Agent": user_agent(),
                                                    "Accept": "application/json"})
-    deadline = time.monotonic() + timeout
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        body = bytearray()
-        while chunk := response.read1(1 << 16):
-            body += chunk
-            if time.monotonic() > deadline:
-                raise TimeoutError
-            if len(body) > MAX_BYTES:
-                raise LyricsLookupError(f"the answer from {url} is over {MAX_BYTES >> 20} MiB, "
-                                        "not a lyrics record; give -lyr FILE")
+    with _Deadline(timeout) as deadline:
+        opener = urllib.request.build_opener(_HTTPHandler(deadline), _HTTPSHandler(deadline))
+        try:
+            with opener.open(request, timeout=timeout) as response:
+                body = bytearray()
+                while chunk := response.read1(1 << 16):
+                    body += chunk
+                    if len(body) > MAX_BYTES:
+                        raise LyricsLookupError(f"the answer from {url} is over "
+                                                f"{MAX_BYTES >> 20} MiB, not a lyrics record; "
+                                                "give -lyr FILE")
+        except (urllib.error.URLError, http.client.HTTPException, OSError):
+            if deadline.expired:
+                raise TimeoutError from None
+            raise
+        if deadline.expired:  # cut short: the body may be incomplete
+            raise TimeoutError
         return bytes(body)
 
 

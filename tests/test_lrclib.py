@@ -179,6 +179,43 @@ def test_server_that_hangs_times_out_quickly(song, lrclib_server):
     assert len(lrclib_server.requests) == 1
 
 
+@pytest.fixture
+def dripping_server():
+    """A local server that sends its status line and headers one byte every 0.05 s, for at most
+    4 s (or until the client hangs up), then a whole answer: it stops by itself."""
+    body = json.dumps(RECORD).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            head = b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 80 + b"\r\n"
+            end = time.monotonic() + 4.0
+            try:
+                for byte in head:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.05)
+                    if time.monotonic() > end:
+                        break
+                self.wfile.write(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            except OSError:  # the client hung up
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    with serve(Handler) as url:
+        yield url
+
+
+def test_headers_that_drip_in_are_bounded_by_the_one_deadline(song, dripping_server):
+    start = time.monotonic()
+    with pytest.raises(lrclib.LyricsLookupError, match=r"did not answer within 0\.5 s"):
+        lrclib.fetch_lyrics(song, 30.2, "Demo Band", "Kite", base_url=dripping_server,
+                            timeout=0.5, save_dir_fallback=song.parent / "run")
+    assert time.monotonic() - start < 3.0
+    assert sorted(p.name for p in song.parent.iterdir()) == [song.name]
+
+
 def test_connection_refused_says_cannot_reach(song):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
