@@ -98,7 +98,7 @@ def fetch(song: Path, server, **kwargs) -> Path:
 def test_found_writes_lrc_beside_song_and_sends_documented_query(song, lrclib_server):
     path = fetch(song, lrclib_server, album="Skies")
     assert path == song.with_suffix(".lrc")
-    assert path.read_text(encoding="utf-8") == SYNCED + "\n"
+    assert path.read_text(encoding="utf-8") == f"{lrclib.SAVED_MARK}\n{SYNCED}\n"
     assert [(l.time, l.text) for l in load_lyrics(path)] == [
         (1.0, "first line"), (2.5, "second line"), (5.25, "third line")]
     (request,) = lrclib_server.requests
@@ -114,6 +114,37 @@ def test_saved_lrc_is_reused_without_a_request(song, lrclib_server):
     lrclib_server.answer = (500, b"", 0.0)  # a second request would fail loudly
     assert fetch(song, lrclib_server) == first
     assert len(lrclib_server.requests) == 1
+
+
+def test_lyrics_past_the_songs_end_are_not_saved(song, lrclib_server):
+    late = "[00:40.00]after the end\n[00:45.00]long after"
+    lrclib_server.answer = (200, json.dumps(RECORD | {"syncedLyrics": late}).encode(), 0)
+    with pytest.raises(lrclib.LyricsLookupError, match="after the end of the audio") as err:
+        fetch(song, lrclib_server)
+    assert "part" not in str(err.value) and "-lyr" in str(err.value)
+    assert sorted(p.name for p in song.parent.iterdir()) == [song.name]
+
+
+def test_a_saved_lrc_that_no_longer_fits_is_looked_up_again_and_replaced(song, lrclib_server):
+    saved = song.with_suffix(".lrc")  # as an earlier version saved it: every line past the end
+    saved.write_text(f"{lrclib.SAVED_MARK}\n[00:40.00]after the end\n", encoding="utf-8")
+    with pytest.warns(UserWarning, match="saved earlier from LRCLIB, does not fit the song"):
+        assert fetch(song, lrclib_server) == saved
+    assert len(lrclib_server.requests) == 1
+    assert [l.text for l in load_lyrics(saved)] == ["first line", "second line", "third line"]
+    saved.write_text(f"{lrclib.SAVED_MARK}\nno tags, damaged\n", encoding="utf-8")
+    lrclib_server.answer = (404, b"{}", 0)  # a failed lookup does not bring the bad file back
+    with pytest.warns(UserWarning, match="does not fit"), \
+            pytest.raises(lrclib.LyricsLookupError, match="no lyrics"):
+        fetch(song, lrclib_server)
+
+
+def test_the_users_own_lrc_is_trusted_as_it_is(song, lrclib_server):
+    own = song.with_suffix(".lrc")
+    own.write_text("[00:40.00]my words, after the end\n", encoding="utf-8")
+    assert fetch(song, lrclib_server) == own
+    assert own.read_text(encoding="utf-8") == "[00:40.00]my words, after the end\n"
+    assert lrclib_server.requests == []
 
 
 def test_existing_lrc_beside_song_or_in_run_folder_means_no_request(song, lrclib_server):
@@ -305,7 +336,7 @@ def test_read_only_song_folder_saves_in_run_folder(song, lrclib_server, tmp_path
         pytest.skip(f"cannot make a read-only folder here: {result.stderr.strip()}")
     assert result.returncode == 0, result.stderr
     assert Path(result.stdout.strip()) == run / "my song.lrc"
-    assert (run / "my song.lrc").read_text(encoding="utf-8") == SYNCED + "\n"
+    assert (run / "my song.lrc").read_text(encoding="utf-8") == f"{lrclib.SAVED_MARK}\n{SYNCED}\n"
     assert not song.with_suffix(".lrc").exists()
     lrclib_server.answer = (500, b"", 0.0)
     assert fetch(song, lrclib_server) == run / "my song.lrc"  # found there next time
