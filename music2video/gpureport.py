@@ -624,7 +624,7 @@ def planned_steps(argv: list) -> int:
 
     opts = parse_options("beats", argv)
     song = plan.read_song(opts.audio_prompt[0], opts.audio_sampling_freq)
-    lyrics, _ = plan.read_lyrics(opts.lyrics, song.duration)
+    lyrics, _ = plan.read_lyrics(opts.lyrics, song.duration, opts.fps)
     return sum(s.iterations for s in plan.build_schedule(opts, song, lyrics))
 
 

@@ -8,7 +8,9 @@ https://lrclib.net. Artist, title and album come from the song's tags (mutagen),
 beside the song, or in the fallback folder the caller names when the song's folder cannot be
 written (the CLI names the video's folder); a later run finds that file in either place and
 sends no request (an .lrc of that name that the user put there is used the same way; names
-given with --artist/--title then only warn that the saved file is used).
+given with --artist/--title then only warn that the saved file is used). Lyrics are saved only
+once they parse and a line starts inside the song; a saved file (marked by its first line,
+SAVED_MARK) that no longer fits the song is looked up again and replaced, never trusted.
 
 Policy: every failure (no artist or title, offline, timeout, not found, instrumental, only
 unsynced lyrics, a recording whose length differs by more than DURATION_TOLERANCE seconds,
@@ -20,7 +22,9 @@ audio only, unless lyrics are required (--require_lyrics), when it stops the run
 import http.client
 import json
 import os
-import time
+import socket
+import ssl
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -28,7 +32,7 @@ import warnings
 from pathlib import Path
 
 from . import __version__
-from .lyrics import LyricsError, load_lyrics
+from .lyrics import LyricsError, drop_after, load_lyrics
 from .video import part_path
 
 DEFAULT_URL = "https://lrclib.net"
@@ -38,6 +42,7 @@ DURATION_TOLERANCE = 3.0  # seconds; LRCLIB itself matches /api/get within 2
 TIMEOUT = 10.0  # seconds for the whole lookup
 MAX_BYTES = 4 << 20  # an answer larger than this is not a lyrics record
 FIX = "give -lyr FILE, or --artist and --title"
+SAVED_MARK = "[re:music2video, from LRCLIB]"  # first line of a saved .lrc (LRC's creator tag)
 
 
 class LyricsLookupError(RuntimeError):
@@ -88,13 +93,43 @@ def lrc_name(song: Path) -> str:
     return f"{Path(song).stem}.lrc"
 
 
-def saved_lyrics(song: Path, fallback_dir: Path) -> Path | None:
-    """An .lrc already saved for the song, beside it or in the fallback folder."""
+def saved_lyrics(song: Path, fallback_dir: Path, duration: float) -> Path | None:
+    """An .lrc already there for the song, beside it or in the fallback folder: the user's own
+    as it is; one this tool saved only if it still fits the song (else a warning: it will be
+    replaced)."""
     for folder in (Path(song).parent, Path(fallback_dir)):
         path = folder / lrc_name(song)
-        if path.is_file():
+        if not path.is_file():
+            continue
+        if not saved_here(path):
             return path
+        try:
+            check_lrc(path, duration, "the file")
+            return path
+        except LyricsLookupError as err:
+            warnings.warn(f"{path}, saved earlier from LRCLIB, does not fit the song ({err}); "
+                          "looking the lyrics up again to replace it")
     return None
+
+
+def saved_here(path: Path) -> bool:
+    """Whether an .lrc file is one this tool saved (its first line is SAVED_MARK)."""
+    try:
+        with open(path, "rb") as file:
+            return file.readline(len(SAVED_MARK) + 8).rstrip(b"\r\n") == SAVED_MARK.encode()
+    except OSError:
+        return False
+
+
+def check_lrc(path: Path, duration: float, name: str | None = None) -> None:
+    """LyricsLookupError unless the LRC file parses and a line starts inside the song
+    (`name` stands for the path in the message)."""
+    try:
+        with warnings.catch_warnings():  # the run itself warns about these lyrics
+            warnings.simplefilter("ignore")
+            drop_after(load_lyrics(path), duration, path)
+    except LyricsError as err:
+        raise LyricsLookupError(str(err).replace(str(path), name) if name else str(err)) from None
 
 
 def _label(artist: str, title: str) -> str:
@@ -102,20 +137,99 @@ def _label(artist: str, title: str) -> str:
     return f"'{artist} - {title}'"
 
 
+class _Deadline:
+    """One time limit for a whole request: when it passes, every connection opened for it is
+    shut down, so a read blocked on headers or body that drip in byte by byte returns."""
+
+    def __init__(self, seconds: float):
+        self.sockets: list[socket.socket] = []
+        self.expired = False
+        self.timer = threading.Timer(seconds, self._cut)
+        self.timer.daemon = True
+
+    def watch(self, sock: socket.socket) -> None:
+        """Shuts the socket down at the deadline (at once when it has passed)."""
+        self.sockets.append(sock)
+        if self.expired:
+            self._cut()
+
+    def _cut(self) -> None:
+        self.expired = True
+        for sock in self.sockets:
+            try:  # the plain socket's shutdown: for TLS too, so no SSL state is touched here
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def __enter__(self):
+        self.timer.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.timer.cancel()
+
+
+class _WatchedHTTP(http.client.HTTPConnection):
+    """An HTTP connection whose socket the request's _Deadline cuts."""
+
+    def __init__(self, *args, deadline: _Deadline, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.deadline = deadline
+
+    def connect(self):
+        super().connect()
+        self.deadline.watch(self.sock)
+
+
+class _WatchedHTTPS(_WatchedHTTP, http.client.HTTPSConnection):
+    """An HTTPS connection whose socket the request's _Deadline cuts."""
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    """urllib's http handler, on connections a _Deadline cuts."""
+
+    def __init__(self, deadline: _Deadline):
+        super().__init__()
+        self.deadline = deadline
+
+    def http_open(self, req):
+        return self.do_open(_WatchedHTTP, req, deadline=self.deadline)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    """urllib's https handler (certificates checked, as by default), on connections a
+    _Deadline cuts."""
+
+    def __init__(self, deadline: _Deadline):
+        super().__init__()
+        self.deadline, self.context = deadline, ssl.create_default_context()
+
+    def https_open(self, req):
+        return self.do_open(_WatchedHTTPS, req, deadline=self.deadline, context=self.context)
+
+
 def _read(url: str, timeout: float) -> bytes:
-    """The body of a GET, within `timeout` seconds for the whole answer."""
+    """The body of a GET, within `timeout` seconds for the whole request (connecting, the
+    headers and the body), however slowly the server sends them; TimeoutError if not."""
     request = urllib.request.Request(url, headers={"User-Agent": user_agent(),
                                                    "Accept": "application/json"})
-    deadline = time.monotonic() + timeout
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        body = bytearray()
-        while chunk := response.read1(1 << 16):
-            body += chunk
-            if time.monotonic() > deadline:
-                raise TimeoutError
-            if len(body) > MAX_BYTES:
-                raise LyricsLookupError(f"the answer from {url} is over {MAX_BYTES >> 20} MiB, "
-                                        "not a lyrics record; give -lyr FILE")
+    with _Deadline(timeout) as deadline:
+        opener = urllib.request.build_opener(_HTTPHandler(deadline), _HTTPSHandler(deadline))
+        try:
+            with opener.open(request, timeout=timeout) as response:
+                body = bytearray()
+                while chunk := response.read1(1 << 16):
+                    body += chunk
+                    if len(body) > MAX_BYTES:
+                        raise LyricsLookupError(f"the answer from {url} is over "
+                                                f"{MAX_BYTES >> 20} MiB, not a lyrics record; "
+                                                "give -lyr FILE")
+        except (urllib.error.URLError, http.client.HTTPException, OSError):
+            if deadline.expired:
+                raise TimeoutError from None
+            raise
+        if deadline.expired:  # cut short: the body may be incomplete
+            raise TimeoutError
         return bytes(body)
 
 
@@ -171,16 +285,17 @@ def synced_text(record: dict, artist: str, title: str, duration: float) -> str:
     return text if text.endswith("\n") else text + "\n"
 
 
-def _save(text: str, path: Path) -> Path:
-    """Writes the lyrics atomically, after checking they parse as LRC; OSError if it cannot."""
+def _save(text: str, path: Path, duration: float) -> Path:
+    """Writes the lyrics atomically, marked as saved here, after checking they parse as LRC
+    and fit the song; OSError if it cannot."""
     path.parent.mkdir(parents=True, exist_ok=True)
     part = part_path(path)
     try:
-        part.write_text(text, encoding="utf-8")
+        part.write_text(f"{SAVED_MARK}\n{text}", encoding="utf-8")
         try:
-            load_lyrics(part)
-        except LyricsError as err:
-            raise LyricsLookupError(f"LRCLIB's lyrics are not valid LRC ({err}); "
+            check_lrc(part, duration, "the answer")
+        except LyricsLookupError as err:
+            raise LyricsLookupError(f"LRCLIB's lyrics are not valid LRC for this song ({err}); "
                                     "give -lyr FILE") from None
         os.replace(part, path)
     finally:
@@ -188,12 +303,12 @@ def _save(text: str, path: Path) -> Path:
     return path
 
 
-def save_lyrics(text: str, song: Path, fallback_dir: Path) -> Path:
+def save_lyrics(text: str, song: Path, fallback_dir: Path, duration: float) -> Path:
     """Saves LRC text as the song's .lrc: beside it, else in the fallback folder."""
     errors = []
     for folder in (Path(song).parent, Path(fallback_dir)):
         try:
-            return _save(text, folder / lrc_name(song))
+            return _save(text, folder / lrc_name(song), duration)
         except OSError as err:
             errors.append(f"{folder}: {err.strerror or err}")
     raise LyricsLookupError(f"cannot save the lyrics ({'; '.join(errors)}); make the song's "
@@ -206,7 +321,7 @@ def fetch_lyrics(song: Path, duration: float, artist: str | None = None,
                  save_dir_fallback: Path) -> Path:
     """The song's synced lyrics as an .lrc file: the saved one, else fetched from LRCLIB."""
     song = Path(song)
-    saved = saved_lyrics(song, save_dir_fallback)
+    saved = saved_lyrics(song, save_dir_fallback, duration)
     if saved is not None:
         if artist or title:
             warnings.warn(f"using the lyrics saved in {saved}; --artist/--title look them up "
@@ -222,7 +337,8 @@ def fetch_lyrics(song: Path, duration: float, artist: str | None = None,
                                 f"{FIX}")
     record = lookup(artist, title, album, duration, base_url=lrclib_url(base_url),
                     timeout=timeout)
-    return save_lyrics(synced_text(record, artist, title, duration), song, save_dir_fallback)
+    return save_lyrics(synced_text(record, artist, title, duration), song, save_dir_fallback,
+                       duration)
 
 
 def find_lyrics(song: Path, duration: float, artist: str | None = None,

@@ -6,7 +6,7 @@ import csv
 import io
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 _TIMESTAMP_FORMS = "expected M:SS, MM:SS.ff or H:MM:SS"
@@ -16,6 +16,9 @@ _EXAMPLES = {
     "lrc": "lines such as '[00:05.00]some words'",
     "srt": "SRT blocks: a number, '00:00:05,000 --> 00:00:08,000', the words, a blank line",
 }
+MAX_SHARED = 3  # lyric lines that may share one moment (lines less than a frame apart)
+MAX_CHARS = 500  # longest lyric line kept, in characters (CLIP reads 77 tokens at most)
+NAMED = 3  # lines a warning names, at most
 _SUPPORTED = "CSV ('00:05,some words'), LRC ('[00:05.00]some words') or SRT"
 # H:MM:SS(.f) or M:SS(.f), else plain seconds; the groups are read in parse_timestamp.
 _CLOCK = re.compile(
@@ -33,6 +36,10 @@ _LRC_SNIFF = re.compile(r"\s*(?:\[[^\]]*\]\s*)*\[\d+:\d\d", re.ASCII)
 _SRT_TIMING = re.compile(r"(\S+?)\s*-->\s*(\S+)(?:\s.*)?")
 _SRT_SNIFF = re.compile(r"\d+:\d\d:\d\d[,.]\d+\s*-->", re.ASCII)
 _SRT_MARKUP = re.compile(r"</?[A-Za-z][^>]*>|\{\\[^}]*\}")
+# Control characters (C0, DEL, C1) and the Unicode line/paragraph separators, but not the tab
+# or the line breaks \n and \r, which structure the file: a form feed would start a subtitle
+# line, BEL or ESC would reach the .srt raw.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 class LyricsError(ValueError):
@@ -73,7 +80,8 @@ def load_lyrics(path: Path) -> list[LyricLine]:
 
 
 def drop_after(lines: list[LyricLine], duration: float, path) -> list[LyricLine]:
-    """Drops lines at or after the end of the audio, with one warnings.warn naming each dropped line (its number and text)."""
+    """Drops lines at or after the end of the audio, with one warnings.warn giving their count
+    and naming the first few (number and text)."""
     kept = [lyric for lyric in lines if lyric.time < duration]
     dropped = [lyric for lyric in lines if lyric.time >= duration]
     if dropped and not kept:
@@ -82,13 +90,55 @@ def drop_after(lines: list[LyricLine], duration: float, path) -> list[LyricLine]
             f"({duration:.2f}s); check that the lyrics belong to this audio file"
         )
     if dropped:
-        named = "; ".join(f"line {lyric.line} {lyric.text!r} at {lyric.time:.2f}s" for lyric in dropped)
         warnings.warn(
             f"{path}: dropping {len(dropped)} lyric line(s) at or after the end of the audio "
-            f"({duration:.2f}s): {named}",
+            f"({duration:.2f}s): {named(dropped)}",
             stacklevel=2,
         )
     return kept
+
+
+def within_frames(lines: list[LyricLine], fps: float, path) -> list[LyricLine]:
+    """Bounds what lyrics can do to a run (sorted lines in, sorted lines out): a line less than
+    a frame after the moment before it joins that moment, up to MAX_SHARED lines a moment, and
+    the rest are dropped; text past MAX_CHARS is cut. One warning each, with counts and the
+    first few lines."""
+    kept, merged, dropped, moment, shared = [], [], [], None, 0
+    for lyric in lines:
+        if moment is None or lyric.time - moment >= 1 / fps - 1e-9:
+            moment, shared = lyric.time, 0
+        if shared >= MAX_SHARED:
+            dropped.append(lyric)
+            continue
+        shared += 1
+        kept.append(replace(lyric, time=moment))
+        if lyric.time != moment:
+            merged.append(lyric)
+    if merged or dropped:
+        warnings.warn(
+            f"{path}: {len(merged) + len(dropped)} lyric line(s) less than a frame (1/{fps:g} s) "
+            f"after another (at most {MAX_SHARED} lines share a moment): {len(merged)} shown "
+            f"with the line before, {len(dropped)} dropped: {named(dropped or merged)}",
+            stacklevel=2,
+        )
+    long = [lyric for lyric in kept if len(lyric.text) > MAX_CHARS]
+    if long:
+        warnings.warn(f"{path}: {len(long)} lyric line(s) longer than {MAX_CHARS} characters, "
+                      f"cut there: {named(long)}", stacklevel=2)
+    return [replace(lyric, text=lyric.text[:MAX_CHARS]) if len(lyric.text) > MAX_CHARS else lyric
+            for lyric in kept]
+
+
+def named(lines: list[LyricLine]) -> str:
+    """The first few lines for a warning: number, text (shortened) and time; '…' for more."""
+    shown = "; ".join(f"line {lyric.line} {_short(lyric.text)!r} at {lyric.time:.2f}s"
+                      for lyric in lines[:NAMED])
+    return shown + ("; …" if len(lines) > NAMED else "")
+
+
+def _short(text: str, chars: int = 40) -> str:
+    """Text cut to `chars` characters, with '…' when cut."""
+    return text if len(text) <= chars else text[:chars - 1] + "…"
 
 
 def _read_text(path: Path) -> str:
@@ -98,9 +148,19 @@ def _read_text(path: Path) -> str:
     if path.is_dir():
         raise LyricsError(f"lyrics path is a folder, not a file: {path}")
     text = _decode(path.read_bytes(), path)
+    text, removed = plain_text(text)
+    if removed:
+        warnings.warn(f"{path}: replaced {removed} control character(s) (form feed, BEL, ESC, "
+                      "...) with a space or nothing; lyrics are plain text", stacklevel=3)
     if not text.strip():
         raise LyricsError(f"{path} line 1: empty lyrics file (expected {_SUPPORTED})")
     return text
+
+
+def plain_text(text: str) -> tuple[str, int]:
+    """Text without control characters (tab, \\n and \\r kept): a blank one (form
+    feed, U+2028) becomes a space, any other (BEL, ESC) goes; and how many there were."""
+    return _CONTROL.subn(lambda m: " " if m[0].isspace() else "", text)
 
 
 def _decode(data: bytes, path: Path) -> str:

@@ -47,14 +47,15 @@ def read_song(path: Path, sr: int) -> Song:
     return Song(Path(path), samples, sr, len(samples) / sr)
 
 
-def read_lyrics(path: Path | None, duration: float) -> tuple[list, int]:
-    """The lyric lines inside the song ([] without a lyrics file), and how many the file has."""
-    from .lyrics import drop_after, load_lyrics
+def read_lyrics(path: Path | None, duration: float, fps: float) -> tuple[list, int]:
+    """The lyric lines inside the song, bounded to what `fps` frames can show ([] without a
+    lyrics file), and how many the file has."""
+    from .lyrics import drop_after, load_lyrics, within_frames
 
     if path is None:
         return [], 0
     lines = load_lyrics(path)
-    return drop_after(lines, duration, path), len(lines)
+    return within_frames(drop_after(lines, duration, path), fps, path), len(lines)
 
 
 def steps_per_second(opts, duration: float) -> float:
@@ -96,7 +97,7 @@ def plan_song(opts, song: Song, lyrics_path: Path | None) -> Plan:
     """Plans a decoded song's segments and sections."""
     from .sections import sections_for
 
-    lyrics, given = read_lyrics(lyrics_path, song.duration)
+    lyrics, given = read_lyrics(lyrics_path, song.duration, opts.fps)
     segments = build_schedule(opts, song, lyrics)
     sections = [(s.first, s.last) for s in sections_for(song.samples, song.sr, segments,
                                                         opts.sections)]

@@ -39,6 +39,7 @@ class Outputs:
         return {**files, "subtitles": self.srt} if with_subtitles else files
 
 
+NAMED_GOALS = 3  # goals a segment's log line names; the rest are counted
 BOARD_SECONDS = 2.0  # the storyboard is rewritten at most this often while segments finish
 
 
@@ -56,7 +57,10 @@ def clock(seconds: float) -> str:
 
 def describe(seg, count: int) -> str:
     """One line about a segment for the log: time span, steps, frames and goal."""
-    goals = "; ".join(f"lyric {g.text!r}" if g.kind == "text" else "audio" for g in seg.goals)
+    names = [f"lyric {g.text!r}" if g.kind == "text" else "audio" for g in seg.goals]
+    if len(names) > NAMED_GOALS:
+        names = names[:NAMED_GOALS] + [f"{len(names) - NAMED_GOALS} more"]
+    goals = "; ".join(names)
     return (f"[{seg.index + 1}/{count}] {clock(seg.start)}-{clock(seg.end)} "
             f"{seg.iterations} it, {seg.frames} frames: {goals}")
 

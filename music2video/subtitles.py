@@ -19,6 +19,7 @@ from PIL import Image, ImageDraw
 
 from .folder import write_bytes
 from .fonts import Fonts, draw_lines, wrap
+from .lyrics import plain_text
 
 MAX_SECONDS = 5.0  # longest time a line stays on screen
 CAPTION_SIZE = 0.06  # burnt-in text height (em), as a fraction of the frame height
@@ -39,8 +40,10 @@ class Cue:
 
 
 def _clean(text: str) -> str:
-    """Lyric text as subtitle lines: no blank lines (they end an SRT cue), spaces collapsed."""
-    return "\n".join(" ".join(part.split()) for part in text.splitlines() if part.strip())
+    """Lyric text as subtitle lines: no control characters, no blank lines (they end an SRT
+    cue), spaces collapsed."""
+    lines = plain_text(text)[0].splitlines()
+    return "\n".join(" ".join(part.split()) for part in lines if part.strip())
 
 
 def cues(lyrics, duration: float, max_seconds: float = MAX_SECONDS) -> list[Cue]:

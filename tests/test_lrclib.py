@@ -98,7 +98,7 @@ def fetch(song: Path, server, **kwargs) -> Path:
 def test_found_writes_lrc_beside_song_and_sends_documented_query(song, lrclib_server):
     path = fetch(song, lrclib_server, album="Skies")
     assert path == song.with_suffix(".lrc")
-    assert path.read_text(encoding="utf-8") == SYNCED + "\n"
+    assert path.read_text(encoding="utf-8") == f"{lrclib.SAVED_MARK}\n{SYNCED}\n"
     assert [(l.time, l.text) for l in load_lyrics(path)] == [
         (1.0, "first line"), (2.5, "second line"), (5.25, "third line")]
     (request,) = lrclib_server.requests
@@ -114,6 +114,37 @@ def test_saved_lrc_is_reused_without_a_request(song, lrclib_server):
     lrclib_server.answer = (500, b"", 0.0)  # a second request would fail loudly
     assert fetch(song, lrclib_server) == first
     assert len(lrclib_server.requests) == 1
+
+
+def test_lyrics_past_the_songs_end_are_not_saved(song, lrclib_server):
+    late = "[00:40.00]after the end\n[00:45.00]long after"
+    lrclib_server.answer = (200, json.dumps(RECORD | {"syncedLyrics": late}).encode(), 0)
+    with pytest.raises(lrclib.LyricsLookupError, match="after the end of the audio") as err:
+        fetch(song, lrclib_server)
+    assert "part" not in str(err.value) and "-lyr" in str(err.value)
+    assert sorted(p.name for p in song.parent.iterdir()) == [song.name]
+
+
+def test_a_saved_lrc_that_no_longer_fits_is_looked_up_again_and_replaced(song, lrclib_server):
+    saved = song.with_suffix(".lrc")  # as an earlier version saved it: every line past the end
+    saved.write_text(f"{lrclib.SAVED_MARK}\n[00:40.00]after the end\n", encoding="utf-8")
+    with pytest.warns(UserWarning, match="saved earlier from LRCLIB, does not fit the song"):
+        assert fetch(song, lrclib_server) == saved
+    assert len(lrclib_server.requests) == 1
+    assert [l.text for l in load_lyrics(saved)] == ["first line", "second line", "third line"]
+    saved.write_text(f"{lrclib.SAVED_MARK}\nno tags, damaged\n", encoding="utf-8")
+    lrclib_server.answer = (404, b"{}", 0)  # a failed lookup does not bring the bad file back
+    with pytest.warns(UserWarning, match="does not fit"), \
+            pytest.raises(lrclib.LyricsLookupError, match="no lyrics"):
+        fetch(song, lrclib_server)
+
+
+def test_the_users_own_lrc_is_trusted_as_it_is(song, lrclib_server):
+    own = song.with_suffix(".lrc")
+    own.write_text("[00:40.00]my words, after the end\n", encoding="utf-8")
+    assert fetch(song, lrclib_server) == own
+    assert own.read_text(encoding="utf-8") == "[00:40.00]my words, after the end\n"
+    assert lrclib_server.requests == []
 
 
 def test_existing_lrc_beside_song_or_in_run_folder_means_no_request(song, lrclib_server):
@@ -156,6 +187,15 @@ def test_failures_are_one_line_and_write_nothing(song, lrclib_server, answer, wo
     assert not run.exists() or not any(run.iterdir())
 
 
+def test_fetched_control_characters_never_reach_the_lyrics(song, lrclib_server):
+    text = "[00:01.00]ring \x07the\fbell \x1b[5m🔔\n[00:02.00]second line"
+    lrclib_server.answer = (200, json.dumps(RECORD | {"syncedLyrics": text}).encode(), 0)
+    path = fetch(song, lrclib_server)
+    with pytest.warns(UserWarning, match="control character"):
+        found = load_lyrics(path)
+    assert [l.text for l in found] == ["ring the bell [5m🔔", "second line"]
+
+
 def test_duration_within_tolerance_is_accepted(song, lrclib_server):
     lrclib_server.answer = (200, json.dumps(RECORD | {"duration": 32.5}).encode(), 0)
     assert fetch(song, lrclib_server).is_file()
@@ -168,6 +208,43 @@ def test_server_that_hangs_times_out_quickly(song, lrclib_server):
         fetch(song, lrclib_server, timeout=0.5)
     assert time.monotonic() - start < 3.0
     assert len(lrclib_server.requests) == 1
+
+
+@pytest.fixture
+def dripping_server():
+    """A local server that sends its status line and headers one byte every 0.05 s, for at most
+    4 s (or until the client hangs up), then a whole answer: it stops by itself."""
+    body = json.dumps(RECORD).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            head = b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 80 + b"\r\n"
+            end = time.monotonic() + 4.0
+            try:
+                for byte in head:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.05)
+                    if time.monotonic() > end:
+                        break
+                self.wfile.write(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            except OSError:  # the client hung up
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    with serve(Handler) as url:
+        yield url
+
+
+def test_headers_that_drip_in_are_bounded_by_the_one_deadline(song, dripping_server):
+    start = time.monotonic()
+    with pytest.raises(lrclib.LyricsLookupError, match=r"did not answer within 0\.5 s"):
+        lrclib.fetch_lyrics(song, 30.2, "Demo Band", "Kite", base_url=dripping_server,
+                            timeout=0.5, save_dir_fallback=song.parent / "run")
+    assert time.monotonic() - start < 3.0
+    assert sorted(p.name for p in song.parent.iterdir()) == [song.name]
 
 
 def test_connection_refused_says_cannot_reach(song):
@@ -259,7 +336,7 @@ def test_read_only_song_folder_saves_in_run_folder(song, lrclib_server, tmp_path
         pytest.skip(f"cannot make a read-only folder here: {result.stderr.strip()}")
     assert result.returncode == 0, result.stderr
     assert Path(result.stdout.strip()) == run / "my song.lrc"
-    assert (run / "my song.lrc").read_text(encoding="utf-8") == SYNCED + "\n"
+    assert (run / "my song.lrc").read_text(encoding="utf-8") == f"{lrclib.SAVED_MARK}\n{SYNCED}\n"
     assert not song.with_suffix(".lrc").exists()
     lrclib_server.answer = (500, b"", 0.0)
     assert fetch(song, lrclib_server) == run / "my song.lrc"  # found there next time

@@ -309,3 +309,91 @@ def test_drop_after_everything_is_an_error():
     expected = r"x\.csv line 7: every lyric starts at or after the end of the audio \(3\.00s\)"
     with pytest.raises(LyricsError, match=expected):
         drop_after([LyricLine(5.0, "late", 7)], 3.0, "x.csv")
+
+
+# control characters
+
+# A form feed that would start fake SRT lines (a number, a timing line), BEL, ESC, NEL, U+2028.
+HOSTILE = "fake\f2\f00:00:01,000 --> 00:00:02,000\fcue \x07bell \x1b[31mred\x85next\u2028end"
+CLEAN = "fake 2 00:00:01,000 --> 00:00:02,000 cue bell [31mred next end"
+
+
+@pytest.mark.parametrize("name, content", [
+    ("a.csv", f"timestamp,text\n00:01,{HOSTILE}\n00:02,déjà vu 君の名は 🎸\tok\n"),
+    ("a.lrc", f"[00:01.00]{HOSTILE}\n[00:02.00]déjà vu 君の名は 🎸\tok\n"),
+    ("a.srt", f"1\n00:00:01,000 --> 00:00:01,500\n{HOSTILE}\n\n"
+              "2\n00:00:02,000 --> 00:00:03,000\ndéjà vu 君の名は 🎸\tok\n"),
+])
+def test_control_characters_are_removed_and_other_text_kept(tmp_path, name, content):
+    path = write(tmp_path, name, content)
+    with pytest.warns(UserWarning, match=r"a\.\w+: replaced 7 control character\(s\)"):
+        found = load_lyrics(path)
+    expected_second = "déjà vu 君の名は 🎸 ok" if name == "a.srt" else "déjà vu 君の名は 🎸\tok"
+    assert times_and_texts(found) == [(1.0, CLEAN), (2.0, expected_second)]
+    assert [lyric.line for lyric in found] == ([2, 3] if name == "a.csv" else
+                                               [1, 2] if name == "a.lrc" else [3, 7])
+
+
+def test_plain_text_keeps_line_breaks_and_tabs():
+    from music2video.lyrics import plain_text
+
+    assert plain_text("a\tb\r\nc\nd\re\x0bf\x7f\x9bg") == ("a\tb\r\nc\nd\re fg", 3)
+
+
+# within_frames
+
+
+def test_lines_less_than_a_frame_apart_share_a_moment_up_to_a_bound():
+    from music2video.lyrics import MAX_SHARED, within_frames
+
+    lines = [LyricLine(1.0, "a", 1), LyricLine(1.01, "b", 2), LyricLine(1.02, "c", 3),
+             LyricLine(1.03, "d", 4), LyricLine(1.0 + 1 / 30, "next frame", 5),
+             LyricLine(2.0, "e", 6), LyricLine(2.0, "f", 7)]
+    assert MAX_SHARED == 3
+    with pytest.warns(UserWarning) as record:
+        kept = within_frames(lines, 30, "x.lrc")
+    assert times_and_texts(kept) == [(1.0, "a"), (1.0, "b"), (1.0, "c"), (1.0 + 1 / 30, "next frame"),
+                                     (2.0, "e"), (2.0, "f")]
+    (message,) = [str(w.message) for w in record]
+    assert "x.lrc: 3 lyric line(s) less than a frame" in message
+    assert "2 shown with the line before, 1 dropped: line 4 'd' at 1.03s" in message
+
+
+def test_lines_a_frame_or_more_apart_are_kept_silently():
+    from music2video.lyrics import within_frames
+
+    lines = [LyricLine(k / 25, f"line {k}", k + 1) for k in range(100)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert within_frames(lines, 25, "x.csv") == lines
+
+
+def test_a_flood_of_lines_is_bounded_with_one_short_warning():
+    from music2video.lyrics import MAX_SHARED, within_frames
+
+    lines = [LyricLine(k * 5 / 100_000, f"line number {k}", k + 1) for k in range(100_000)]
+    with pytest.warns(UserWarning) as record:
+        kept = within_frames(lines, 30, "flood.lrc")
+    assert len(kept) <= 5 * 30 * MAX_SHARED
+    assert len({lyric.time for lyric in kept}) <= 5 * 30
+    (message,) = [str(w.message) for w in record]
+    assert len(message) < 400 and message.count("line number") == 3
+
+
+def test_a_line_too_long_is_cut_with_a_warning():
+    from music2video.lyrics import MAX_CHARS, within_frames
+
+    lines = [LyricLine(1.0, "la " * 1_000_000, 1), LyricLine(2.0, "short", 2)]
+    with pytest.warns(UserWarning, match="1 lyric line.s. longer than") as record:
+        kept = within_frames(lines, 30, "x.csv")
+    assert [len(lyric.text) for lyric in kept] == [MAX_CHARS, 5]
+    assert len(str(record[0].message)) < 300
+
+
+def test_drop_after_names_only_the_first_few():
+    lines = [LyricLine(1.0, "keep", 1)] + [LyricLine(10.0 + k, f"late {k}", k + 2)
+                                           for k in range(5000)]
+    with pytest.warns(UserWarning) as record:
+        drop_after(lines, 5.0, "x.csv")
+    message = str(record[0].message)
+    assert "dropping 5000 lyric line(s)" in message and len(message) < 300

@@ -458,3 +458,28 @@ def test_audio_window_widens_short_goals(start, end, duration, expected):
     assert (lo, hi) == pytest.approx(expected)
     assert 0.0 <= lo <= hi <= duration
     assert hi - lo == pytest.approx(min(MIN_AUDIO_SECONDS, duration))
+
+
+# --- what lyrics can do to a run ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["beats", "interpolate"])
+def test_a_flood_of_lyric_lines_is_bounded_in_the_plan(tmp_path, mode):
+    """100,000 lines for a 5-s song: the plan (and so the manifest) stays small."""
+    import json
+
+    sr = 16000
+    song = plan.Song(tmp_path / "s.wav", np.zeros(5 * sr, np.float32), sr, 5.0)
+    path = tmp_path / "flood.lrc"
+    path.write_text("".join(f"[00:{k * 5 / 100_000:05.2f}]line {k}\n" for k in range(100_000)),
+                    encoding="utf-8")
+    opts = dataclasses.replace(cli.parse_options(mode, ["-ap", "x.mp3"]),
+                               iterations_per_second=1.0, video_length=5.0)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        planned = plan.plan_song(opts, song, path)
+    assert planned.lyrics_given == 100_000
+    assert len(planned.lyrics) <= 5 * 30 * 3
+    segments = json.dumps([dataclasses.asdict(s) for s in planned.segments])
+    assert len(segments) < 200_000
+    assert all(len(str(w.message)) < 400 for w in record)

@@ -71,6 +71,15 @@ def test_text_is_cleaned_for_srt():
     assert cues(lyric, 3.0) == [Cue(1.0, 3.0, "spaced out\nsecond line")]
 
 
+def test_control_characters_never_reach_the_srt():
+    # A form feed would split the text into lines that read as a fake cue; BEL/ESC are raw bytes.
+    lyric = lines((1.0, "real\f\f2\f00:00:05,000 --> 00:00:09,000\ffake \x07\x1b[1m🎸 ça"))
+    items = cues(lyric, 3.0)
+    assert items == [Cue(1.0, 3.0, "real 2 00:00:05,000 --> 00:00:09,000 fake [1m🎸 ça")]
+    assert not re.search("[\x00-\x09\x0b-\x1f\x7f-\x9f]", srt_text(items))
+    assert len(srt_cues(srt_text(items))) == 1
+
+
 # --- SRT ----------------------------------------------------------------------------------------
 
 

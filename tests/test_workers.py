@@ -89,16 +89,51 @@ def test_two_ray_workers_give_the_same_frames(in_process, tmp_path, two_part_son
     assert manifest["sections"] == in_process["manifest"]["sections"]
 
 
-def ray_workers() -> list[int]:
-    """Pids of the Ray workers (actors of scheduler.Worker) started so far."""
+def parent_of(pid: int) -> int | None:
+    """A process's parent pid, or None once it is gone."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def started_at(pid: int) -> str | None:
+    """A process's start time (clock ticks since boot): with its pid, it names the process."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def running(pid: int) -> bool:
+    """Whether a process exists and has not exited (a zombie has)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in "ZX"
+    except (OSError, IndexError):
+        return False
+
+
+def descendants(root: int) -> list[int]:
+    """Pids of the processes below `root` in the process tree (its children, theirs, ...)."""
+    parents = {int(e.name): parent_of(int(e.name)) for e in Path("/proc").iterdir()
+               if e.name.isdigit()}
+    found, frontier = [], {root}
+    while frontier:
+        frontier = {pid for pid, parent in parents.items() if parent in frontier}
+        found += sorted(frontier)
+    return found
+
+
+def ray_workers(root: int) -> list[int]:
+    """Pids of the Ray workers (actors of scheduler.Worker) under `root`: the ones this test's
+    own command started, through the Ray instance it started itself, never anyone else's."""
     pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "cmdline").read_bytes().startswith(b"ray::Worker"):
-                    pids.append(int(entry.name))
-            except OSError:
-                pass
+    for pid in descendants(root):
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::Worker"):
+                pids.append(pid)
+        except OSError:
+            pass
     return pids
 
 
@@ -133,8 +168,7 @@ def test_a_killed_worker_costs_at_most_its_segment(in_process, tmp_path, two_par
     args = args_for("o/v.png", two_part_song, lyrics_file, model_flags, "--workers", "2")
     proc = start(tmp_path, args)
     run_dir = tmp_path / "o" / "v"
-    wait_until(lambda: len(journal(run_dir)) >= 2 and ray_workers(), proc)
-    victim = ray_workers()[0]
+    victim = wait_until(lambda: len(journal(run_dir)) >= 2 and ray_workers(proc.pid), proc)[0]
     os.kill(victim, signal.SIGKILL)
     _, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stderr
@@ -176,9 +210,30 @@ def test_a_batch_with_a_corrupt_song_finishes_the_others(tmp_path, short_song, m
         assert abs(stats["frames"] / FPS - stats["audio_seconds"]) <= 1 / FPS
 
 
+def stop_tree(proc: subprocess.Popen, seconds: float = 60) -> None:
+    """Stops a process this test started and everything under it: SIGTERM to it (`ray start
+    --block` then stops the processes it started), then SIGKILL to those of its descendants,
+    as they were just before, that are still the same processes; no other process is
+    signalled."""
+    below = [(pid, started_at(pid)) for pid in descendants(proc.pid)]
+    proc.terminate()
+    try:
+        proc.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=seconds)
+    for pid, start in below:
+        if start is not None and started_at(pid) == start:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """A one-node Ray cluster started as users start one (`ray start --head`), then stopped."""
+    """A one-node Ray cluster started as users start one (`ray start --head`, kept in the
+    foreground with --block so its processes stay under it), then stopped: that cluster only."""
     import shutil
     import socket
 
@@ -187,14 +242,21 @@ def cluster(tmp_path_factory):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-    subprocess.run([ray, "start", "--head", "--node-ip-address", "127.0.0.1", "--port",
-                    str(port), "--num-cpus", "2", "--num-gpus", "0", "--include-dashboard",
-                    "false", "--disable-usage-stats"], env=env, check=True, capture_output=True,
-                   timeout=120)
+    log = tmp_path_factory.mktemp("ray") / "ray-start.log"
+    with open(log, "w") as out:
+        head = subprocess.Popen(
+            [ray, "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port",
+             str(port), "--num-cpus", "2", "--num-gpus", "0", "--include-dashboard", "false",
+             "--disable-usage-stats"], env=env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True)
     try:
+        deadline = time.time() + 120
+        while "Ray runtime started" not in log.read_text(errors="replace"):
+            assert head.poll() is None and time.time() < deadline, log.read_text()
+            time.sleep(0.2)
         yield {"address": f"127.0.0.1:{port}", "env": env}
     finally:
-        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        stop_tree(head)
 
 
 def test_a_cluster_renders_the_same_frames(in_process, cluster, tmp_path, two_part_song,
@@ -324,3 +386,30 @@ def test_a_dead_worker_costs_only_its_segment(stand_in_scheduler):
     assert sorted(e.index for e in done) == list(range(8))  # none lost, none twice
     assert sum(e.steps for e in events if isinstance(e, Progress)) == 8
     assert len(scheduler.actors) <= 2  # the dead one was replaced, not added to
+
+
+def test_the_tests_find_and_stop_only_processes_they_started(tmp_path):
+    """A process that looks like a Ray worker but is not under the given root is never picked,
+    and stopping a tree leaves every process outside it alone."""
+    def looks_like_a_worker() -> subprocess.Popen:
+        return subprocess.Popen(["bash", "-c", 'exec -a "ray::Worker.render" sleep 60'])
+
+    other, tree = looks_like_a_worker(), None
+    try:
+        tree = subprocess.Popen(["bash", "-c", 'exec -a "ray::Worker.render" sleep 60 & wait'],
+                                start_new_session=True)
+        wait_until(lambda: ray_workers(tree.pid), tree, 30)
+        assert other.pid not in ray_workers(tree.pid)
+        assert other.pid in ray_workers(os.getpid())  # it is found where it does belong
+        (inner,) = ray_workers(tree.pid)
+        stop_tree(tree)
+        deadline = time.time() + 30
+        while running(inner) and time.time() < deadline:
+            time.sleep(0.05)
+        assert not running(inner)
+        assert other.poll() is None  # still running: not this tree's
+    finally:
+        other.kill()
+        other.wait()
+        if tree is not None and tree.poll() is None:
+            tree.kill()
