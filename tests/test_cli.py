@@ -363,6 +363,24 @@ def test_a_picture_too_big_for_the_machine_is_refused_before_models_load(
     assert not (tmp_path / "o" / "v").exists()
 
 
+@pytest.mark.parametrize("flags, named", [
+    (["-s", "4000", "4000"], "-s 4000 4000"),  # fits but for the decoder's (hw, hw) attention
+    (["-s", "64", "64", "-cuts", "100000"], "-cuts 100000"),  # fits but for the cut-outs
+])
+def test_a_step_too_big_for_the_machine_is_refused_up_front(
+        tmp_path, capsys, short_song, model_flags, monkeypatch, flags, named):
+    loaded = []
+    monkeypatch.setattr(render, "load_for", lambda *a, **k: loaded.append(1))
+    monkeypatch.setattr(scheduler, "load_for", lambda *a, **k: loaded.append(1))
+    monkeypatch.setattr(batch, "device_memory", lambda device: 64 * 2**30)  # any machine
+    args = ["-o", str(tmp_path / "o" / "v.png"), "-ap", str(short_song), *flags, "-q",
+            *model_flags]
+    assert cli.main("beats", args) == 1
+    one_error_line(capsys, named, "GiB for one step", "fewer -cuts")
+    assert loaded == []
+    assert not (tmp_path / "o" / "v").exists()
+
+
 @pytest.mark.parametrize("damage", ["crc", "data"])
 def test_a_damaged_png_is_refused_up_front(tmp_path, capsys, short_song, no_models, damage):
     """A PNG with a bad CRC, or with valid CRCs over corrupt image data, is one line."""
