@@ -141,16 +141,19 @@ def read_pictures(opts, size: tuple[int, int]) -> tuple:
     return init, tuple(prompts)
 
 
-def check_memory(size: tuple[int, int], config: Path, device) -> None:
-    """Refuses a picture size whose decoder alone could not fit in the device's memory."""
+def check_memory(size: tuple[int, int], config: Path, device, num_cuts: int,
+                 clip_model: str) -> None:
+    """Refuses a picture size or cut count whose step could not fit in the device's memory."""
     from .models import read_vqgan_config
-    from .modelset import decoder_bytes
+    from .modelset import step_bytes
 
-    need = decoder_bytes(read_vqgan_config(config)[1], size)
+    need = step_bytes(read_vqgan_config(config)[1], size, num_cuts, clip_model)
     have = device_memory(device)
     if have and need > have:
-        raise Fatal(f"-s {size[0]} {size[1]} needs about {need / 2**30:.0f} GiB for the decoder "
-                    f"alone, more than the {have / 2**30:.0f} GiB of {device}; use a smaller -s")
+        raise Fatal(f"-s {size[0]} {size[1]} with -cuts {num_cuts} needs about "
+                    f"{need / 2**30:.0f} GiB for one step (decoder, its attention, cut-outs), "
+                    f"more than the {have / 2**30:.0f} GiB of {device}; use a smaller -s or "
+                    "fewer -cuts")
 
 
 def device_memory(device) -> int | None:
@@ -299,7 +302,7 @@ def generate(opts, report, expected: tuple) -> int:
     size = picture_size(draft_size(opts.size, paths["config"]) if opts.draft else opts.size,
                         paths["config"])
     if placement.device is not None:
-        check_memory(size, paths["config"], placement.device)
+        check_memory(size, paths["config"], placement.device, opts.num_cuts, opts.clip_model)
     pictures = read_pictures(opts, size)
     sections = sum(len(song.plan.sections) for song in planned)
     if placement.workers > 1 and sections < placement.workers:

@@ -36,6 +36,14 @@ TORCHSCRIPT_PREFIX = "__torch__."  # the classes of a TorchScript archive's modu
 # refuses any other, so these are left to it.
 TORCH_OWNED = ("torch.", "_codecs.encode")
 
+# Bounds on what a zip checkpoint's records may inflate to, checked before anything is read: a
+# pickle holds the object's structure (a real VQGAN's data.pkl is a few hundred KB; the tensors
+# are records of their own), and torch writes every record uncompressed, so all records together
+# hold about the file's own size (VQGAN's 980 MB). The slack leaves room for a re-zipped file.
+PICKLE_LIMIT = 64 * 2**20
+INFLATE_RATIO, INFLATE_SLACK = 4, 64 * 2**20
+CHUNK = 2**20
+
 _REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 _READ_ERRORS = (zipfile.BadZipFile, EOFError, OSError, RuntimeError, MemoryError)
 
@@ -46,6 +54,10 @@ class CheckpointError(RuntimeError):
 
 class _Unsupported(Exception):
     """A pickle opcode the weights-only unpickler cannot run, found while scanning."""
+
+
+class _TooBig(Exception):
+    """A zip record that inflates past what a checkpoint can hold (a zip bomb)."""
 
 
 class _Inert:
@@ -97,16 +109,51 @@ def _scan(stream) -> tuple[set[str], list[int]]:
     return names, ints
 
 
+def _too_big(name: str, size: int, limit: int) -> _TooBig:
+    """The error for a record that inflates past its bound (a zip bomb, or not a checkpoint)."""
+    return _TooBig(f"record {name} inflates to {size / 2**20:.0f} MiB or more, beyond "
+                           f"the {limit / 2**20:.0f} MiB a checkpoint of this size can hold")
+
+
+def _check_sizes(path: Path, infos: list) -> None:
+    """Refuses records whose declared inflated sizes exceed what a checkpoint can hold."""
+    limit = INFLATE_RATIO * path.stat().st_size + INFLATE_SLACK
+    total = 0
+    for info in infos:
+        total += info.file_size
+        if total > limit:
+            raise _too_big(info.filename, info.file_size, limit)
+
+
+def _read_record(archive: zipfile.ZipFile, info, limit: int) -> bytes:
+    """A record's bytes, inflated in chunks and refused as soon as they pass `limit` (whatever
+    its header declares)."""
+    if info.file_size > limit:
+        raise _too_big(info.filename, info.file_size, limit)
+    parts, size = [], 0
+    with archive.open(info) as record:
+        while chunk := record.read(CHUNK):
+            size += len(chunk)
+            if size > limit:
+                raise _too_big(info.filename, size, limit)
+            parts.append(chunk)
+    return b"".join(parts)
+
+
 def _zip_pickles(path: Path) -> tuple[bool, list[bytes]]:
-    """Whether a zip checkpoint is a TorchScript archive, and the pickles that build its object."""
+    """Whether a zip checkpoint is a TorchScript archive, and the pickles that build its object.
+
+    Every record's inflated size is bounded first (torch's reader would allocate what a record
+    declares), and each pickle while it is read."""
     with zipfile.ZipFile(path) as archive:
         records = {}
+        _check_sizes(path, archive.infolist())
         for info in archive.infolist():
             folder, _, record = info.filename.partition("/")
             records.setdefault(record, []).append(info)
         if "data.pkl" not in records:
             raise CheckpointError("no data.pkl record")
-        pickles = [archive.read(info) for info in records["data.pkl"]]
+        pickles = [_read_record(archive, info, PICKLE_LIMIT) for info in records["data.pkl"]]
         return "constants.pkl" in records, pickles
 
 
@@ -191,6 +238,8 @@ def safe_load(path: Path, fix: str = DOWNLOAD_FIX) -> Any:
         kind, names = _globals_of(path)
     except _Unsupported as err:
         raise _unsupported(path, err, fix) from None
+    except _TooBig as err:
+        raise CheckpointError(f"{path} is refused unread: {err}; {fix}") from None
     except (CheckpointError, ValueError, *_READ_ERRORS) as err:
         raise _corrupt(path, err, fix) from None
     torchscript = kind == "torchscript"

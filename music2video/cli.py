@@ -44,6 +44,61 @@ def finite(text: str) -> float:
     return value
 
 
+class Range:
+    """An argparse type: a finite number of `kind` from `low` (excluded when `open_low`) to
+    `high`; str() is the range as --help shows it."""
+
+    def __init__(self, kind: type, low: float, high: float, open_low: bool = False):
+        self.kind, self.low, self.high, self.open_low = kind, low, high, open_low
+        self.__name__ = "whole number" if kind is int else "number"  # argparse's error text
+
+    def __str__(self) -> str:
+        if self.open_low:
+            return f"above {self.low:g}, at most {self.high:g}"
+        return f"{self.low:g} to {self.high:g}"
+
+    def __call__(self, text: str):
+        try:
+            value = int(text) if self.kind is int else finite(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {self.__name__}") from None
+        above = value > self.low if self.open_low else value >= self.low
+        if not (above and value <= self.high):
+            raise argparse.ArgumentTypeError(f"{text!r} is out of range; give a {self.__name__} "
+                                             f"{'from ' if not self.open_low else ''}{self}")
+        return value
+
+
+# The range of each numeric flag (checked at parsing, shown in --help). Upper bounds are far
+# beyond any useful value but keep every number finite in float32 and every plan small.
+WEIGHT = Range(float, -1e4, 1e4)  # a prompt's weight (noise, text, picture)
+RANGES = {
+    "iterations": Range(int, 1, 10**7),
+    "iterations_per_second": Range(float, 0, 10_000),
+    "save_every": Range(int, 0, 10**9),
+    "size": Range(int, 1, 100_000),
+    "init_weight": Range(float, 0, 1e4),
+    "noise_prompt_weights": WEIGHT,
+    "learning_rate": Range(float, 0, 100, open_low=True),
+    "num_cuts": Range(int, 1, 100_000),
+    "cut_power": Range(float, 0, 100, open_low=True),
+    "zoom_start": Range(int, 0, 10**9),
+    "zoom_save_every": Range(int, 1, 10**9),
+    "zoom_scale": Range(float, 0.1, 10),
+    "zoom_shift_x": Range(int, -100_000, 100_000),
+    "zoom_shift_y": Range(int, -100_000, 100_000),
+    "change_prompt_every": Range(int, 0, 10**9),
+    "video_length": Range(float, 0.5, 3600),  # Wav2CLIP hears at least 0.5 s
+    "output_video_fps": Range(float, 0, 240),
+    "input_video_fps": Range(float, 1, 240),
+    "fps": Range(float, 1, 240),
+    "audio_sampling_freq": Range(int, 8000, 192_000),
+    "warmup": Range(int, 0, 100_000),
+    "workers": Range(int, 1, 1024),
+    "lyric_beats": Range(int, 1, 10_000),
+}
+
+
 def seed_value(text: str) -> int:
     """An argparse type: a seed, a whole number from 0 to 2**32 - 1."""
     try:
@@ -160,14 +215,14 @@ def add_seed_flags(p: argparse.ArgumentParser, mode: str) -> None:
            "(a folder: <song name>.mp4 inside it)")
     a("-p", "--prompts", default=None, help="style prompts for the whole video, 'text:weight:stop|...'")
     a("-ip", "--image_prompts", default=None, help="style images, 'path:weight|...'")
-    a("-i", "--iterations", type=int, default=None, help="total steps for the song (instead of -ips)")
-    a("-ips", "--iterations_per_second", type=finite, default=None,
+    a("-i", "--iterations", type=RANGES["iterations"], default=None, help="total steps for the song (instead of -ips)")
+    a("-ips", "--iterations_per_second", type=RANGES["iterations_per_second"], default=None,
       help=f"steps per second of song; 0: 10-120 by loudness (default {DEFAULT_IPS[mode]:g})")
-    a("-se", "--save_every", type=int, default=50, help="preview picture and loss every N steps")
-    a("-s", "--size", nargs=2, type=int, default=[512, 512], metavar=("W", "H"), help="picture size")
+    a("-se", "--save_every", type=RANGES["save_every"], default=50, help="preview picture and loss every N steps")
+    a("-s", "--size", nargs=2, type=RANGES["size"], default=[512, 512], metavar=("W", "H"), help="picture size")
     a("-ii", "--init_image", type=Path, default=None, help="start from this picture")
     a("-in", "--init_noise", choices=["pixels", "gradient"], default=None, help="start from noise")
-    a("-iw", "--init_weight", type=finite, default=0.0,
+    a("-iw", "--init_weight", type=RANGES["init_weight"], default=0.0,
       help="pull of the latent towards zero (the seed's rule), fading within each segment")
     a("-m", "--clip_model", default="ViT-B/32", help="CLIP model name or checkpoint path")
     a("-conf", "--vqgan_config", type=Path, default=None,
@@ -176,34 +231,34 @@ def add_seed_flags(p: argparse.ArgumentParser, mode: str) -> None:
       help="VQGAN ckpt (default: checkpoints/vqgan_imagenet_f16_16384.ckpt)")
     a("--wav2clip_checkpoint", type=Path, default=None, help="Wav2CLIP weights (default: checkpoints/Wav2CLIP.pt)")
     a("--checkpoints", type=Path, default=None, help="weights folder (default: $MUSIC2VIDEO_CHECKPOINTS or ./checkpoints)")
-    a("-nps", "--noise_prompt_seeds", nargs="*", type=int, default=[], help="noise prompt seeds")
-    a("-npw", "--noise_prompt_weights", nargs="*", type=finite, default=[], help="noise prompt weights")
-    a("-lr", "--learning_rate", type=finite, default=0.1, help="learning rate")
+    a("-nps", "--noise_prompt_seeds", nargs="*", type=seed_value, default=[], help="noise prompt seeds")
+    a("-npw", "--noise_prompt_weights", nargs="*", type=WEIGHT, default=[], help="noise prompt weights")
+    a("-lr", "--learning_rate", type=RANGES["learning_rate"], default=0.1, help="learning rate")
     a("-cutm", "--cut_method", choices=CUT_METHODS, default="latest", help="cut-out method")
-    a("-cuts", "--num_cuts", type=int, default=32, help="cut-outs per step")
-    a("-cutp", "--cut_power", type=finite, default=1.0, help="cut size power (crop methods)")
+    a("-cuts", "--num_cuts", type=RANGES["num_cuts"], default=32, help="cut-outs per step")
+    a("-cutp", "--cut_power", type=RANGES["cut_power"], default=1.0, help="cut size power (crop methods)")
     a("-aug", "--augments", nargs="+", action="append", choices=AUGMENTS, default=None,
       help=f"augments for the latest/nrupdated methods (default: {' '.join(DEFAULT_AUGMENTS)})")
     a("-sd", "--seed", type=seed_value, default=None, help="random seed (same seed, same frames on the CPU)")
     a("-opt", "--optimiser", choices=OPTIMISERS, default="Adam", help="optimiser")
     a("-vid", "--video", action="store_true", help="accepted for the seed's commands; a video is always made")
     a("-zvid", "--zoom_video", action="store_true", help="zoom/shift the picture as it evolves")
-    a("-zs", "--zoom_start", type=int, default=0, help="zoom from this step on")
-    a("-zse", "--zoom_save_every", type=int, default=10, help="zoom every N steps")
-    a("-zsc", "--zoom_scale", type=finite, default=0.99, help="zoom factor per zoom (<1 zooms out)")
-    a("-zsx", "--zoom_shift_x", type=int, default=0, help="shift right per zoom, pixels")
-    a("-zsy", "--zoom_shift_y", type=int, default=0, help="shift down per zoom, pixels")
-    a("-cpe", "--change_prompt_every", type=int, default=0, help="cycle the '^' phrases of -p every N steps")
-    a("-vl", "--video_length", type=finite, default=10, help="chunk seconds when there is no beat/lyric to cut at")
-    a("-ofps", "--output_video_fps", type=finite, default=0, help="motion-interpolate the video to this fps")
-    a("-ifps", "--input_video_fps", type=finite, default=None, help="rendered fps before -ofps (same as --fps)")
-    a("--fps", type=finite, default=None, help="frames per second of the rendered video (default 30)")
+    a("-zs", "--zoom_start", type=RANGES["zoom_start"], default=0, help="zoom from this step on")
+    a("-zse", "--zoom_save_every", type=RANGES["zoom_save_every"], default=10, help="zoom every N steps")
+    a("-zsc", "--zoom_scale", type=RANGES["zoom_scale"], default=0.99, help="zoom factor per zoom (<1 zooms out)")
+    a("-zsx", "--zoom_shift_x", type=RANGES["zoom_shift_x"], default=0, help="shift right per zoom, pixels")
+    a("-zsy", "--zoom_shift_y", type=RANGES["zoom_shift_y"], default=0, help="shift down per zoom, pixels")
+    a("-cpe", "--change_prompt_every", type=RANGES["change_prompt_every"], default=0, help="cycle the '^' phrases of -p every N steps")
+    a("-vl", "--video_length", type=RANGES["video_length"], default=10, help="chunk seconds when there is no beat/lyric to cut at")
+    a("-ofps", "--output_video_fps", type=RANGES["output_video_fps"], default=0, help="motion-interpolate the video to this fps")
+    a("-ifps", "--input_video_fps", type=RANGES["input_video_fps"], default=None, help="rendered fps before -ofps (same as --fps)")
+    a("--fps", type=RANGES["fps"], default=None, help="frames per second of the rendered video (default 30)")
     a("-d", "--deterministic", action="store_true", help="cudnn deterministic mode")
     a("-vsd", "--video_style_dir", default=None, help="not supported: styles a video's frames, not a song")
     a("-cd", "--cuda_device", default=None, help="device, e.g. cuda:1, mps or cpu (overrides -gid)")
     a("-gid", "--gpu_id", type=gpu_list, default=(0,),
       help="CUDA GPU index, or a list (0,1,2,3): one worker per GPU")
-    a("-sf", "--audio_sampling_freq", type=int, default=16000, help="sample rate for the audio embeddings")
+    a("-sf", "--audio_sampling_freq", type=RANGES["audio_sampling_freq"], default=16000, help="sample rate for the audio embeddings")
     a("--precision", choices=("auto", *PRECISIONS), default="auto",
       help="arithmetic of the loop; auto: bf16 where it is native and faster here, else fp32")
     a("--compile", default=None, choices=("default", "reduce-overhead", "max-autotune-no-cudagraphs"),
@@ -211,9 +266,9 @@ def add_seed_flags(p: argparse.ArgumentParser, mode: str) -> None:
     a("--sections", type=section_count, default=1,
       help="parts of the song cut at its structure that render in parallel: a number, or auto "
            "(about one per 30 s)")
-    a("--warmup", type=int, default=50,
+    a("--warmup", type=RANGES["warmup"], default=50,
       help="unrendered steps that open each section after the first, so it starts on a picture")
-    a("--workers", type=int, default=None,
+    a("--workers", type=RANGES["workers"], default=None,
       help="sections rendered at once (default: one per -gid GPU, else 1)")
     a("--ray", default=None, metavar="ADDRESS",
       help="run the workers on Ray: local (default for several workers), auto or a cluster address")
@@ -241,31 +296,21 @@ def get_parser(mode: str) -> argparse.ArgumentParser:
                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_seed_flags(p, mode)
     if mode == "beats":
-        p.add_argument("--lyric_beats", type=int, default=1, help="beat segments each lyric guides")
+        p.add_argument("--lyric_beats", type=RANGES["lyric_beats"], default=1, help="beat segments each lyric guides")
     else:
         p.add_argument("--blend", action="store_true", help="cross-fade text into audio over each stretch")
+    for action in p._actions:  # every number's range, in --help
+        if isinstance(action.type, Range):
+            action.help = f"{action.help}; {action.type}"
     return p
 
 
 def _check_flags(p: argparse.ArgumentParser, args, mode: str) -> None:
     """Rejects impossible or conflicting flags with parser.error."""
-    positive = {"-cuts": args.num_cuts, "-lr": args.learning_rate, "-zse": args.zoom_save_every,
-                "-zsc": args.zoom_scale, "-vl": args.video_length, "-sf": args.audio_sampling_freq,
-                "-cutp": args.cut_power, "-s": min(args.size)}
-    for flag, value in positive.items():
-        if not value > 0:
-            p.error(f"{flag} must be greater than 0, got {value}")
-    if args.iterations is not None and (args.iterations < 1 or args.iterations_per_second is not None):
+    if args.iterations is not None and args.iterations_per_second is not None:
         p.error("-i takes a positive total and cannot be combined with -ips; give one of them")
     if args.iterations_per_second is None:
         args.iterations_per_second = 0.0 if args.iterations else DEFAULT_IPS[mode]
-    for flag, value in {"-ips": args.iterations_per_second, "-se": args.save_every,
-                        "-zs": args.zoom_start, "-cpe": args.change_prompt_every,
-                        "-ofps": args.output_video_fps, "--warmup": args.warmup}.items():
-        if value < 0:
-            p.error(f"{flag} cannot be negative, got {value}")
-    if args.workers is not None and args.workers < 1:
-        p.error(f"--workers must be at least 1, got {args.workers}")
     if args.video_style_dir:
         p.error("-vsd (styling a folder of video frames) is not supported: this tool renders a "
                 "song; drop -vsd")
@@ -275,8 +320,6 @@ def _check_flags(p: argparse.ArgumentParser, args, mode: str) -> None:
         p.error("-cpe cycles the '^'-separated phrases of -p; give -p 'a^b^c'")
     if args.init_image and args.init_noise:
         p.error("-ii and -in both set the start picture; give one of them")
-    if getattr(args, "lyric_beats", 1) < 1:
-        p.error("--lyric_beats must be at least 1")
     if args.cuda_device and (len(args.gpu_id) > 1 or (args.workers or 1) > 1):
         p.error("-cd picks one device; for several GPUs give -gid 0,1,... instead")
     for path in (args.output, *args.audio_prompt):
@@ -316,6 +359,8 @@ def _check_prompts(p: argparse.ArgumentParser, args) -> None:
             _, weight, stop = parse_prompt(item)
             if not math.isfinite(weight):
                 p.error(f"{flag} {item!r}: the weight must be a finite number")
+            if not WEIGHT.low <= weight <= WEIGHT.high:
+                p.error(f"{flag} {item!r}: the weight must be from {WEIGHT}")
             if math.isnan(stop) or stop == math.inf:
                 p.error(f"{flag} {item!r}: the stop must be a finite number")
 
@@ -325,8 +370,6 @@ def _check_fps(p: argparse.ArgumentParser, args) -> None:
     if args.fps is not None and args.input_video_fps is not None and args.fps != args.input_video_fps:
         p.error("--fps and -ifps both set the rendered frame rate; give one of them")
     args.fps = args.fps or args.input_video_fps or 30.0
-    if args.fps <= 0:
-        p.error(f"--fps must be greater than 0, got {args.fps}")
     if args.output_video_fps and args.output_video_fps <= args.fps:
         p.error(f"-ofps ({args.output_video_fps:g}) must be above the rendered --fps ({args.fps:g})")
 

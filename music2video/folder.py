@@ -16,6 +16,7 @@ made into a run folder: a new one is built under a temporary name and renamed in
 import contextlib
 import errno
 import fcntl
+import io
 import json
 import os
 import re
@@ -520,13 +521,16 @@ class RunFolder:
             raise RunError(str(err)) from None
 
     def save_state(self, section: int, state: dict) -> None:
-        """Saves a section's state atomically."""
+        """Saves a section's state atomically and durably, as every other file is written.
+
+        It is serialised in memory first (a latent and its optimiser's moments: small), so a
+        full disk is an OSError of write_bytes, never torch.save's own RuntimeError."""
         import torch
 
         self.check_present()
-        path = self.path / state_name(section)
-        with writing(path) as part:
-            torch.save(state, part)
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        write_bytes(self.path / state_name(section), buffer.getvalue())
 
     def record(self, manifest: dict, index: int, chunk: bytes | None, thumb: bytes | None,
                section: int | None = None, state: dict | None = None) -> None:

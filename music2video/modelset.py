@@ -71,6 +71,10 @@ def resolve_weights(choice: WeightChoice, quiet: bool = False) -> dict[str, Path
     return paths
 
 
+# CLIP's input side for the named models that are not 224 pixels.
+CLIP_INPUT = {"RN50x4": 288, "RN50x16": 384, "RN50x64": 448, "ViT-L/14@336px": 336}
+
+
 def picture_size(size: tuple[int, int], config: Path) -> tuple[int, int]:
     """-s rounded down to whole cells of the configured VQGAN; too small a size is an error."""
     factor = cell_size(read_vqgan_config(config)[1])
@@ -92,6 +96,33 @@ def decoder_bytes(params: dict, size: tuple[int, int]) -> int:
     levels = len(dd["ch_mult"])
     per_pixel = sum(dd["ch"] * mult / 4 ** (levels - 1 - i) for i, mult in enumerate(dd["ch_mult"]))
     return int(2 * per_pixel * width * height * (dd["num_res_blocks"] + 1) * 4)
+
+
+def attention_bytes(params: dict, size: tuple[int, int]) -> int:
+    """A low estimate of the decoder's attention maps at a picture size (bytes): each attention
+    block keeps a (hw, hw) softmax for the backward pass (2 bytes a value, as in bf16)."""
+    dd = params["ddconfig"]
+    width, height = size
+    levels = len(dd["ch_mult"])
+    blocks = {levels - 1: 1}  # the middle block's, at the latent's resolution
+    for level in range(levels):  # level 0: full resolution
+        if dd["resolution"] // 2 ** level in dd["attn_resolutions"]:
+            blocks[level] = blocks.get(level, 0) + dd["num_res_blocks"] + 1
+    return sum(2 * ((width >> level) * (height >> level)) ** 2 * count
+               for level, count in blocks.items())
+
+
+def cutout_bytes(num_cuts: int, clip_model: str) -> int:
+    """A low estimate of one step's cut-outs (bytes): -cuts views at CLIP's input size, fp32,
+    and their normalised copies. A CLIP file counts at 224 pixels, the smallest named model's."""
+    side = CLIP_INPUT.get(clip_model, 224)
+    return 2 * 4 * 3 * side * side * num_cuts
+
+
+def step_bytes(params: dict, size: tuple[int, int], num_cuts: int, clip_model: str) -> int:
+    """A low estimate of what one step allocates: decoder activations and attention, cut-outs."""
+    return (decoder_bytes(params, size) + attention_bytes(params, size)
+            + cutout_bytes(num_cuts, clip_model))
 
 
 def load_models(paths: dict, device, num_cuts: int, cut_method: str,

@@ -35,6 +35,15 @@ class RenderError(RuntimeError):
     """Rendering cannot go on as asked; str() says why and what to change."""
 
 
+def out_of_memory(err: BaseException) -> bool:
+    """Whether an error is a failed allocation: torch's OutOfMemoryError, MemoryError, or the
+    CPU allocator's RuntimeError ("DefaultCPUAllocator: can't allocate memory")."""
+    text = str(err)
+    return isinstance(err, (torch.OutOfMemoryError, MemoryError)) or (
+        isinstance(err, RuntimeError)
+        and ("DefaultCPUAllocator" in text or "can't allocate memory" in text))
+
+
 @dataclass(frozen=True)
 class Zoom:
     """The seed's zoom motion (-zvid): every `every` steps from `start`, scale and shift."""
@@ -300,19 +309,16 @@ class Renderer:
 
     def run(self, work: Work) -> Iterator:
         """Renders the work's segments, yielding Progress, Preview and Finished events."""
-        opt, previous, iteration = self._start(work)
+        with self._memory_errors():
+            opt, previous, iteration = self._start(work)
         for index in range(work.first, work.last + 1):
             torch.manual_seed(self.spec.seed + index)
             seg = self.spec.segments[index]
             with tempfile.TemporaryDirectory(dir=self.scratch) as scratch:
                 path = Path(scratch) / "chunk.mp4" if seg.frames and work.wants(index) else None
                 events = self._segment(seg, opt, previous, iteration, path, work.job)
-                try:
+                with self._memory_errors():
                     previous, iteration = yield from events
-                except (torch.OutOfMemoryError, MemoryError):
-                    raise RenderError(f"out of memory at -s {self.width} {self.height}, -cuts "
-                                      f"{self.spec.num_cuts}; use a smaller -s or fewer -cuts"
-                                      ) from None
                 chunk = path.read_bytes() if path else None
             state = {"optimiser": on_cpu(opt.state_dict()), "image": previous.cpu(),
                      "iteration": iteration, "segment": index}
@@ -322,6 +328,17 @@ class Renderer:
             yield Finished(work.job, work.section, index, chunk,
                            thumbnail(previous) if wanted else None, state, wanted, work.repair,
                            peak_gpu_mb(self.models.device)[0])
+
+    @contextlib.contextmanager
+    def _memory_errors(self):
+        """A failed allocation becomes one RenderError line naming what to make smaller."""
+        try:
+            yield
+        except (MemoryError, RuntimeError) as err:
+            if isinstance(err, RenderError) or not out_of_memory(err):
+                raise
+            raise RenderError(f"out of memory at -s {self.width} {self.height}, -cuts "
+                              f"{self.spec.num_cuts}; use a smaller -s or fewer -cuts") from None
 
     def _segment(self, seg: Segment, opt: Optimiser, previous, iteration: int, path, job: int):
         """Optimises one segment, streaming its frames into `path`; returns (picture, step)."""

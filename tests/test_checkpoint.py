@@ -351,3 +351,42 @@ def test_safe_load_of_a_run_state_with_its_own_fix(tmp_path):
     with pytest.raises(CheckpointError) as err:
         safe_load(tmp_path / "gone.pt", fix=fix)
     assert str(err.value) == f"{tmp_path / 'gone.pt'} not found; {fix}"
+
+
+def rezip(source, path, bomb_record: str, bomb_bytes: int):
+    """`source`'s records, with `bomb_record` holding `bomb_bytes` zero bytes, deflated (a zip
+    bomb: a few KB on disk), written a MiB at a time."""
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(path, "w") as new:
+        prefix = old.namelist()[0].partition("/")[0]
+        for info in old.infolist():
+            if info.filename != f"{prefix}/{bomb_record}":
+                new.writestr(info, old.read(info))
+        bomb = zipfile.ZipInfo(f"{prefix}/{bomb_record}")
+        bomb.compress_type = zipfile.ZIP_DEFLATED
+        with new.open(bomb, "w", force_zip64=True) as f:
+            for _ in range(bomb_bytes // 2**20):
+                f.write(bytes(2**20))
+    return path
+
+
+@pytest.mark.parametrize("record, bounds", [
+    ("data.pkl", {"PICKLE_LIMIT": 2**20}),  # the pickle itself
+    ("data/999", {"INFLATE_RATIO": 1, "INFLATE_SLACK": 2**20}),  # a record torch would allocate
+])
+def test_a_zip_bomb_is_refused_before_it_is_inflated(tmp_path, tiny_models, monkeypatch,
+                                                     record, bounds):
+    """A record that inflates far past what a checkpoint of its size holds (the bounds made
+    small here, so the bomb stays small) is refused before it is read or unpickled."""
+    from music2video import checkpoint
+
+    for name, value in bounds.items():
+        monkeypatch.setattr(checkpoint, name, value, raising=False)
+    source = tiny_models["vqgan_checkpoint"]
+    path = rezip(source, tmp_path / "bomb.ckpt", record, 8 * 2**20)
+    assert path.stat().st_size < source.stat().st_size + 2**16
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("unpickled a zip bomb"))
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    message = str(err.value)
+    assert "\n" not in message and str(path) in message and FIX in message
+    assert f"is refused unread: record vqgan/{record} inflates to 8 MiB or more" in message

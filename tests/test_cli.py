@@ -108,9 +108,9 @@ def test_no_weights_and_no_network(tmp_path, capsys, short_song, monkeypatch):
 
 
 @pytest.mark.parametrize("flags,expected", [
-    (["-cuts", "0"], "-cuts must be greater than 0"),
-    (["-s", "0", "64"], "-s must be greater than 0"),
-    (["-ips", "-1"], "-ips cannot be negative"),
+    (["-cuts", "0"], "-cuts/--num_cuts: '0' is out of range; give a whole number from 1"),
+    (["-s", "0", "64"], "-s/--size: '0' is out of range"),
+    (["-ips", "-1"], "-ips/--iterations_per_second: '-1' is out of range"),
     (["-vsd", "frames/"], "-vsd"),
     (["-nps", "1", "2", "-npw", "0.5"], "one weight per seed"),
     (["-i", "100"], "-i"),
@@ -131,7 +131,29 @@ def test_no_weights_and_no_network(tmp_path, capsys, short_song, monkeypatch):
     (["-gid", "1,1"], "distinct"),
     (["--sections", "0"], "--sections"),
     (["--sections", "many"], "--sections"),
-    (["--workers", "0"], "--workers must be at least 1"),
+    (["--workers", "0"], "--workers: '0' is out of range; give a whole number from 1 to"),
+    (["-lr", "1e39"], "-lr/--learning_rate: '1e39' is out of range; give a number above 0, at most"),
+    (["-lr", "0"], "-lr/--learning_rate: '0' is out of range"),
+    (["-sf", "1000000000"], "-sf/--audio_sampling_freq: '1000000000' is out of range"),
+    (["-vl", "0.000001"], "-vl/--video_length: '0.000001' is out of range; give a number from 0.5"),
+    (["--fps", "0.01"], "--fps: '0.01' is out of range; give a number from 1 to 240"),
+    (["-ifps", "0"], "-ifps/--input_video_fps: '0' is out of range"),
+    (["-ofps", "1e6"], "-ofps/--output_video_fps: '1e6' is out of range"),
+    (["-cuts", "2.5"], "-cuts/--num_cuts: '2.5' is not a whole number"),
+    (["-npw", "1e39", "-nps", "1"], "-npw/--noise_prompt_weights: '1e39' is out of range"),
+    (["-nps", "-1", "-npw", "1"], "-nps/--noise_prompt_seeds: '-1' is not a seed"),
+    (["-p", "a red fox:1e39"], "-p 'a red fox:1e39': the weight must be from"),
+    (["-iw", "-1"], "-iw/--init_weight: '-1' is out of range"),
+    (["-cutp", "0"], "-cutp/--cut_power: '0' is out of range"),
+    (["-zsc", "0"], "-zsc/--zoom_scale: '0' is out of range"),
+    (["-zse", "0"], "-zse/--zoom_save_every: '0' is out of range"),
+    (["-zsx", "1e9"], "-zsx/--zoom_shift_x: '1e9' is not a whole number"),
+    (["-zsy", "1000000000"], "-zsy/--zoom_shift_y: '1000000000' is out of range"),
+    (["-i", "0"], "-i/--iterations: '0' is out of range"),
+    (["-se", "-1"], "-se/--save_every: '-1' is out of range"),
+    (["-cpe", "-1"], "-cpe/--change_prompt_every: '-1' is out of range"),
+    (["--warmup", "-1"], "--warmup: '-1' is out of range"),
+    (["--lyric_beats", "0"], "--lyric_beats: '0' is out of range"),
     (["-cd", "cpu", "-gid", "0,1"], "-cd picks one device"),
 ])
 def test_impossible_flags(tmp_path, capsys, short_song, flags, expected):
@@ -140,6 +162,15 @@ def test_impossible_flags(tmp_path, capsys, short_song, flags, expected):
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and expected in err, err
+
+
+def test_help_shows_every_numbers_range(capsys):
+    with pytest.raises(SystemExit):
+        cli.get_parser("beats").parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for shown in ("learning rate; above 0, at most 100", "0.5 to 3600", "8000 to 192000",
+                  "video (default 30); 1 to 240"):
+        assert shown in text, shown
 
 
 def test_lyric_beats_only_in_generate(tmp_path, capsys, short_song):
@@ -328,6 +359,24 @@ def test_a_picture_too_big_for_the_machine_is_refused_before_models_load(
             "100000", "-q", *model_flags]
     assert cli.main("beats", args) == 1
     one_error_line(capsys, "-s 100000 100000", "GiB", "smaller -s")
+    assert loaded == []
+    assert not (tmp_path / "o" / "v").exists()
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["-s", "4000", "4000"], "-s 4000 4000"),  # fits but for the decoder's (hw, hw) attention
+    (["-s", "64", "64", "-cuts", "100000"], "-cuts 100000"),  # fits but for the cut-outs
+])
+def test_a_step_too_big_for_the_machine_is_refused_up_front(
+        tmp_path, capsys, short_song, model_flags, monkeypatch, flags, named):
+    loaded = []
+    monkeypatch.setattr(render, "load_for", lambda *a, **k: loaded.append(1))
+    monkeypatch.setattr(scheduler, "load_for", lambda *a, **k: loaded.append(1))
+    monkeypatch.setattr(batch, "device_memory", lambda device: 64 * 2**30)  # any machine
+    args = ["-o", str(tmp_path / "o" / "v.png"), "-ap", str(short_song), *flags, "-q",
+            *model_flags]
+    assert cli.main("beats", args) == 1
+    one_error_line(capsys, named, "GiB for one step", "fewer -cuts")
     assert loaded == []
     assert not (tmp_path / "o" / "v").exists()
 

@@ -273,6 +273,57 @@ def test_record_writes_the_files_before_the_journal(tmp_path):
     assert folder.done() == {2}
 
 
+class _FullDisk:
+    """A file whose disk fills after `room` bytes: the write stores that much, then fails."""
+
+    def __init__(self, file, room: int):
+        self.file, self.room = file, room
+
+    def write(self, data):
+        self.file.write(data[:self.room])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __getattr__(self, name):
+        return getattr(self.file, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()
+
+
+@pytest.mark.parametrize("full_at", ["write 0", "write 100", "write 4000", "fsync", "replace"])
+def test_a_full_disk_while_a_state_is_saved_is_one_line_and_keeps_the_last_state(
+        tmp_path, monkeypatch, full_at):
+    from music2video import folder as folder_module
+
+    run = tmp_path / "run"
+    folder = RunFolder(run)
+    open_run(folder)
+    folder.save_state(0, {"segment": 0, "z": torch.zeros(1)})
+    saved = (run / state_name(0)).read_bytes()
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    if full_at.startswith("write"):
+        room = int(full_at.split()[1])
+        monkeypatch.setattr(folder_module, "open", lambda *a: _FullDisk(open(*a), room),
+                            raising=False)
+    else:
+        monkeypatch.setattr(os, full_at, full)
+    with pytest.raises(RunError, match="No space left on device.*run the same command again"
+                       ) as caught:
+        folder.save_state(0, {"segment": 1, "z": torch.zeros(100_000)})
+    assert "\n" not in str(caught.value)
+    monkeypatch.undo()
+    assert (run / state_name(0)).read_bytes() == saved
+    assert folder.load_state(0)["segment"] == 0
+    assert sorted(p.name for p in run.iterdir()) == [".lock", ".music2video", "manifest.json",
+                                                     state_name(0)]
+
+
 def test_leftovers_touch_only_our_temporary_files(tmp_path):
     run = tmp_path / "run"
     folder = RunFolder(run)

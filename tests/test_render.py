@@ -86,3 +86,19 @@ def test_a_non_finite_loss_stops_with_one_line(spec, samples, tiny_models):
     with pytest.raises(RenderError, match="non-finite") as caught:
         list(renderer.run(Work(0, 0, 0, 0, write=frozenset({0}))))
     assert "\n" not in str(caught.value) and "-lr" in str(caught.value)
+
+
+@pytest.mark.parametrize("error", [
+    RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate "
+                 "memory: you tried to allocate 16000000000 bytes. Error code 12"),
+    MemoryError(), torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 15 GiB")])
+@pytest.mark.parametrize("section", [0, 1], ids=["first", "warm-up"])
+def test_a_failed_allocation_is_one_line(renderer, monkeypatch, error, section):
+    def allocate(*args):
+        raise error
+
+    monkeypatch.setattr(renderer.models.vqgan, "synth", allocate)
+    with pytest.raises(RenderError, match="out of memory at -s 64 64, -cuts 2; use a smaller -s"
+                       ) as caught:
+        list(renderer.run(Work(0, section, section, section, write=frozenset({section}))))
+    assert "\n" not in str(caught.value)
