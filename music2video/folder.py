@@ -20,10 +20,11 @@ import json
 import os
 import re
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
-from .video import part_path
+from .video import VideoError, count_decoded, part_path
 
 MANIFEST = "manifest.json"
 JOURNAL = "progress.jsonl"
@@ -164,6 +165,13 @@ def check_manifest(manifest, where: Path) -> dict:
     return manifest
 
 
+def describe_problems(problems: dict[int, str], records: list[dict]) -> str:
+    """Chunks that cannot be joined, for one line: 'chunk_00004.mp4 does not decode, ...'."""
+    named = [f"{records[k]['chunk']} {why}" for k, why in sorted(problems.items())]
+    more = f" (and {len(named) - 5} more)" if len(named) > 5 else ""
+    return ", ".join(named[:5]) + more
+
+
 def _same(key: str, value, old: dict) -> bool:
     """Whether an identity entry matches the old run's (a -sd equal to its drawn seed does)."""
     if key == "seed" and "seed" not in old.get("identity", {}):
@@ -217,12 +225,34 @@ class RunFolder:
             raise RunError(f"{self.path}: only {len(done & set(range(len(records))))} of "
                            f"{len(records)} segments are finished; rerun the generate command to "
                            "resume, or join with --partial")
-        chunks = [self.chunk(r) for r in records[:prefix] if r["chunk"]]
-        missing = [c.name for c in chunks if not c.is_file()]
-        if missing:
-            raise RunError(f"{self.path}: missing chunk(s) {', '.join(missing[:5])}; rerun the "
+        problems = self.chunk_problems(records[:prefix])
+        if problems:
+            raise RunError(f"{self.path}: {describe_problems(problems, records)}; rerun the "
                            "generate command to render them again")
-        return chunks
+        return [self.chunk(r) for r in records[:prefix] if r["chunk"]]
+
+    def chunk_problem(self, record: dict) -> str | None:
+        """Why a segment's chunk cannot be joined (it is missing, does not decode, or has
+        another number of frames than the manifest's); None when it is whole or the segment
+        has no frames."""
+        chunk = self.chunk(record)
+        if chunk is None:
+            return None
+        if not chunk.is_file():
+            return "is missing"
+        try:
+            frames = count_decoded(chunk)
+        except VideoError:
+            return "does not decode"
+        expected = record["frame_end"] - record["frame_start"]
+        return None if frames == expected else f"has {frames} frames, not {expected}"
+
+    def chunk_problems(self, records: list[dict]) -> dict[int, str]:
+        """{segment index: why} for the chunks of these segments that cannot be joined
+        (each decoded in full, several at once)."""
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            found = zip([r["index"] for r in records], pool.map(self.chunk_problem, records))
+            return {index: why for index, why in found if why}
 
     def finished_prefix(self, manifest: dict) -> int:
         """How many segments from the start are finished."""
