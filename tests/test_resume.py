@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -244,9 +245,52 @@ def test_a_deleted_chunk_is_rendered_again_alone(full_run, tmp_path, short_song,
     args = interpolate_args("outputs/output.png", short_song, lyrics_file, model_flags)
     result = run_script("generate_interpolate.py", args, cwd)
     assert result.returncode == 0, result.stderr
-    assert "missing; rendering them again" in result.stdout + result.stderr
+    assert f"{victim.name} is missing); rendering them again" in result.stdout + result.stderr
     assert victim.is_file()
     assert {p.name: p.stat().st_mtime_ns for p in chunks if p != victim} == kept
+    assert decoded_frames(cwd / "outputs" / "output.mp4") == decoded_frames(full_run["video"])
+
+
+def damage_two_chunks(run_dir: Path, manifest: dict) -> tuple[str, str]:
+    """Truncates one chunk to 1000 bytes and puts a whole chunk of another length in place of a
+    second one; returns their names."""
+    records = [s for s in manifest["segments"] if s["chunk"]]
+    frames = [r["frame_end"] - r["frame_start"] for r in records]
+    short = next(k for k in range(1, len(records)) if frames[k] != frames[k - 1])
+    truncated = 0 if short > 1 else len(records) - 1
+    (run_dir / records[short]["chunk"]).write_bytes((run_dir / records[short - 1]["chunk"])
+                                                    .read_bytes())
+    os.truncate(run_dir / records[truncated]["chunk"], 1000)
+    return records[truncated]["chunk"], records[short]["chunk"]
+
+
+def test_combine_names_a_damaged_chunk_and_one_with_the_wrong_frame_count(full_run, tmp_path):
+    cwd = copy_run(full_run, tmp_path)
+    run_dir = cwd / "outputs" / "output"
+    truncated, short = damage_two_chunks(run_dir, full_run["manifest"])
+    out = tmp_path / "joined.mp4"
+    result = run_script("combine_mp4.py", [str(run_dir), "--output", str(out)], cwd)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert f"{truncated} does not decode" in result.stderr
+    assert re.search(f"{short} has \\d+ frames, not \\d+", result.stderr)
+    assert not out.exists()
+
+
+def test_damaged_chunks_are_rendered_again_at_resume(full_run, tmp_path, short_song, lyrics_file,
+                                                    model_flags):
+    """A truncated chunk and one with the wrong number of frames are noticed at resume and
+    rendered again (their sections replayed from the start); the whole chunks are kept."""
+    cwd = copy_run(full_run, tmp_path)
+    run_dir = cwd / "outputs" / "output"
+    bad = damage_two_chunks(run_dir, full_run["manifest"])
+    kept = {p.name: p.stat().st_mtime_ns for p in run_dir.glob("chunk_*.mp4") if p.name not in bad}
+    args = interpolate_args("outputs/output.png", short_song, lyrics_file, model_flags)
+    result = run_script("generate_interpolate.py", args, cwd)
+    assert result.returncode == 0, result.stderr
+    assert "2 finished chunk(s) are missing or damaged" in result.stdout + result.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in run_dir.glob("chunk_*.mp4")
+            if p.name not in bad} == kept
     assert decoded_frames(cwd / "outputs" / "output.mp4") == decoded_frames(full_run["video"])
 
 
