@@ -17,6 +17,7 @@ import contextlib
 import errno
 import fcntl
 import json
+import math
 import os
 import re
 import shutil
@@ -154,7 +155,8 @@ def check_manifest(manifest, where: Path) -> dict:
         if record["chunk"] is not None and not re.fullmatch(r"chunk_\d+\.mp4", str(record["chunk"])):
             raise bad(f"segment {k} names chunk {record['chunk']!r}")
     if (not isinstance(sections, list) or not sections
-            or any(not isinstance(s, list) or len(s) != 2 for s in sections)):
+            or any(not isinstance(s, list) or len(s) != 2 or not all(map(_is_int, s))
+                   for s in sections)):
         raise bad("no section list")
     if [s[0] for s in sections] != [0] + [s[1] + 1 for s in sections[:-1]] \
             or sections[-1][1] != len(segments) - 1:
@@ -162,7 +164,65 @@ def check_manifest(manifest, where: Path) -> dict:
     for key, kind in (("identity", dict), ("seed", int), ("settings", dict), ("fps", (int, float))):
         if not isinstance(manifest.get(key), kind):
             raise bad(f"no {key}")
+    problem = _field_problem(manifest)
+    if problem:
+        raise bad(problem)
     return manifest
+
+
+def _is_int(value) -> bool:
+    """A JSON whole number (not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value, low: float = -math.inf) -> bool:
+    """A finite JSON number (not a bool) of at least `low`."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and value >= low)
+
+
+def _field_problem(manifest: dict) -> str | None:
+    """What is wrong with a manifest's values (types and ranges), for check_manifest; None
+    when each is as a run writes it."""
+    fps, segments = manifest["fps"], manifest["segments"]
+    if not _is_number(fps) or fps <= 0:
+        return f"fps {fps!r} is not a positive number"
+    if not _is_int(manifest["seed"]) or not 0 <= manifest["seed"] < 2**32:
+        return f"seed {manifest['seed']!r} is not a whole number from 0 to {2**32 - 1}"
+    frame = 0
+    for k, r in enumerate(segments):
+        if not (_is_number(r["start"], 0) and _is_number(r["end"], r["start"])
+                and _is_int(r["iterations"]) and r["iterations"] >= 1
+                and _is_int(r["frame_start"]) and r["frame_start"] == frame
+                and _is_int(r["frame_end"]) and r["frame_end"] >= frame
+                and abs(r["frame_start"] - r["start"] * fps) <= 1
+                and abs(r["frame_end"] - r["end"] * fps) <= 1):
+            return f"segment {k} has a bad time, frame range or step count at {fps:g} fps"
+        if r["chunk"] != (chunk_name(k, len(segments)) if r["frame_end"] > frame else None):
+            return f"segment {k} names chunk {r['chunk']!r}"
+        if not isinstance(r["goals"], list) or not r["goals"] or not all(
+                isinstance(g, dict) and g.get("kind") in ("audio", "text")
+                and isinstance(g.get("text", ""), str) for g in r["goals"]):
+            return f"segment {k} has a bad goal list"
+        frame = r["frame_end"]
+    settings = manifest["settings"]
+    if not isinstance(settings.get("precision", ""), str) or not (
+            _is_int(settings.get("threads", 1)) and settings.get("threads", 1) >= 1):
+        return "bad settings"
+    for key in ("audio_path", "video"):
+        if not isinstance(manifest.get(key, ""), str):
+            return f"{key} is not a path"
+    ofps = manifest.get("output_video_fps", 0)
+    if not _is_number(ofps) or not (ofps == 0 or ofps > fps):
+        return f"output_video_fps {ofps!r} is neither 0 nor above fps {fps:g}"
+    if not isinstance(manifest.get("burn_lyrics", False), bool):
+        return "burn_lyrics is not true or false"
+    cues = manifest.get("cues", [])
+    if not isinstance(cues, list) or not all(
+            isinstance(c, dict) and set(c) == {"start", "end", "text"} and _is_number(c["start"], 0)
+            and _is_number(c["end"], c["start"]) and isinstance(c["text"], str) for c in cues):
+        return "bad subtitle cues"
+    return None
 
 
 def describe_problems(problems: dict[int, str], records: list[dict]) -> str:

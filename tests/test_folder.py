@@ -212,6 +212,33 @@ def test_check_manifest_names_what_is_wrong(tmp_path):
         check_manifest({**good, "version": 1}, "m")
 
 
+@pytest.mark.parametrize("path, value", [
+    ("fps", 0), ("fps", -30), ("fps", "30"), ("fps", True), ("fps", 1e-300), ("seed", -1),
+    ("seed", 2**40), ("segments.1.frame_end", "30"), ("segments.1.frame_start", 14),
+    ("segments.0.iterations", 0), ("segments.2.end", float("inf")), ("segments.0.start", -1),
+    ("segments.1.goals", []), ("segments.1.goals", [{"kind": "sound"}]),
+    ("segments.1.chunk", "chunk_00000.mp4"), ("segments.1.chunk", None), ("sections", [["0", 2]]),
+    ("settings.threads", 0), ("settings.precision", 16), ("output_video_fps", -60),
+    ("output_video_fps", 20), ("burn_lyrics", "yes"), ("video", 3), ("audio_path", None),
+    ("cues", [{"start": 1, "end": 0.5, "text": "a"}]), ("cues", [{"start": 0, "end": 1}]),
+    ("cues", "none")])
+def test_check_manifest_checks_each_fields_type_and_range(tmp_path, path, value):
+    """A hand-edited manifest (fps 0 once gave combine_mp4.py a ZeroDivisionError) is one line."""
+    good = open_run(RunFolder(tmp_path / "run"), info={"audio_path": "/song.mp3",
+                                                       "video": "/v.mp4", "output_video_fps": 0,
+                                                       "cues": [], "burn_lyrics": False})
+    assert check_manifest(json.loads(json.dumps(good)), "m") == good
+    broken = json.loads(json.dumps(good))
+    *parents, key = path.split(".")
+    place = broken
+    for part in parents:
+        place = place[int(part)] if isinstance(place, list) else place[part]
+    place[key] = value
+    with pytest.raises(RunError, match="not a run manifest this version can use") as caught:
+        check_manifest(broken, "m")
+    assert "\n" not in str(caught.value) and "--overwrite" in str(caught.value)
+
+
 HOLD = """
 import sys, time
 from music2video.folder import RunFolder
