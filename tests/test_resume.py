@@ -339,3 +339,65 @@ def test_combine_output_under_a_file_is_one_line(full_run, tmp_path):
                                            str(tmp_path / "file" / "v.mp4")], tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "part of that path is a file" in result.stderr
+
+
+def test_combine_with_a_manifest_fps_of_zero_is_one_line(full_run, tmp_path):
+    cwd = copy_run(full_run, tmp_path)
+    run_dir = cwd / "outputs" / "output"
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    (run_dir / "manifest.json").write_text(json.dumps({**manifest, "fps": 0}))
+    result = run_script("combine_mp4.py", [str(run_dir), "--output", str(tmp_path / "v.mp4")], cwd)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "fps 0" in result.stderr
+
+
+def test_combine_joins_paths_whose_names_hold_line_breaks(full_run, tmp_path):
+    """A run folder, song and video named with a line break and quotes join (ffmpeg's concat
+    list holds only the chunks' own names)."""
+    import shutil
+
+    odd = tmp_path / "new\nline 'quoted' ?#%"
+    shutil.copytree(full_run["run_dir"], odd / "run\nfolder")
+    song = odd / "the\nsong.mp3"
+    song.write_bytes(Path(full_run["manifest"]["audio_path"]).read_bytes())
+    out = odd / "the\nvideo.mp4"
+    result = run_script("combine_mp4.py", [str(odd / "run\nfolder"), "--music", str(song),
+                                           "--output", str(out)], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert decoded_frames(out) == decoded_frames(full_run["video"])
+    assert [p.name for p in odd.rglob(".*.part*")] == [] and not list(odd.glob(".*concat*"))
+
+
+def test_ctrl_c_stops_combine_cleanly(full_run, tmp_path):
+    """SIGINT during the join: exit 130, one line, ffmpeg stopped, nothing half-written."""
+    out = tmp_path / "v.mp4"
+    proc = subprocess.Popen([sys.executable, str(REPO / "combine_mp4.py"), str(full_run["run_dir"]),
+                             "--output", str(out), "-ofps", "240"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list(tmp_path.glob(".v.*.part.mp4")) and time.time() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1
+    assert "interrupted" in stderr
+    assert not out.exists() and not (tmp_path / "v_storyboard.png").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_ctrl_c_in_the_storyboard_rebuild_is_one_line(full_run, tmp_path, monkeypatch, capsys):
+    from music2video import combine, storyboard
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(storyboard, "rebuild", interrupted)
+    try:
+        code = combine.main([str(full_run["run_dir"]), "--output", str(tmp_path / "v.mp4")])
+    except KeyboardInterrupt:
+        pytest.fail("the Ctrl-C escaped combine_mp4.py as a traceback")
+    assert code == 130
+    err = capsys.readouterr().err
+    assert err.startswith("combine_mp4.py: interrupted") and len(err.strip().splitlines()) == 1
