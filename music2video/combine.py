@@ -88,7 +88,8 @@ def combine(run_dir: Path, music: Path | None, output: Path | None, partial: boo
 
 
 def main(argv=None) -> int:
-    """Command line; problems are one stderr line and exit code 1."""
+    """Command line; problems are one stderr line and exit code 1, Ctrl-C one line and 130
+    (ffmpeg stopped, no temporary file left, no final file half-written)."""
     p = get_parser()
     args = p.parse_args(argv)
     run_dir = args.dirs or args.run_dir
@@ -100,5 +101,9 @@ def main(argv=None) -> int:
     except (RunError, VideoError) as err:
         print(f"combine_mp4.py: error: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("combine_mp4.py: interrupted; no half-written file is left: run the same command "
+              "again to join", file=sys.stderr)
+        return 130
     print(out)
     return 0

@@ -18,14 +18,16 @@ import errno
 import fcntl
 import io
 import json
+import math
 import os
 import re
 import shutil
 import stat
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
-from .video import part_path
+from .video import VideoError, count_decoded, part_path
 
 MANIFEST = "manifest.json"
 JOURNAL = "progress.jsonl"
@@ -215,7 +217,8 @@ def check_manifest(manifest, where: Path) -> dict:
         if record["chunk"] is not None and not re.fullmatch(r"chunk_\d+\.mp4", str(record["chunk"])):
             raise bad(f"segment {k} names chunk {record['chunk']!r}")
     if (not isinstance(sections, list) or not sections
-            or any(not isinstance(s, list) or len(s) != 2 for s in sections)):
+            or any(not isinstance(s, list) or len(s) != 2 or not all(map(_is_int, s))
+                   for s in sections)):
         raise bad("no section list")
     if [s[0] for s in sections] != [0] + [s[1] + 1 for s in sections[:-1]] \
             or sections[-1][1] != len(segments) - 1:
@@ -223,6 +226,9 @@ def check_manifest(manifest, where: Path) -> dict:
     for key, kind in (("identity", dict), ("seed", int), ("settings", dict), ("fps", (int, float))):
         if not isinstance(manifest.get(key), kind):
             raise bad(f"no {key}")
+    problem = _field_problem(manifest)
+    if problem:
+        raise bad(problem)
     return manifest
 
 
@@ -241,6 +247,68 @@ def _regular(path: Path) -> bool:
         return stat.S_ISREG(os.lstat(path).st_mode)
     except OSError:
         return False
+
+
+def _is_int(value) -> bool:
+    """A JSON whole number (not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value, low: float = -math.inf) -> bool:
+    """A finite JSON number (not a bool) of at least `low`."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and value >= low)
+
+
+def _field_problem(manifest: dict) -> str | None:
+    """What is wrong with a manifest's values (types and ranges), for check_manifest; None
+    when each is as a run writes it."""
+    fps, segments = manifest["fps"], manifest["segments"]
+    if not _is_number(fps) or fps <= 0:
+        return f"fps {fps!r} is not a positive number"
+    if not _is_int(manifest["seed"]) or not 0 <= manifest["seed"] < 2**32:
+        return f"seed {manifest['seed']!r} is not a whole number from 0 to {2**32 - 1}"
+    frame = 0
+    for k, r in enumerate(segments):
+        if not (_is_number(r["start"], 0) and _is_number(r["end"], r["start"])
+                and _is_int(r["iterations"]) and r["iterations"] >= 1
+                and _is_int(r["frame_start"]) and r["frame_start"] == frame
+                and _is_int(r["frame_end"]) and r["frame_end"] >= frame
+                and abs(r["frame_start"] - r["start"] * fps) <= 1
+                and abs(r["frame_end"] - r["end"] * fps) <= 1):
+            return f"segment {k} has a bad time, frame range or step count at {fps:g} fps"
+        if r["chunk"] != (chunk_name(k, len(segments)) if r["frame_end"] > frame else None):
+            return f"segment {k} names chunk {r['chunk']!r}"
+        if not isinstance(r["goals"], list) or not r["goals"] or not all(
+                isinstance(g, dict) and g.get("kind") in ("audio", "text")
+                and isinstance(g.get("text", ""), str) for g in r["goals"]):
+            return f"segment {k} has a bad goal list"
+        frame = r["frame_end"]
+    settings = manifest["settings"]
+    if not isinstance(settings.get("precision", ""), str) or not (
+            _is_int(settings.get("threads", 1)) and settings.get("threads", 1) >= 1):
+        return "bad settings"
+    for key in ("audio_path", "video"):
+        if not isinstance(manifest.get(key, ""), str):
+            return f"{key} is not a path"
+    ofps = manifest.get("output_video_fps", 0)
+    if not _is_number(ofps) or not (ofps == 0 or ofps > fps):
+        return f"output_video_fps {ofps!r} is neither 0 nor above fps {fps:g}"
+    if not isinstance(manifest.get("burn_lyrics", False), bool):
+        return "burn_lyrics is not true or false"
+    cues = manifest.get("cues", [])
+    if not isinstance(cues, list) or not all(
+            isinstance(c, dict) and set(c) == {"start", "end", "text"} and _is_number(c["start"], 0)
+            and _is_number(c["end"], c["start"]) and isinstance(c["text"], str) for c in cues):
+        return "bad subtitle cues"
+    return None
+
+
+def describe_problems(problems: dict[int, str], records: list[dict]) -> str:
+    """Chunks that cannot be joined, for one line: 'chunk_00004.mp4 does not decode, ...'."""
+    named = [f"{records[k]['chunk']} {why}" for k, why in sorted(problems.items())]
+    more = f" (and {len(named) - 5} more)" if len(named) > 5 else ""
+    return ", ".join(named[:5]) + more
 
 
 def _same(key: str, value, old: dict) -> bool:
@@ -327,12 +395,34 @@ class RunFolder:
             raise RunError(f"{self.path}: only {len(done & set(range(len(records))))} of "
                            f"{len(records)} segments are finished; rerun the generate command to "
                            "resume, or join with --partial")
-        chunks = [self.chunk(r) for r in records[:prefix] if r["chunk"]]
-        missing = [c.name for c in chunks if not c.is_file()]
-        if missing:
-            raise RunError(f"{self.path}: missing chunk(s) {', '.join(missing[:5])}; rerun the "
+        problems = self.chunk_problems(records[:prefix])
+        if problems:
+            raise RunError(f"{self.path}: {describe_problems(problems, records)}; rerun the "
                            "generate command to render them again")
-        return chunks
+        return [self.chunk(r) for r in records[:prefix] if r["chunk"]]
+
+    def chunk_problem(self, record: dict) -> str | None:
+        """Why a segment's chunk cannot be joined (it is missing, does not decode, or has
+        another number of frames than the manifest's); None when it is whole or the segment
+        has no frames."""
+        chunk = self.chunk(record)
+        if chunk is None:
+            return None
+        if not chunk.is_file():
+            return "is missing"
+        try:
+            frames = count_decoded(chunk)
+        except VideoError:
+            return "does not decode"
+        expected = record["frame_end"] - record["frame_start"]
+        return None if frames == expected else f"has {frames} frames, not {expected}"
+
+    def chunk_problems(self, records: list[dict]) -> dict[int, str]:
+        """{segment index: why} for the chunks of these segments that cannot be joined
+        (each decoded in full, several at once)."""
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            found = zip([r["index"] for r in records], pool.map(self.chunk_problem, records))
+            return {index: why for index, why in found if why}
 
     def finished_prefix(self, manifest: dict) -> int:
         """How many segments from the start are finished."""

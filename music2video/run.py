@@ -9,7 +9,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import report, storyboard, subtitles, sync
-from .folder import REPORT, RunFolder, writing
+from .folder import REPORT, RunFolder, describe_problems, writing
 from .plan import Plan
 from .render import Finished, Preview, Progress, RenderSpec, Work, work_cost
 from .scheduler import Failed
@@ -113,20 +113,26 @@ class Job:
         say(self.quiet, message)
 
     def works(self) -> tuple[list[Work], int]:
-        """What is left to render (resuming where the folder stopped, re-rendering lost chunks),
-        and the steps already done."""
+        """What is left to render (resuming where the folder stopped, re-rendering chunks that
+        are lost or damaged), and the steps already done.
+
+        Every finished chunk is decoded and its frames counted against the manifest. A bad one
+        is rendered again by replaying its section from the start (a segment needs the state
+        after the one before it, and only the section's last state is kept); the chunks that
+        are whole are not rewritten."""
         done = self.folder.done()
         records, works = self.manifest["segments"], []
-        lost = 0
+        states = [self.folder.load_state(section) for section in range(len(self.plan.sections))]
+        unjournaled = {state["segment"] for state in states if state} - done
+        bad = self.folder.chunk_problems([records[k] for k in sorted(done | unjournaled)
+                                          if 0 <= k < len(records)])
         for section, (first, last) in enumerate(self.plan.sections):
-            state = self.folder.load_state(section)
+            state = states[section]
             reached = state["segment"] if state else first - 1
-            if state and reached not in done and self._has_chunk(records[reached]):
+            if reached in unjournaled and reached not in bad:
                 self.folder.journal(reached)  # stopped between the state and the journal
                 done.add(reached)
-            missing = {k for k in range(first, last + 1)
-                       if k in done and not self._has_chunk(records[k])}
-            lost += len(missing)
+            missing = {k for k in range(first, last + 1) if k in done and k in bad}
             needs = {k for k in range(first, last + 1) if k not in done} | missing
             tail = {k for k in needs if k > reached}
             head = needs - tail
@@ -137,15 +143,12 @@ class Job:
                 works.append(Work(self.index, section, first, max(head), None, frozenset(head),
                                   repair=True))
             self.left |= needs
+        lost = {k: why for k, why in bad.items() if k in done}
         if lost:
-            self.log(f"{self.name}: {lost} finished chunk(s) are missing; rendering them again")
+            self.log(f"{self.name}: {len(lost)} finished chunk(s) are missing or damaged "
+                     f"({describe_problems(lost, records)}); rendering them again")
         steps_done = sum(s.iterations for s in self.plan.segments if s.index not in self.left)
         return works, steps_done
-
-    def _has_chunk(self, record: dict) -> bool:
-        """Whether a segment's chunk is there (a segment without frames has none to lose)."""
-        chunk = self.folder.chunk(record)
-        return chunk is None or chunk.is_file()
 
     def handle(self, event) -> None:
         """Writes down one event of this song's render."""

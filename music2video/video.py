@@ -49,10 +49,11 @@ def _tail(stderr: bytes | str, lines: int = 3) -> str:
     return " | ".join(text.strip().splitlines()[-lines:])
 
 
-def run_ffmpeg(args: list[str], what: str) -> None:
-    """Runs ffmpeg with an argument list; failures raise VideoError with ffmpeg's message."""
+def run_ffmpeg(args: list[str], what: str, cwd: Path | None = None) -> None:
+    """Runs ffmpeg with an argument list (in folder `cwd`); failures raise VideoError with
+    ffmpeg's message."""
     cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args]
-    result = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    result = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=cwd)
     if result.returncode != 0:
         raise VideoError(f"ffmpeg failed to {what}: {_tail(result.stderr)}")
 
@@ -194,10 +195,27 @@ def held_interrupt():
         signal.signal(signal.SIGINT, previous)
 
 
-def concat_list(chunks: list[Path], path: Path) -> Path:
-    """Writes an ffmpeg concat list, quoting each path (never a shell string)."""
+def chunks_folder(chunks: list[Path]) -> Path:
+    """The deepest folder that holds every chunk: ffmpeg joins them from there."""
+    return Path(os.path.commonpath([Path(c).resolve().parent for c in chunks]))
+
+
+def concat_list(chunks: list[Path], path: Path, base: Path) -> Path:
+    """Writes an ffmpeg concat list naming each chunk by its path below `base`, the folder
+    ffmpeg is to run in (see chunks_folder).
+
+    The list holds one name a line: only the names below `base` (a run's chunk_NNNNN.mp4) go in,
+    never the folders above, whatever characters they hold. Each is a file: URL, so ffmpeg
+    opens it from its working folder as it is spelt, and quoted as ffmpeg's concat demuxer
+    reads it (a ' becomes '\\''). A line break cannot be written in the list: a name holding
+    one is refused."""
     lines = ["ffconcat version 1.0"]
-    lines += ["file '" + str(Path(c).resolve()).replace("'", "'\\''") + "'" for c in chunks]
+    for chunk in chunks:
+        name = os.path.relpath(Path(chunk).resolve(), Path(base).resolve())
+        if "\n" in name or "\r" in name:
+            raise VideoError(f"cannot join chunk {name!r}: ffmpeg cannot list a name that holds "
+                             "a line break; rename it")
+        lines.append("file 'file:" + name.replace("'", "'\\''") + "'")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
@@ -246,16 +264,17 @@ def join(chunks: list[Path], audio: Path, out: Path, interpolate_fps: float = 0,
     see subtitles.clip)."""
     out = Path(out)
     missing = [Path(c).name for c in chunks if not Path(c).is_file()]
-    if missing:
+    if missing or not chunks:
         raise VideoError(f"cannot join into {out}: missing chunk(s) {', '.join(missing[:5])}")
     if subtitles is not None and not Path(subtitles).is_file():
         raise VideoError(f"cannot join into {out}: subtitle file {subtitles} not found")
     sub_in, sub_out = subtitle_args(subtitles)
     out.parent.mkdir(parents=True, exist_ok=True)
+    base = chunks_folder(chunks)
     listing, part = out.with_name(f".{out.stem}.{os.getpid()}.concat.txt"), part_path(out)
     for stale in (listing, part):  # a stale one, or a link planted there: never written through
         stale.unlink(missing_ok=True)
-    listing = concat_list(chunks, listing)
+    listing = concat_list(chunks, listing, base)
     trim = ["-t", f"{audio_seconds:.6f}"] if audio_seconds is not None else []
     try:
         for attempt, video in enumerate(options := _video_args(interpolate_fps, video_seconds)):
@@ -264,7 +283,7 @@ def join(chunks: list[Path], audio: Path, out: Path, interpolate_fps: float = 0,
                             *trim, "-i", ffmpeg_path(audio), *sub_in, "-map", "0:v:0",
                             "-map", "1:a:0", *video, "-c:a", "aac", "-b:a", AUDIO_BITRATE,
                             *sub_out, "-movflags", "+faststart", "-f", "mp4", ffmpeg_path(part)],
-                           f"join the chunks into {out}")
+                           f"join the chunks into {out}", cwd=base)
                 break
             except VideoError:
                 if attempt == len(options) - 1:
@@ -307,6 +326,18 @@ def read_frames(path: Path):
                 yield np.frombuffer(data, np.uint8).reshape(height, width, 3)
         finally:
             proc.kill()
+
+
+def count_decoded(path: Path) -> int:
+    """The frames of a video's first video stream, decoded to the end; VideoError when any of
+    it does not decode (a truncated or damaged file)."""
+    cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-xerror",
+           "-i", ffmpeg_path(path), "-map", "0:v:0", "-f", "null", "-progress", "pipe:1", "-"]
+    result = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
+    counts = re.findall(r"^frame=(\d+)$", result.stdout, re.MULTILINE)
+    if result.returncode != 0 or not counts:
+        raise VideoError(f"cannot decode {path}: {_tail(result.stderr, 1) or 'no video frames'}")
+    return int(counts[-1])
 
 
 def count_frames(path: Path) -> tuple[int, float]:

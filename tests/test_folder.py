@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -28,10 +29,29 @@ def open_run(folder: RunFolder, identity=None, count=3, overwrite=False, seed=7,
                        {"precision": "fp32", "threads": 1}, {"fps": 30, **(info or {})})
 
 
-def finish(folder: RunFolder, manifest: dict, index: int, section: int = 0) -> None:
+def finish(folder: RunFolder, manifest: dict, index: int, section: int = 0,
+           chunk: bytes = b"chunk") -> None:
     """Writes a finished segment as the driver does."""
-    folder.record(manifest, index, b"chunk", b"thumb", section,
+    folder.record(manifest, index, chunk, b"thumb", section,
                   {"segment": index, "iteration": 3 * (index + 1), "z": torch.zeros(1)})
+
+
+@pytest.fixture(scope="module")
+def video_chunk(tmp_path_factory):
+    """chunk(frames): the bytes of a real 16x16 H.264 chunk of that many frames."""
+    from music2video.video import FrameWriter
+
+    folder, made = tmp_path_factory.mktemp("chunks"), {}
+
+    def chunk(frames: int) -> bytes:
+        if frames not in made:
+            with FrameWriter(folder / f"{frames}.mp4", 16, 16, 30) as writer:
+                for k in range(frames):
+                    writer.write(np.full((16, 16, 3), 8 * k, np.uint8))
+            made[frames] = (folder / f"{frames}.mp4").read_bytes()
+        return made[frames]
+
+    return chunk
 
 
 @pytest.mark.parametrize("count", [3, 1_000, 1_500, 123_456])
@@ -192,6 +212,33 @@ def test_check_manifest_names_what_is_wrong(tmp_path):
         check_manifest({**good, "version": 1}, "m")
 
 
+@pytest.mark.parametrize("path, value", [
+    ("fps", 0), ("fps", -30), ("fps", "30"), ("fps", True), ("fps", 1e-300), ("seed", -1),
+    ("seed", 2**40), ("segments.1.frame_end", "30"), ("segments.1.frame_start", 14),
+    ("segments.0.iterations", 0), ("segments.2.end", float("inf")), ("segments.0.start", -1),
+    ("segments.1.goals", []), ("segments.1.goals", [{"kind": "sound"}]),
+    ("segments.1.chunk", "chunk_00000.mp4"), ("segments.1.chunk", None), ("sections", [["0", 2]]),
+    ("settings.threads", 0), ("settings.precision", 16), ("output_video_fps", -60),
+    ("output_video_fps", 20), ("burn_lyrics", "yes"), ("video", 3), ("audio_path", None),
+    ("cues", [{"start": 1, "end": 0.5, "text": "a"}]), ("cues", [{"start": 0, "end": 1}]),
+    ("cues", "none")])
+def test_check_manifest_checks_each_fields_type_and_range(tmp_path, path, value):
+    """A hand-edited manifest (fps 0 once gave combine_mp4.py a ZeroDivisionError) is one line."""
+    good = open_run(RunFolder(tmp_path / "run"), info={"audio_path": "/song.mp3",
+                                                       "video": "/v.mp4", "output_video_fps": 0,
+                                                       "cues": [], "burn_lyrics": False})
+    assert check_manifest(json.loads(json.dumps(good)), "m") == good
+    broken = json.loads(json.dumps(good))
+    *parents, key = path.split(".")
+    place = broken
+    for part in parents:
+        place = place[int(part)] if isinstance(place, list) else place[part]
+    place[key] = value
+    with pytest.raises(RunError, match="not a run manifest this version can use") as caught:
+        check_manifest(broken, "m")
+    assert "\n" not in str(caught.value) and "--overwrite" in str(caught.value)
+
+
 HOLD = """
 import sys, time
 from music2video.folder import RunFolder
@@ -242,23 +289,41 @@ def test_two_runs_starting_together_never_share_a_folder(tmp_path):
             proc.wait()
 
 
-def test_journal_skips_a_torn_line_and_finished_chunks_name_what_is_missing(tmp_path):
+def test_journal_skips_a_torn_line_and_finished_chunks_name_what_is_missing(tmp_path,
+                                                                            video_chunk):
     run = tmp_path / "run"
     folder = RunFolder(run)
     manifest = open_run(folder)
     with pytest.raises(RunError, match="only 0 of 3 segments"):
         folder.finished_chunks(manifest)
-    finish(folder, manifest, 0)
-    finish(folder, manifest, 2)
+    finish(folder, manifest, 0, chunk=video_chunk(15))
+    finish(folder, manifest, 2, chunk=video_chunk(15))
     with open(run / "progress.jsonl", "a") as f:
         f.write('{"segm')
     assert folder.done() == {0, 2}
     assert folder.finished_prefix(manifest) == 1
     assert folder.finished_chunks(manifest, partial=True) == [run / chunk_name(0, 3)]
-    finish(folder, manifest, 1)
+    finish(folder, manifest, 1, chunk=video_chunk(15))
     (run / chunk_name(1, 3)).unlink()
-    with pytest.raises(RunError, match=f"missing chunk.*{chunk_name(1, 3)}"):
+    with pytest.raises(RunError, match=f"{chunk_name(1, 3)} is missing"):
         folder.finished_chunks(manifest)
+
+
+def test_finished_chunks_name_a_damaged_chunk_and_a_wrong_frame_count(tmp_path, video_chunk):
+    """Each chunk is decoded and its frames counted against the manifest before a join."""
+    run = tmp_path / "run"
+    folder = RunFolder(run)
+    manifest = open_run(folder, count=4)
+    for index, chunk in enumerate([video_chunk(15), video_chunk(15)[:1000], video_chunk(14),
+                                   video_chunk(15)]):
+        finish(folder, manifest, index, chunk=chunk)
+    assert folder.chunk_problems(manifest["segments"]) == {1: "does not decode",
+                                                           2: "has 14 frames, not 15"}
+    with pytest.raises(RunError) as caught:
+        folder.finished_chunks(manifest)
+    message = str(caught.value)
+    assert f"{chunk_name(1, 4)} does not decode, {chunk_name(2, 4)} has 14 frames, not 15" in message
+    assert "\n" not in message and "rerun the generate command" in message
 
 
 def test_record_writes_the_files_before_the_journal(tmp_path):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -244,9 +245,52 @@ def test_a_deleted_chunk_is_rendered_again_alone(full_run, tmp_path, short_song,
     args = interpolate_args("outputs/output.png", short_song, lyrics_file, model_flags)
     result = run_script("generate_interpolate.py", args, cwd)
     assert result.returncode == 0, result.stderr
-    assert "missing; rendering them again" in result.stdout + result.stderr
+    assert f"{victim.name} is missing); rendering them again" in result.stdout + result.stderr
     assert victim.is_file()
     assert {p.name: p.stat().st_mtime_ns for p in chunks if p != victim} == kept
+    assert decoded_frames(cwd / "outputs" / "output.mp4") == decoded_frames(full_run["video"])
+
+
+def damage_two_chunks(run_dir: Path, manifest: dict) -> tuple[str, str]:
+    """Truncates one chunk to 1000 bytes and puts a whole chunk of another length in place of a
+    second one; returns their names."""
+    records = [s for s in manifest["segments"] if s["chunk"]]
+    frames = [r["frame_end"] - r["frame_start"] for r in records]
+    short = next(k for k in range(1, len(records)) if frames[k] != frames[k - 1])
+    truncated = 0 if short > 1 else len(records) - 1
+    (run_dir / records[short]["chunk"]).write_bytes((run_dir / records[short - 1]["chunk"])
+                                                    .read_bytes())
+    os.truncate(run_dir / records[truncated]["chunk"], 1000)
+    return records[truncated]["chunk"], records[short]["chunk"]
+
+
+def test_combine_names_a_damaged_chunk_and_one_with_the_wrong_frame_count(full_run, tmp_path):
+    cwd = copy_run(full_run, tmp_path)
+    run_dir = cwd / "outputs" / "output"
+    truncated, short = damage_two_chunks(run_dir, full_run["manifest"])
+    out = tmp_path / "joined.mp4"
+    result = run_script("combine_mp4.py", [str(run_dir), "--output", str(out)], cwd)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert f"{truncated} does not decode" in result.stderr
+    assert re.search(f"{short} has \\d+ frames, not \\d+", result.stderr)
+    assert not out.exists()
+
+
+def test_damaged_chunks_are_rendered_again_at_resume(full_run, tmp_path, short_song, lyrics_file,
+                                                    model_flags):
+    """A truncated chunk and one with the wrong number of frames are noticed at resume and
+    rendered again (their sections replayed from the start); the whole chunks are kept."""
+    cwd = copy_run(full_run, tmp_path)
+    run_dir = cwd / "outputs" / "output"
+    bad = damage_two_chunks(run_dir, full_run["manifest"])
+    kept = {p.name: p.stat().st_mtime_ns for p in run_dir.glob("chunk_*.mp4") if p.name not in bad}
+    args = interpolate_args("outputs/output.png", short_song, lyrics_file, model_flags)
+    result = run_script("generate_interpolate.py", args, cwd)
+    assert result.returncode == 0, result.stderr
+    assert "2 finished chunk(s) are missing or damaged" in result.stdout + result.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in run_dir.glob("chunk_*.mp4")
+            if p.name not in bad} == kept
     assert decoded_frames(cwd / "outputs" / "output.mp4") == decoded_frames(full_run["video"])
 
 
@@ -336,3 +380,65 @@ def test_combine_refuses_a_folder_where_its_video_goes(full_run, tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "output.mp4 is a folder" in result.stderr
     assert list((cwd / "outputs" / "output.mp4").iterdir()) == []
+
+
+def test_combine_with_a_manifest_fps_of_zero_is_one_line(full_run, tmp_path):
+    cwd = copy_run(full_run, tmp_path)
+    run_dir = cwd / "outputs" / "output"
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    (run_dir / "manifest.json").write_text(json.dumps({**manifest, "fps": 0}))
+    result = run_script("combine_mp4.py", [str(run_dir), "--output", str(tmp_path / "v.mp4")], cwd)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "fps 0" in result.stderr
+
+
+def test_combine_joins_paths_whose_names_hold_line_breaks(full_run, tmp_path):
+    """A run folder, song and video named with a line break and quotes join (ffmpeg's concat
+    list holds only the chunks' own names)."""
+    import shutil
+
+    odd = tmp_path / "new\nline 'quoted' ?#%"
+    shutil.copytree(full_run["run_dir"], odd / "run\nfolder")
+    song = odd / "the\nsong.mp3"
+    song.write_bytes(Path(full_run["manifest"]["audio_path"]).read_bytes())
+    out = odd / "the\nvideo.mp4"
+    result = run_script("combine_mp4.py", [str(odd / "run\nfolder"), "--music", str(song),
+                                           "--output", str(out)], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert decoded_frames(out) == decoded_frames(full_run["video"])
+    assert [p.name for p in odd.rglob(".*.part*")] == [] and not list(odd.glob(".*concat*"))
+
+
+def test_ctrl_c_stops_combine_cleanly(full_run, tmp_path):
+    """SIGINT during the join: exit 130, one line, ffmpeg stopped, nothing half-written."""
+    out = tmp_path / "v.mp4"
+    proc = subprocess.Popen([sys.executable, str(REPO / "combine_mp4.py"), str(full_run["run_dir"]),
+                             "--output", str(out), "-ofps", "240"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list(tmp_path.glob(".v.*.part.mp4")) and time.time() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1
+    assert "interrupted" in stderr
+    assert not out.exists() and not (tmp_path / "v_storyboard.png").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_ctrl_c_in_the_storyboard_rebuild_is_one_line(full_run, tmp_path, monkeypatch, capsys):
+    from music2video import combine, storyboard
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(storyboard, "rebuild", interrupted)
+    try:
+        code = combine.main([str(full_run["run_dir"]), "--output", str(tmp_path / "v.mp4")])
+    except KeyboardInterrupt:
+        pytest.fail("the Ctrl-C escaped combine_mp4.py as a traceback")
+    assert code == 130
+    err = capsys.readouterr().err
+    assert err.startswith("combine_mp4.py: interrupted") and len(err.strip().splitlines()) == 1

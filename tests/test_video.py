@@ -214,10 +214,10 @@ def test_odd_file_names(tmp_path, one_second):
     names = ["it's chunk 1.mp4", "chunk 'two'.mp4", "bön œuvre 三.mp4"]
     parts = [write_numbered(folder / names[0], 0, 4), write_numbered(folder / names[1], 4, 3),
              write_numbered(folder / names[2], 7, 5)]
-    listing = concat_list(parts, tmp_path / "list.txt")
+    listing = concat_list(parts, tmp_path / "list.txt", folder)
     lines = listing.read_text(encoding="utf-8").splitlines()
     assert lines[0] == "ffconcat version 1.0"
-    assert lines[1] == "file '" + str(parts[0].resolve()).replace("'", "'\\''") + "'"
+    assert lines[1] == "file 'file:it'\\''s chunk 1.mp4'"
     assert len(lines) == 4 and "三" in lines[3]
     song = Path(one_second)
     odd_song = folder / "l'été song.mp3"
@@ -228,12 +228,40 @@ def test_odd_file_names(tmp_path, one_second):
     assert video.probe(out)["audio"] == ["aac"]
 
 
-def test_concat_list_resolves_relative_paths(tmp_path, monkeypatch):
+@pytest.mark.parametrize("name", ["line\nbreak", "carriage\rreturn", "q'uo\"te \\ ?#%20 :x"])
+def test_join_in_a_folder_whose_name_holds_a_line_break_or_quotes(tmp_path, chunks, one_second,
+                                                                  name):
+    """Only the chunks' own names go into ffmpeg's concat list, never the folders above them:
+    a run folder, song or video named with a line break (from an -ap folder) joins."""
+    folder = tmp_path / name / f"run {name}"
+    folder.mkdir(parents=True)
+    parts = [folder / f"chunk_{k:05d}.mp4" for k in range(len(chunks))]
+    for part, chunk in zip(parts, chunks):
+        part.write_bytes(chunk.read_bytes())
+    odd_song = tmp_path / name / f"song {name}.mp3"
+    odd_song.write_bytes(Path(one_second).read_bytes())
+    out = join(parts, odd_song, tmp_path / name / f"video {name}.mp4")
+    assert frame_indices(out) == list(range(30))
+    assert audio_seconds(out) == pytest.approx(1.0, abs=0.1)
+    assert sorted(p.name for p in (tmp_path / name).iterdir()) == sorted(
+        [folder.name, odd_song.name, out.name])  # no list or part left
+
+
+def test_a_chunk_named_with_a_line_break_is_one_line(tmp_path, chunks, song):
+    odd = tmp_path / "chunk\n1.mp4"
+    odd.write_bytes(chunks[0].read_bytes())
+    with pytest.raises(VideoError, match="line break") as caught:
+        join([chunks[1], odd], song, tmp_path / "video.mp4")
+    assert "\n" not in str(caught.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [odd.name]
+
+
+def test_concat_list_names_chunks_below_its_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    listing = concat_list([Path("a.mp4"), Path("sub/b.mp4")], tmp_path / "l.txt")
+    listing = concat_list([Path("a.mp4"), Path("sub/b.mp4")], tmp_path / "l.txt", tmp_path)
     assert listing.read_text(encoding="utf-8") == (
-        f"ffconcat version 1.0\nfile '{tmp_path.resolve() / 'a.mp4'}'\n"
-        f"file '{tmp_path.resolve() / 'sub' / 'b.mp4'}'\n")
+        "ffconcat version 1.0\nfile 'file:a.mp4'\nfile 'file:sub/b.mp4'\n")
+    assert video.chunks_folder([Path("a.mp4"), Path("sub/b.mp4")]) == tmp_path.resolve()
 
 
 # --- join with subtitles ---------------------------------------------------------------------
