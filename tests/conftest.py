@@ -126,3 +126,23 @@ def http_files():
 
     with serve(Handler) as url:
         yield SimpleNamespace(url=url, files=files)
+
+
+@pytest.fixture(scope="session")
+def video_chunk(tmp_path_factory):
+    """chunk(frames): the bytes of a real 16x16 H.264 chunk of that many frames."""
+    import numpy as np
+
+    from music2video.video import FrameWriter
+
+    folder, made = tmp_path_factory.mktemp("chunks"), {}
+
+    def chunk(frames: int) -> bytes:
+        if frames not in made:
+            with FrameWriter(folder / f"{frames}.mp4", 16, 16, 30) as writer:
+                for k in range(frames):
+                    writer.write(np.full((16, 16, 3), 8 * k, np.uint8))
+            made[frames] = (folder / f"{frames}.mp4").read_bytes()
+        return made[frames]
+
+    return chunk

@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 
@@ -34,24 +33,6 @@ def finish(folder: RunFolder, manifest: dict, index: int, section: int = 0,
     """Writes a finished segment as the driver does."""
     folder.record(manifest, index, chunk, b"thumb", section,
                   {"segment": index, "iteration": 3 * (index + 1), "z": torch.zeros(1)})
-
-
-@pytest.fixture(scope="module")
-def video_chunk(tmp_path_factory):
-    """chunk(frames): the bytes of a real 16x16 H.264 chunk of that many frames."""
-    from music2video.video import FrameWriter
-
-    folder, made = tmp_path_factory.mktemp("chunks"), {}
-
-    def chunk(frames: int) -> bytes:
-        if frames not in made:
-            with FrameWriter(folder / f"{frames}.mp4", 16, 16, 30) as writer:
-                for k in range(frames):
-                    writer.write(np.full((16, 16, 3), 8 * k, np.uint8))
-            made[frames] = (folder / f"{frames}.mp4").read_bytes()
-        return made[frames]
-
-    return chunk
 
 
 @pytest.mark.parametrize("count", [3, 1_000, 1_500, 123_456])

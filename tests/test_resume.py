@@ -182,8 +182,12 @@ def test_combine_from_another_folder_writes_beside_the_run_folder(full_run, tmp_
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.xfail(strict=True, reason="known bug: a one-frame chunk followed by more chunks "
+                   "fails the stream-copy join (ffmpeg: non-monotonic DTS, off by one tick)")
 def test_segments_shorter_than_a_frame_keep_the_count_exact(tmp_path, short_song, model_flags):
-    lyrics = write_lyrics(tmp_path / "close.csv", ["00:02.00,first", "00:02.01,second",
+    # 0.04 s apart: more than a frame (lines closer than that share a moment), but the halves of
+    # that stretch (text, then audio) are shorter than a frame each.
+    lyrics = write_lyrics(tmp_path / "close.csv", ["00:02.00,first", "00:02.04,second",
                                                     "00:06,third"])
     args = interpolate_args("o/v.png", short_song, lyrics, model_flags, "-ips", "2")
     result = run_script("generate_interpolate.py", args, tmp_path)

@@ -28,10 +28,15 @@ def make_job(tmp_path: Path, sections) -> Job:
     return Job(0, plan, outputs, folder, manifest, spec=None, quiet=True)
 
 
-def finish(job: Job, index: int, section: int, state: bool = True) -> None:
-    """Writes segment `index` down as the renderer would have delivered it."""
-    job.handle(Finished(0, section, index, b"chunk", None, {"segment": index, "iteration": index},
-                        wanted=True, repair=not state))
+@pytest.fixture
+def finish(video_chunk):
+    """finish(job, index, section): writes segment `index` down as the renderer would have
+    delivered it (a real chunk of its 15 frames)."""
+    def write(job: Job, index: int, section: int, state: bool = True) -> None:
+        job.handle(Finished(0, section, index, video_chunk(15), None, {"segment": index, "iteration": index},
+                            wanted=True, repair=not state))
+
+    return write
 
 
 def test_a_new_run_renders_every_section_from_its_start(tmp_path):
@@ -42,7 +47,7 @@ def test_a_new_run_renders_every_section_from_its_start(tmp_path):
                      Work(0, 1, 3, 5, None, frozenset({3, 4, 5}))]
 
 
-def test_sections_go_on_from_their_own_states(tmp_path):
+def test_sections_go_on_from_their_own_states(tmp_path, finish):
     job = make_job(tmp_path, [(0, 2), (3, 5)])
     finish(job, 0, 0)
     finish(job, 3, 1)
@@ -55,7 +60,7 @@ def test_sections_go_on_from_their_own_states(tmp_path):
         (0, 1, 2, 0, [1, 2]), (1, 5, 5, 4, [5])]
 
 
-def test_a_lost_chunk_is_replayed_from_its_sections_start_without_moving_its_state(tmp_path):
+def test_a_lost_chunk_is_replayed_from_its_sections_start_without_moving_its_state(tmp_path, finish):
     job = make_job(tmp_path, [(0, 3)])
     for k in range(3):
         finish(job, k, 0)
@@ -72,17 +77,18 @@ def test_a_lost_chunk_is_replayed_from_its_sections_start_without_moving_its_sta
     assert (tmp_path / "v" / chunk_name(1, 4)).read_bytes() == b"again"
 
 
-def test_a_stop_between_the_state_and_the_journal_counts_the_segment(tmp_path):
+def test_a_stop_between_the_state_and_the_journal_counts_the_segment(tmp_path, finish,
+                                                                     video_chunk):
     job = make_job(tmp_path, [(0, 2)])
     finish(job, 0, 0)
     job.folder.save_state(0, {"segment": 1, "iteration": 1})  # state written, journal not
-    (tmp_path / "v" / chunk_name(1, 3)).write_bytes(b"chunk")
+    (tmp_path / "v" / chunk_name(1, 3)).write_bytes(video_chunk(15))
     works, _ = job.works()
     assert job.folder.done() == {0, 1}
     assert [(w.first, w.last) for w in works] == [(2, 2)]
 
 
-def test_a_lost_state_renders_the_section_again_writing_only_what_is_missing(tmp_path):
+def test_a_lost_state_renders_the_section_again_writing_only_what_is_missing(tmp_path, finish):
     job = make_job(tmp_path, [(0, 2)])
     finish(job, 0, 0)
     finish(job, 1, 0)
