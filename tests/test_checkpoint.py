@@ -1,4 +1,4 @@
-"""Tests for music2video.checkpoint: Lightning pickles load as data; code in a pickle never runs."""
+"""Tests for music2video.models.checkpoint: Lightning pickles load as data; code in a pickle never runs."""
 
 import argparse
 import builtins
@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from music2video.checkpoint import (CheckpointError, _Inert, load_checkpoint, safe_load,
-                                   state_dict_of)
+from music2video.models.checkpoint import (CheckpointError, _Inert, load_checkpoint, safe_load,
+                                           state_dict_of)
 
 FIX = "bash download_models.sh"
 LIGHTNING = ("pytorch_lightning", "pytorch_lightning.callbacks",

@@ -1,11 +1,11 @@
-"""Tests for music2video.lyrics: CSV, LRC and SRT reading, errors, and drop_after."""
+"""Tests for music2video.song.lyrics: CSV, LRC and SRT reading, errors, and drop_after."""
 
 import warnings
 from pathlib import Path
 
 import pytest
 
-from music2video.lyrics import LyricLine, LyricsError, drop_after, load_lyrics, parse_timestamp
+from music2video.song.lyrics import LyricLine, LyricsError, drop_after, load_lyrics, parse_timestamp
 
 SEED_LYRICS = Path(__file__).resolve().parents[1] / "lyrics" / "imagenet_song_lyrics.csv"  # the seed's file, as is
 

@@ -5,11 +5,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from music2video.folder import RunFolder, chunk_name
-from music2video.plan import Plan, Song
-from music2video.render import Finished, Work
-from music2video.run import Job, Outputs, clock
-from music2video.schedule import Goal, Segment
+from music2video.driver.folder import RunFolder, chunk_name
+from music2video.song.plan import Plan, Song
+from music2video.engine.render import Finished, Work
+from music2video.driver.run import Job, Outputs, clock
+from music2video.song.schedule import Goal, Segment
 
 
 def segments(count: int) -> list[Segment]:

@@ -23,7 +23,7 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
-from .video import part_path
+from ..output.video import part_path
 
 MANIFEST = "manifest.json"
 JOURNAL = "progress.jsonl"
@@ -386,7 +386,7 @@ class RunFolder:
 
     def load_state(self, section: int):
         """The state saved after the last finished segment of a section, or None."""
-        from .checkpoint import CheckpointError, safe_load
+        from ..models.checkpoint import CheckpointError, safe_load
 
         path = self.path / state_name(section)
         if not path.is_file():
