@@ -7,9 +7,9 @@ import pytest
 
 from music2video.driver.folder import RunFolder, chunk_name
 from music2video.song.plan import Plan, Song
-from music2video.engine.render import Finished, Work
-from music2video.driver.run import Job, Outputs, clock
-from music2video.song.schedule import Goal, Segment
+from music2video.engine.renderer import Finished, Work
+from music2video.driver.pipeline import Job, Outputs, clock
+from music2video.song.segments import Goal, Segment
 
 
 def segments(count: int) -> list[Segment]:
