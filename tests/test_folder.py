@@ -9,8 +9,8 @@ import sys
 import pytest
 import torch
 
-from music2video.driver.folder import (RunError, RunFolder, check_manifest, chunk_name, state_name,
-                                       thumb_name, write_json)
+from music2video.driver.folder import RunFolder, check_manifest, chunk_name, state_name, thumb_name
+from music2video.files import RunError, write_json
 from music2video.song.segments import Goal, Segment
 
 
