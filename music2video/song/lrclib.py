@@ -30,6 +30,7 @@ from pathlib import Path
 from .. import __version__
 from .lyrics import LyricsError, load_lyrics
 from ..files import part_path
+from ..errors import UserError
 
 DEFAULT_URL = "https://lrclib.net"
 URL_VARIABLE = "MUSIC2VIDEO_LRCLIB_URL"
@@ -40,7 +41,7 @@ MAX_BYTES = 4 << 20  # an answer larger than this is not a lyrics record
 FIX = "give -lyr FILE, or --artist and --title"
 
 
-class LyricsLookupError(RuntimeError):
+class LyricsLookupError(UserError, RuntimeError):
     """A -lyr auto lookup that gave no usable lyrics; str() names the problem and the fix."""
 
 

@@ -8,6 +8,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from ..errors import UserError
 
 _TIMESTAMP_FORMS = "expected M:SS, MM:SS.ff or H:MM:SS"
 _EXTENSIONS = {".csv": "csv", ".lrc": "lrc", ".srt": "srt"}
@@ -35,7 +36,7 @@ _SRT_SNIFF = re.compile(r"\d+:\d\d:\d\d[,.]\d+\s*-->", re.ASCII)
 _SRT_MARKUP = re.compile(r"</?[A-Za-z][^>]*>|\{\\[^}]*\}")
 
 
-class LyricsError(ValueError):
+class LyricsError(UserError, ValueError):
     """A lyrics file that cannot be read; the message names the file, the line number and the fix."""
 
 
