@@ -176,7 +176,8 @@ def add_seed_flags(p: argparse.ArgumentParser, mode: str) -> None:
     a("-ckpt", "--vqgan_checkpoint", type=Path, default=None,
       help="VQGAN ckpt (default: checkpoints/vqgan_imagenet_f16_16384.ckpt)")
     a("--wav2clip_checkpoint", type=Path, default=None, help="Wav2CLIP weights (default: checkpoints/Wav2CLIP.pt)")
-    a("--checkpoints", type=Path, default=None, help="weights folder (default: $MUSIC2VIDEO_CHECKPOINTS or ./checkpoints)")
+    a("--checkpoints", type=Path, default=None,
+      help="weights folder (default: $MUSIC2VIDEO_CHECKPOINTS or ./checkpoints)")
     a("-nps", "--noise_prompt_seeds", nargs="*", type=int, default=[], help="noise prompt seeds")
     a("-npw", "--noise_prompt_weights", nargs="*", type=finite, default=[], help="noise prompt weights")
     a("-lr", "--learning_rate", type=finite, default=0.1, help="learning rate")

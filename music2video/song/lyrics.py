@@ -74,7 +74,8 @@ def load_lyrics(path: Path) -> list[LyricLine]:
 
 
 def drop_after(lines: list[LyricLine], duration: float, path) -> list[LyricLine]:
-    """Drops lines at or after the end of the audio, with one warnings.warn naming each dropped line (its number and text)."""
+    """Drops lines at or after the end of the audio, with one warnings.warn naming each dropped
+    line (its number and text)."""
     kept = [lyric for lyric in lines if lyric.time < duration]
     dropped = [lyric for lyric in lines if lyric.time >= duration]
     if dropped and not kept:
