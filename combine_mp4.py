@@ -2,7 +2,7 @@
 
 import sys
 
-from music2video.combine import main
+from music2video.driver.combine import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -5,8 +5,8 @@
 #   bash download_models.sh --all            # every VQGAN too
 #   bash download_models.sh vqgan_gumbel_f8_8192 ViT-B/16
 #   bash download_models.sh --list           # what is offered and what is present
-# The files, URLs and checksums live in one place: music2video/weights.py.
+# The files, URLs and checksums live in one place: music2video/models/weights.py.
 set -euo pipefail
 # Relative folders resolve against where you run it, as generate.py resolves ./checkpoints.
 export PYTHONPATH="$(cd "$(dirname "$0")" && pwd)${PYTHONPATH:+:$PYTHONPATH}"
-exec "${PYTHON:-python}" -m music2video.weights "$@"
+exec "${PYTHON:-python}" -m music2video.models.weights "$@"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU report (python -m music2video.gpureport) on a lent GPU machine, in one call. See
+# The GPU report (python -m tools.gpureport) on a lent GPU machine, in one call. See
 # BENCHMARKS.md, "GPU". Two steps:
 #
 #   bash .ci/gpu-report.sh wheels   # here, where pip reaches PyPI: the packages the GPU machine's
@@ -102,7 +102,7 @@ fi
 'cuda', torch.version.cuda, torch.cuda.is_available())"; nvidia-smi; } >>"$SETUP" 2>&1
 
 export PYTHONUNBUFFERED=1
-timeout --kill-after=20 $((BUDGET + 120)) "$PYTHON" -m music2video.gpureport "$DEST" \
+timeout --kill-after=20 $((BUDGET + 120)) "$PYTHON" -m tools.gpureport "$DEST" \
   --budget-seconds "$BUDGET" "$@" 2>&1 | tee "$DEST/run.log"
 status=${PIPESTATUS[0]}
 [ "$status" = 124 ] && echo "gpu-report: stopped after $((BUDGET + 120)) s; $DEST has the parts that finished"

@@ -10,8 +10,8 @@ import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from .guidance import AUGMENTS, CUT_METHODS, DEFAULT_AUGMENTS
-from .optimise import OPTIMISERS, PRECISIONS
+from .engine.guidance import AUGMENTS, CUT_METHODS, DEFAULT_AUGMENTS
+from .engine.optimise import OPTIMISERS, PRECISIONS
 
 MODES = {"beats": "generate.py", "interpolate": "generate_interpolate.py"}
 # The seed's -ips default for each script: generate.py's loudness rule, generate_interpolate.py's 100.
@@ -124,7 +124,7 @@ def gpu_list(text: str) -> tuple[int, ...]:
 
 def section_count(text: str) -> str | int:
     """An argparse type: 'auto' or a number of sections >= 1."""
-    from .sections import SectionError, parse_request
+    from .song.sections import SectionError, parse_request
 
     try:
         return parse_request(text)
@@ -336,7 +336,7 @@ def _check_flags(p: argparse.ArgumentParser, args, mode: str) -> None:
 
 def _check_lyrics_lookup(p: argparse.ArgumentParser, args) -> None:
     """--react parsed; --artist/--title/--require_lyrics only with -lyr auto."""
-    from .motion import ReactError, parse_react
+    from .engine.motion import ReactError, parse_react
 
     if args.react is not None:
         try:
@@ -352,7 +352,7 @@ def _check_lyrics_lookup(p: argparse.ArgumentParser, args) -> None:
 
 def _check_prompts(p: argparse.ArgumentParser, args) -> None:
     """Every prompt weight and stop is a finite number."""
-    from .guidance import parse_prompt, split_prompts
+    from .engine.guidance import parse_prompt, split_prompts
 
     for flag, text in (("-p", args.prompts), ("-ip", args.image_prompts)):
         for item in split_prompts((text or "").replace("^", "|")):
@@ -419,17 +419,17 @@ def parse_options(mode: str, argv=None) -> Options:
 
 def _expected() -> tuple:
     """The exceptions that are a user's problem: printed as one line, exit code 1."""
-    from .audio import AudioError
-    from .batch import Fatal
-    from .checkpoint import CheckpointError
-    from .download import DownloadError
-    from .folder import RunError
-    from .lrclib import LyricsLookupError
-    from .lyrics import LyricsError
-    from .models import ModelError
-    from .render import RenderError
-    from .scheduler import SchedulerError
-    from .video import VideoError
+    from .song.audio import AudioError
+    from .driver.batch import Fatal
+    from .models.checkpoint import CheckpointError
+    from .models.download import DownloadError
+    from .driver.folder import RunError
+    from .song.lrclib import LyricsLookupError
+    from .song.lyrics import LyricsError
+    from .models.models import ModelError
+    from .engine.render import RenderError
+    from .driver.scheduler import SchedulerError
+    from .output.video import VideoError
 
     return (Fatal, AudioError, LyricsError, LyricsLookupError, ModelError, CheckpointError,
             DownloadError, RunError, VideoError, RenderError, SchedulerError)
@@ -463,7 +463,7 @@ def main(mode: str, argv=None) -> int:
     def report(message: str) -> None:
         print(f"{prog}: error: {message}", file=sys.stderr)
 
-    from .batch import generate
+    from .driver.batch import generate
 
     with warnings.catch_warnings(), terminate_as_interrupt():
         warnings.simplefilter("ignore")

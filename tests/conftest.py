@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from music2video import demo, tiny
+from music2video.testing import demo, tiny
 
 SR = 44100
 
@@ -63,7 +63,8 @@ def run_script(script: str, args: list[str], cwd: Path, **kwargs):
 
 def video_stats(path: Path) -> dict:
     """Frame count, video seconds, audio seconds and streams of a finished video."""
-    from music2video import audio, video
+    from music2video.song import audio
+    from music2video.output import video
 
     frames, seconds = video.count_frames(path)
     streams = video.probe(path)
@@ -73,7 +74,7 @@ def video_stats(path: Path) -> dict:
 
 def decoded_frames(path: Path) -> list[bytes]:
     """Every decoded RGB frame of a video."""
-    from music2video import video
+    from music2video.output import video
 
     return [frame.tobytes() for frame in video.read_frames(path)]
 
@@ -133,7 +134,7 @@ def video_chunk(tmp_path_factory):
     """chunk(frames): the bytes of a real 16x16 H.264 chunk of that many frames."""
     import numpy as np
 
-    from music2video.video import FrameWriter
+    from music2video.output.video import FrameWriter
 
     folder, made = tmp_path_factory.mktemp("chunks"), {}
 

@@ -1,4 +1,4 @@
-"""Tests for music2video.audio: decoding, beats and loudness, on signals the tests make."""
+"""Tests for music2video.song.audio: decoding, beats and loudness, on signals the tests make."""
 
 import subprocess
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from music2video import demo
-from music2video.audio import AudioError, Loudness, beat_times, load_audio, loudness
+from music2video.testing import demo
+from music2video.song.audio import AudioError, Loudness, beat_times, load_audio, loudness
 
 pytestmark = pytest.mark.filterwarnings("error")  # no warning may escape the audio stage
 

@@ -9,10 +9,11 @@ import json
 import pytest
 import torch
 
-from music2video import bench, precision
-from music2video.autograd import vector_quantize
-from music2video.guidance import MakeCutouts, Perceptor, Target
-from music2video.optimise import Optimiser
+from tools import bench
+from music2video.engine import precision
+from music2video.models.autograd import vector_quantize
+from music2video.engine.guidance import MakeCutouts, Perceptor, Target
+from music2video.engine.optimise import Optimiser
 
 STEPS = 10
 # bf16 keeps 8 bits of mantissa: over 10 steps the tiny loop's losses stay within 4e-4 of fp32

@@ -1,4 +1,4 @@
-"""Tests for music2video.checkpoint: Lightning pickles load as data; code in a pickle never runs."""
+"""Tests for music2video.models.checkpoint: Lightning pickles load as data; code in a pickle never runs."""
 
 import argparse
 import builtins
@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from music2video.checkpoint import (CheckpointError, _Inert, load_checkpoint, safe_load,
-                                   state_dict_of)
+from music2video.models.checkpoint import (CheckpointError, _Inert, load_checkpoint, safe_load,
+                                           state_dict_of)
 
 FIX = "bash download_models.sh"
 LIGHTNING = ("pytorch_lightning", "pytorch_lightning.callbacks",
@@ -377,7 +377,7 @@ def test_a_zip_bomb_is_refused_before_it_is_inflated(tmp_path, tiny_models, monk
                                                      record, bounds):
     """A record that inflates far past what a checkpoint of its size holds (the bounds made
     small here, so the bomb stays small) is refused before it is read or unpickled."""
-    from music2video import checkpoint
+    from music2video.models import checkpoint
 
     for name, value in bounds.items():
         monkeypatch.setattr(checkpoint, name, value, raising=False)

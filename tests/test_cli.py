@@ -6,7 +6,10 @@ from pathlib import Path
 import pytest
 from conftest import video_stats, write_lyrics
 
-from music2video import batch, cli, modelset, render, scheduler, weights
+from music2video.driver import batch, scheduler
+from music2video import cli
+from music2video.engine import modelset, render
+from music2video.models import weights
 
 FPS = 30
 
@@ -412,7 +415,7 @@ def test_a_damaged_png_is_refused_up_front(tmp_path, capsys, short_song, no_mode
 
 def test_few_total_steps_warn_that_every_segment_gets_one(tmp_path, capsys, short_song,
                                                           model_flags, monkeypatch):
-    from music2video import plan
+    from music2video.song import plan
 
     opts = cli.parse_options("beats", ["-ap", str(short_song), "-i", "3"])
     song = plan.read_song(short_song, 16000)

@@ -1,4 +1,4 @@
-"""Tests for music2video.download against a local HTTP server on 127.0.0.1."""
+"""Tests for music2video.models.download against a local HTTP server on 127.0.0.1."""
 
 import hashlib
 import random
@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 from conftest import serve
 
-from music2video.download import DownloadError, download, sha256sum
+from music2video.models.download import DownloadError, download, sha256sum
 
 PAYLOAD = random.Random(0).randbytes(300_000)
 DIGEST = hashlib.sha256(PAYLOAD).hexdigest()

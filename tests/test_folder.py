@@ -9,9 +9,9 @@ import sys
 import pytest
 import torch
 
-from music2video.folder import (RunError, RunFolder, check_manifest, chunk_name, state_name,
-                                thumb_name, write_json)
-from music2video.schedule import Goal, Segment
+from music2video.driver.folder import (RunError, RunFolder, check_manifest, chunk_name, state_name,
+                                       thumb_name, write_json)
+from music2video.song.schedule import Goal, Segment
 
 
 def plan(count: int, fps: int = 30) -> list[Segment]:
@@ -222,8 +222,8 @@ def test_check_manifest_checks_each_fields_type_and_range(tmp_path, path, value)
 
 HOLD = """
 import sys, time
-from music2video.folder import RunFolder
-from music2video.schedule import Goal, Segment
+from music2video.driver.folder import RunFolder
+from music2video.song.schedule import Goal, Segment
 seg = [Segment(0, 0.0, 1.0, 1, 0, 30, (Goal("audio", 0.0, 1.0),))]
 folder = RunFolder(sys.argv[1])  # the lock lives as long as the folder object
 folder.open({"x": int(sys.argv[2])}, seg, [(0, 0)], False, 1, {}, {"fps": 30})
@@ -342,7 +342,7 @@ class _FullDisk:
 @pytest.mark.parametrize("full_at", ["write 0", "write 100", "write 4000", "fsync", "replace"])
 def test_a_full_disk_while_a_state_is_saved_is_one_line_and_keeps_the_last_state(
         tmp_path, monkeypatch, full_at):
-    from music2video import folder as folder_module
+    from music2video.driver import folder as folder_module
 
     run = tmp_path / "run"
     folder = RunFolder(run)
@@ -438,8 +438,8 @@ def test_a_linked_journal_is_refused_and_its_target_untouched(tmp_path):
 
 
 def test_a_link_planted_at_a_temporary_name_is_not_followed(tmp_path):
-    from music2video.folder import write_bytes
-    from music2video.video import part_path
+    from music2video.driver.folder import write_bytes
+    from music2video.output.video import part_path
 
     victim = tmp_path / "victim.txt"
     victim.write_text("precious")
@@ -473,7 +473,7 @@ def test_a_run_folder_deleted_mid_run_stops_with_one_line(tmp_path, replace):
 
 
 def test_outputs_beside_the_folder_that_the_run_did_not_write_are_refused(tmp_path):
-    from music2video.folder import check_outputs
+    from music2video.driver.folder import check_outputs
 
     video, board = tmp_path / "run.mp4", tmp_path / "run_storyboard.png"
     outputs = {"video": video, "storyboard": board}

@@ -1,4 +1,4 @@
-"""Tests for music2video.fonts: packaged fonts, per-character fallback, wrapping and fitting."""
+"""Tests for music2video.output.fonts: packaged fonts, per-character fallback, wrapping and fitting."""
 
 import warnings
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from music2video.fonts import Fonts, draw_lines, fit, font_files, wrap
+from music2video.output.fonts import Fonts, draw_lines, fit, font_files, wrap
 
 
 def test_packaged_fonts_cover_accents_and_cjk():

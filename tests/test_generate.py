@@ -8,7 +8,8 @@ import pytest
 import torch
 from conftest import decoded_frames, run_script, video_stats, write_lyrics
 
-from music2video import cli, video
+from music2video import cli
+from music2video.output import video
 
 FPS = 30
 LYRICS = ["00:02.10,a red fox: running", "00:02.30,a blue whale", "00:06,the moon over water"]
@@ -59,7 +60,7 @@ def test_video_length_matches_the_song_within_a_frame(beats_run, short_song):
 
 def demo_samples(path):
     """The song as the tool decodes it."""
-    from music2video.audio import load_audio
+    from music2video.song.audio import load_audio
 
     return load_audio(path, 16000)
 
@@ -77,7 +78,7 @@ def test_segments_tile_the_song_and_every_lyric_guides_one(beats_run):
 
 
 def test_only_the_manifests_chunks_are_joined(beats_run, tmp_path):
-    from music2video.combine import combine
+    from music2video.driver.combine import combine
 
     manifest, run_dir = beats_run["manifest"], beats_run["run_dir"]
     listed = [s["chunk"] for s in manifest["segments"] if s["chunk"]]
@@ -104,10 +105,10 @@ def test_same_seed_gives_the_same_frames(beats_run, tmp_path, short_song, lyrics
 
 
 def test_style_prompt_enters_the_loss(tiny_models, short_song, tmp_path):
-    from music2video.guidance import Target
-    from music2video.modelset import WeightChoice
-    from music2video.optimise import Optimiser
-    from music2video.render import Renderer, RenderSpec, load_for
+    from music2video.engine.guidance import Target
+    from music2video.engine.modelset import WeightChoice
+    from music2video.engine.optimise import Optimiser
+    from music2video.engine.render import Renderer, RenderSpec, load_for
 
     weights = WeightChoice(str(tiny_models["vqgan_config"]), str(tiny_models["vqgan_checkpoint"]),
                            str(tiny_models["clip"]), str(tiny_models["wav2clip"]), None)
@@ -151,7 +152,7 @@ def test_seed_readme_commands_run_to_completion(script, extra, tmp_path, short_s
 
 def test_demo_song_and_lyrics_are_in_the_repo():
     repo = Path(__file__).resolve().parents[1]
-    from music2video.lyrics import load_lyrics
+    from music2video.song.lyrics import load_lyrics
 
     lines = load_lyrics(repo / "lyrics" / "demo_song.csv")
     samples = demo_samples(repo / "demo" / "demo_song.mp3")

@@ -15,19 +15,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from music2video import bench, gpureport, precision
-from music2video.guidance import MakeCutouts, Perceptor, Target
-from music2video.optimise import Optimiser
+from tools import bench, gpureport
+from music2video.engine import precision
+from music2video.engine.guidance import MakeCutouts, Perceptor, Target
+from music2video.engine.optimise import Optimiser
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def tiny_report(tmp_path_factory):
-    """`python -m music2video.gpureport OUT --tiny --device cpu`: its exit, stdout and folder."""
+    """`python -m tools.gpureport OUT --tiny --device cpu`: its exit, stdout and folder."""
     out = tmp_path_factory.mktemp("gpureport") / "out"
     work = out.parent / "work"
-    done = subprocess.run([sys.executable, "-m", "music2video.gpureport", str(out), "--tiny",
+    done = subprocess.run([sys.executable, "-m", "tools.gpureport", str(out), "--tiny",
                            "--device", "cpu", "--work", str(work)], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]

@@ -1,4 +1,4 @@
-"""Tests for music2video.guidance: prompts, the spherical loss, cut-outs and the CLIP perceptor."""
+"""Tests for music2video.engine.guidance: prompts, the spherical loss, cut-outs and the CLIP perceptor."""
 
 import math
 
@@ -6,12 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from music2video import models
-from music2video.autograd import clamp_with_grad
-from music2video.guidance import (AUGMENTS, CUT_METHODS, DEFAULT_AUGMENTS, MakeCutouts,
-                                  Perceptor, Target, _augment, _fixed_augments, lanczos_taps,
-                                  noise_target, parse_prompt, resample, spherical_loss,
-                                  split_prompts)
+from music2video.models import models
+from music2video.models.autograd import clamp_with_grad
+from music2video.engine.guidance import (AUGMENTS, CUT_METHODS, DEFAULT_AUGMENTS, MakeCutouts,
+                                         Perceptor, Target, _augment, _fixed_augments,
+                                         lanczos_taps, noise_target, parse_prompt, resample,
+                                         spherical_loss, split_prompts)
 
 CUT = 32  # the tiny CLIP's input resolution
 CUTN = 4

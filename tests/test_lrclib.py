@@ -16,8 +16,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from music2video import __version__, demo, lrclib
-from music2video.lyrics import load_lyrics
+from music2video import __version__
+from music2video.testing import demo
+from music2video.song import lrclib
+from music2video.song.lyrics import load_lyrics
 
 from conftest import REPO, serve
 

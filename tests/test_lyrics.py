@@ -1,11 +1,11 @@
-"""Tests for music2video.lyrics: CSV, LRC and SRT reading, errors, and drop_after."""
+"""Tests for music2video.song.lyrics: CSV, LRC and SRT reading, errors, and drop_after."""
 
 import warnings
 from pathlib import Path
 
 import pytest
 
-from music2video.lyrics import LyricLine, LyricsError, drop_after, load_lyrics, parse_timestamp
+from music2video.song.lyrics import LyricLine, LyricsError, drop_after, load_lyrics, parse_timestamp
 
 SEED_LYRICS = Path(__file__).resolve().parents[1] / "lyrics" / "imagenet_song_lyrics.csv"  # the seed's file, as is
 
@@ -335,7 +335,7 @@ def test_control_characters_are_removed_and_other_text_kept(tmp_path, name, cont
 
 
 def test_plain_text_keeps_line_breaks_and_tabs():
-    from music2video.lyrics import plain_text
+    from music2video.song.lyrics import plain_text
 
     assert plain_text("a\tb\r\nc\nd\re\x0bf\x7f\x9bg") == ("a\tb\r\nc\nd\re fg", 3)
 
@@ -344,7 +344,7 @@ def test_plain_text_keeps_line_breaks_and_tabs():
 
 
 def test_lines_less_than_a_frame_apart_share_a_moment_up_to_a_bound():
-    from music2video.lyrics import MAX_SHARED, within_frames
+    from music2video.song.lyrics import MAX_SHARED, within_frames
 
     lines = [LyricLine(1.0, "a", 1), LyricLine(1.01, "b", 2), LyricLine(1.02, "c", 3),
              LyricLine(1.03, "d", 4), LyricLine(1.0 + 1 / 30, "next frame", 5),
@@ -360,7 +360,7 @@ def test_lines_less_than_a_frame_apart_share_a_moment_up_to_a_bound():
 
 
 def test_lines_a_frame_or_more_apart_are_kept_silently():
-    from music2video.lyrics import within_frames
+    from music2video.song.lyrics import within_frames
 
     lines = [LyricLine(k / 25, f"line {k}", k + 1) for k in range(100)]
     with warnings.catch_warnings():
@@ -369,7 +369,7 @@ def test_lines_a_frame_or_more_apart_are_kept_silently():
 
 
 def test_a_flood_of_lines_is_bounded_with_one_short_warning():
-    from music2video.lyrics import MAX_SHARED, within_frames
+    from music2video.song.lyrics import MAX_SHARED, within_frames
 
     lines = [LyricLine(k * 5 / 100_000, f"line number {k}", k + 1) for k in range(100_000)]
     with pytest.warns(UserWarning) as record:
@@ -381,7 +381,7 @@ def test_a_flood_of_lines_is_bounded_with_one_short_warning():
 
 
 def test_a_line_too_long_is_cut_with_a_warning():
-    from music2video.lyrics import MAX_CHARS, within_frames
+    from music2video.song.lyrics import MAX_CHARS, within_frames
 
     lines = [LyricLine(1.0, "la " * 1_000_000, 1), LyricLine(2.0, "short", 2)]
     with pytest.warns(UserWarning, match="1 lyric line.s. longer than") as record:

@@ -1,4 +1,4 @@
-"""Tests for music2video.models: the three loaders on tiny models, their errors, device choice."""
+"""Tests for music2video.models.models: the three loaders on tiny models, their errors, device choice."""
 
 import os
 import urllib.request
@@ -12,9 +12,10 @@ import pytest
 import torch
 import torchvision  # noqa: F401  (registers torch.ops.image.write_file, used by a hostile archive)
 
-from music2video import models, tiny
-from music2video.checkpoint import state_dict_of
-from music2video.models import ModelError
+from music2video.models import models
+from music2video.testing import tiny
+from music2video.models.checkpoint import state_dict_of
+from music2video.models.models import ModelError
 
 FIX = "bash download_models.sh"
 

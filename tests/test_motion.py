@@ -6,9 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from music2video import demo, models, motion, optimise, sync
-from music2video.guidance import MakeCutouts, Perceptor
-from music2video.schedule import frame_sources
+from music2video.testing import demo
+from music2video.models import models
+from music2video.engine import motion, optimise
+from music2video.output import sync
+from music2video.engine.guidance import MakeCutouts, Perceptor
+from music2video.song.schedule import frame_sources
 
 SR = 16000
 FPS = 30.0
@@ -270,7 +273,7 @@ def test_resumed_react_run_equals_uninterrupted(nets):
 @pytest.fixture(scope="module")
 def click_song(tmp_path_factory):
     """Six seconds of clicks at 120 BPM."""
-    from music2video import demo
+    from music2video.testing import demo
 
     sr = 22050
     return demo.encode_audio(demo.click_track(6.0, 120, sr), sr,
@@ -306,7 +309,7 @@ def test_a_killed_react_run_resumes_to_the_same_frames(tmp_path, click_song, mod
 
     from conftest import REPO, decoded_frames, run_script
 
-    from music2video.folder import RunFolder
+    from music2video.driver.folder import RunFolder
 
     whole = run_script("generate.py", react_args("a/v.png", click_song, model_flags, "-q"),
                        tmp_path)

@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from music2video import models, optimise
-from music2video.guidance import MakeCutouts, Perceptor, Target
+from music2video.models import models
+from music2video.engine import optimise
+from music2video.engine.guidance import MakeCutouts, Perceptor, Target
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import pytest
 from conftest import decoded_frames, run_script, video_stats, write_lyrics
 from PIL import Image
 
-from music2video import storyboard, video
-from music2video.lyrics import load_lyrics
+from music2video.output import storyboard, video
+from music2video.song.lyrics import load_lyrics
 
 FPS = 30
 SIZE = 64

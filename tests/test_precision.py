@@ -9,7 +9,7 @@ import os
 import pytest
 import torch
 
-from music2video import precision
+from music2video.engine import precision
 
 AMX_XEON = ("Intel(R) Xeon(R) Processor",
             frozenset({"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}))

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from music2video.guidance import Target
-from music2video.modelset import WeightChoice
-from music2video.render import (Finished, Preview, Progress, RenderError, Renderer, RenderSpec,
-                                Work, load_for, section_seed)
-from music2video.schedule import Goal, Segment
+from music2video.engine.guidance import Target
+from music2video.engine.modelset import WeightChoice
+from music2video.engine.render import (Finished, Preview, Progress, RenderError, Renderer,
+                                       RenderSpec, Work, load_for, section_seed)
+from music2video.song.schedule import Goal, Segment
 
 SR = 16000
 

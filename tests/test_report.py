@@ -1,4 +1,4 @@
-"""Tests for music2video.report: report.json's fields, their consistency, and the summary."""
+"""Tests for music2video.output.report: report.json's fields, their consistency, and the summary."""
 
 import io
 import json
@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 from tqdm import tqdm
 
-from music2video import demo, report, schedule, video
-from music2video.folder import segment_record
-from music2video.lyrics import LyricLine
-from music2video.video import FrameWriter
+from music2video.testing import demo
+from music2video.output import report, video
+from music2video.song import schedule
+from music2video.driver.folder import segment_record
+from music2video.song.lyrics import LyricLine
+from music2video.output.video import FrameWriter
 
 SR, FPS = 44100, 30
 LYRICS = [LyricLine(0.1, "a red kite", 2), LyricLine(0.6, "over green hills", 3),

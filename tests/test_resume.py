@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, decoded_frames, run_script, video_stats, write_lyrics
 
-from music2video.folder import RunFolder
+from music2video.driver.folder import RunFolder
 
 FPS = 30
 LYRICS = ["00:02,a lighthouse", "00:05,a field of sunflowers", "00:07.5,stars over the desert"]
@@ -319,7 +319,7 @@ def test_a_damaged_manifest_is_one_line_and_overwrite_starts_again(full_run, tmp
 
 
 def test_combine_refuses_a_song_of_another_length(full_run, tmp_path):
-    from music2video import demo
+    from music2video.testing import demo
 
     other = demo.encode_audio(demo.tonal_song(14.0, 100, 22050), 22050, tmp_path / "other.mp3")
     out = tmp_path / "mixed.mp4"
@@ -433,7 +433,8 @@ def test_ctrl_c_stops_combine_cleanly(full_run, tmp_path):
 
 
 def test_ctrl_c_in_the_storyboard_rebuild_is_one_line(full_run, tmp_path, monkeypatch, capsys):
-    from music2video import combine, storyboard
+    from music2video.driver import combine
+    from music2video.output import storyboard
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

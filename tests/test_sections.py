@@ -1,15 +1,17 @@
-"""Tests for music2video.sections: structural boundaries, their ranking, and section plans."""
+"""Tests for music2video.song.sections: structural boundaries, their ranking, and section plans."""
 
 import warnings
 
 import numpy as np
 import pytest
 
-from music2video import audio, demo, schedule, sections
-from music2video.lyrics import LyricLine
-from music2video.sections import (MIN_SECTION_SECONDS, SECONDS_PER_SECTION, Section, SectionError,
-                                  auto_count, checkerboard, novelty, parse_request, plan_sections,
-                                  sections_for, structural_boundaries)
+from music2video.song import audio, schedule, sections
+from music2video.testing import demo
+from music2video.song.lyrics import LyricLine
+from music2video.song.sections import (MIN_SECTION_SECONDS, SECONDS_PER_SECTION, Section,
+                                       SectionError, auto_count, checkerboard, novelty,
+                                       parse_request, plan_sections, sections_for,
+                                       structural_boundaries)
 
 SR = 16000  # the rate the CLI decodes at (-sf default)
 FPS = 30.0

@@ -1,4 +1,4 @@
-"""Tests for music2video.storyboard: cells from the plan, grouping, the sheet, and resuming."""
+"""Tests for music2video.output.storyboard: cells from the plan, grouping, the sheet, and resuming."""
 
 import os
 from pathlib import Path
@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from music2video import schedule, storyboard
-from music2video.folder import segment_record, thumb_name
-from music2video.fonts import Fonts, wrap
-from music2video.lyrics import LyricLine
-from music2video.storyboard import (ACCENT, CELL, CELL_H, CELL_W, COLUMNS, HEADER, MARGIN,
-                                    PLACEHOLDER, THUMB, Storyboard, layout, render)
-from music2video.video import FrameWriter
+from music2video.song import schedule
+from music2video.output import storyboard
+from music2video.driver.folder import segment_record, thumb_name
+from music2video.output.fonts import Fonts, wrap
+from music2video.song.lyrics import LyricLine
+from music2video.output.storyboard import (ACCENT, CELL, CELL_H, CELL_W, COLUMNS, HEADER, MARGIN,
+                                           PLACEHOLDER, THUMB, Storyboard, layout, render)
+from music2video.output.video import FrameWriter
 
 FPS = 30
 

@@ -1,4 +1,4 @@
-"""Tests for music2video.subtitles: the cue rule, SRT files and burnt-in captions."""
+"""Tests for music2video.output.subtitles: the cue rule, SRT files and burnt-in captions."""
 
 import re
 import warnings
@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from music2video import subtitles
-from music2video.fonts import Fonts
-from music2video.lyrics import LyricLine, load_lyrics
-from music2video.subtitles import Burner, Cue, burn, cues, srt_text, text_at, write_srt
+from music2video.output import subtitles
+from music2video.output.fonts import Fonts
+from music2video.song.lyrics import LyricLine, load_lyrics
+from music2video.output.subtitles import Burner, Cue, burn, cues, srt_text, text_at, write_srt
 
 W, H, FPS = 64, 64, 30
 TIMING = re.compile(r"(\d+):(\d\d):(\d\d),(\d{3}) --> (\d+):(\d\d):(\d\d),(\d{3})")
@@ -187,7 +187,7 @@ def test_burner_pieces_caption_only_the_frames_inside_a_cue():
 
 def test_burnt_captions_survive_encoding_in_their_frames_only(tmp_path):
     """Frames written as the renderer would (a picture held for several frames), read back."""
-    from music2video.video import FrameWriter, read_frames
+    from music2video.output.video import FrameWriter, read_frames
 
     items = [Cue(4 / FPS, 9 / FPS, "la la la")]  # frames 4..8
     burner = Burner(items, FPS, W, H)

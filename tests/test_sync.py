@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from music2video import demo, sync
-from music2video.video import FrameWriter
+from music2video.testing import demo
+from music2video.output import sync
+from music2video.output.video import FrameWriter
 
 FPS = 30.0
 SR = 16000

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from music2video import guidance, models, tiny
-from music2video.checkpoint import state_dict_of
+from music2video.engine import guidance
+from music2video.models import models
+from music2video.testing import tiny
+from music2video.models.checkpoint import state_dict_of
 
 NAMES = ["vqgan.yaml", "vqgan.ckpt", "clip.pt", "wav2clip.pt"]
 REPO = Path(__file__).resolve().parents[1]
@@ -105,7 +107,7 @@ def test_full_size_config_is_the_benchs_architecture(tmp_path):
     1 GB checkpoint itself is written only by the GPU report)."""
     from omegaconf import OmegaConf
 
-    from music2video import bench
+    from tools import bench
 
     path = tmp_path / "vqgan.yaml"
     OmegaConf.save(OmegaConf.create(tiny.taming_config(bench.VQGAN_F16_16384)), path)
@@ -118,7 +120,7 @@ def test_full_size_config_is_the_benchs_architecture(tmp_path):
 def test_write_full_size_takes_any_architecture(tmp_path):
     """The full-size writer, given small architectures: the loaders accept every file, CLIP is
     built as asked and its archive holds fp16 weights, as OpenAI's do."""
-    from music2video import bench
+    from tools import bench
 
     files = tiny.write_full_size(tmp_path, tiny.vqgan_config()["model"]["params"],
                                  bench.CLIP_ARCHS["tiny"])

@@ -1,4 +1,4 @@
-"""Tests for music2video.video: streaming frames into chunks, joining them with the song, errors."""
+"""Tests for music2video.output.video: streaming frames into chunks, joining them with the song, errors."""
 
 import os
 import time
@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from music2video import audio, demo, video
-from music2video.video import (FrameWriter, VideoError, concat_list, join, part_path,
-                               read_frames, run_ffmpeg)
+from music2video.song import audio
+from music2video.testing import demo
+from music2video.output import video
+from music2video.output.video import (FrameWriter, VideoError, concat_list, join, part_path,
+                                      read_frames, run_ffmpeg)
 
 W, H, FPS = 64, 48, 30
 SR = 44100
@@ -288,8 +290,8 @@ def stream_report(path: Path) -> str:
 
 
 def test_join_adds_the_lyrics_as_a_soft_subtitle_track(tmp_path, chunks, one_second):
-    from music2video.lyrics import load_lyrics
-    from music2video.subtitles import Cue, write_srt
+    from music2video.song.lyrics import load_lyrics
+    from music2video.output.subtitles import Cue, write_srt
 
     cues = [Cue(0.1, 0.4, "first line"), Cue(0.4, 0.65, "déjà vu 君の名は\nand a second"),
             Cue(0.8, 1.0, "last: words")]
@@ -311,7 +313,7 @@ def test_join_adds_the_lyrics_as_a_soft_subtitle_track(tmp_path, chunks, one_sec
 
 
 def test_subtitle_track_is_on_by_default(tmp_path, chunks, one_second):
-    from music2video.subtitles import Cue, write_srt
+    from music2video.output.subtitles import Cue, write_srt
 
     srt = write_srt(tmp_path / "lyrics.srt", [Cue(0.1, 0.4, "words")])
     out = join(chunks[:1], one_second, tmp_path / "video.mp4", subtitles=srt)
@@ -335,7 +337,7 @@ def test_join_missing_subtitle_file_fails_naming_it(tmp_path, chunks, one_second
 
 
 def test_partial_join_with_clipped_subtitles(tmp_path, chunks, song):
-    from music2video.subtitles import Cue, clip, write_srt
+    from music2video.output.subtitles import Cue, clip, write_srt
 
     cues = [Cue(0.2, 0.5, "in"), Cue(0.9, 1.5, "across the end"), Cue(2.0, 2.5, "after")]
     srt = write_srt(tmp_path / "odd 'name' é.srt", clip(cues, 1.0))

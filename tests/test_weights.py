@@ -1,4 +1,4 @@
-"""Tests for music2video.weights: the registry, the weights folder, and download_models.sh.
+"""Tests for music2video.models.weights: the registry, the weights folder, and download_models.sh.
 
 Nothing here reaches the internet: URLs are pointed at 127.0.0.1 (a closed port or the
 `http_files` server). The one run of the real script relies on this machine and CI having no
@@ -18,7 +18,8 @@ import clip
 import pytest
 from clip.clip import _MODELS
 
-from music2video import download, models, tiny, weights
+from music2video.models import download, models, weights
+from music2video.testing import tiny
 
 REPO = Path(__file__).resolve().parents[1]
 FIX = "bash download_models.sh"
@@ -411,7 +412,7 @@ def test_workers_starting_together_download_a_file_once(tmp_path, monkeypatch):
     import threading
     import time
 
-    from music2video import download as download_module
+    from music2video.models import download as download_module
 
     calls = []
 

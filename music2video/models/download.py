@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from . import __version__
+from .. import __version__
 
 CHUNK = 1 << 20  # 1 MiB, for reading the network and for hashing
 USER_AGENT = f"music2video/{__version__}"

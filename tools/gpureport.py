@@ -2,8 +2,8 @@
 
 The bench's loops, one step profiled part by part, and generate.py on a 30-second song:
 
-    python -m music2video.gpureport OUT_DIR [--device cuda] [--budget-seconds 300]
-    python -m music2video.gpureport OUT_DIR --tiny --device cpu   # tiny models: the tests, CI
+    python -m tools.gpureport OUT_DIR [--device cuda] [--budget-seconds 300]
+    python -m tools.gpureport OUT_DIR --tiny --device cpu   # tiny models: the tests, CI
 
 OUT_DIR gets report.json, report.md and profile_trace.json.gz (torch.profiler's trace of one
 step), rewritten after every part, so a run cut short still leaves the figures it has. The
@@ -47,9 +47,10 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
-from . import bench, precision  # noqa: E402
-from .guidance import MakeCutouts, Perceptor, Target, spherical_loss  # noqa: E402
-from .optimise import Optimiser, autocast, to_frame  # noqa: E402
+from tools import bench  # noqa: E402
+from music2video.engine import precision  # noqa: E402
+from music2video.engine.guidance import MakeCutouts, Perceptor, Target, spherical_loss  # noqa: E402
+from music2video.engine.optimise import Optimiser, autocast, to_frame  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 REPORT_JSON, REPORT_MD, TRACE = "report.json", "report.md", "profile_trace.json.gz"
@@ -195,7 +196,7 @@ def environment(ctx: Context, result: dict) -> None:
     """Versions, the card, its measured bf16 ceiling, the date and the command line."""
     device = ctx.device
     result.update({
-        "date": now(), "command": shlex.join([sys.executable, "-m", "music2video.gpureport",
+        "date": now(), "command": shlex.join([sys.executable, "-m", "tools.gpureport",
                                               *ctx.report["argv"]]),
         "python": platform.python_version(), "platform": platform.platform(),
         "torch": torch.__version__, "torch_cuda": torch.version.cuda,
@@ -207,7 +208,7 @@ def environment(ctx: Context, result: dict) -> None:
             "torchvision", "kornia", "clip-anytorch", "taming-transformers-rom1504", "wav2clip",
             "librosa", "numpy", "imageio-ffmpeg", "omegaconf", "torch-optimizer")},
     })
-    from .video import ffmpeg_exe
+    from music2video.output.video import ffmpeg_exe
 
     version = _command([ffmpeg_exe(), "-hide_banner", "-version"])
     result["ffmpeg"] = version.splitlines()[0] if version else None
@@ -510,7 +511,7 @@ def sync_warnings():
 def find_syncs(opt: Optimiser, targets: list, writer_path: Path, size: tuple, start: int):
     """Host syncs of one real step (Optimiser.step, the finite check and the frame's trip
     through a FrameWriter, as render.Renderer does them) under set_sync_debug_mode('warn')."""
-    from .video import FrameWriter
+    from music2video.output.video import FrameWriter
 
     writer = FrameWriter(writer_path, *size, bench.FPS)
     finite = torch.ones((), dtype=torch.bool, device=opt.device)
@@ -541,7 +542,7 @@ def profile(ctx: Context, result: dict) -> None:
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
-    from .video import FrameWriter
+    from music2video.output.video import FrameWriter
 
     a, device = ctx.args, ctx.device
     vqgan, clip_model, z, embeds = ctx.models()
@@ -608,7 +609,7 @@ def profile(ctx: Context, result: dict) -> None:
 
 def model_files(ctx: Context) -> dict[str, Path]:
     """Random-weight models in the real files' formats: the bench's architectures, or tiny."""
-    from . import tiny
+    from music2video.testing import tiny
 
     folder = ctx.work / "models"
     if ctx.args.tiny:
@@ -619,8 +620,8 @@ def model_files(ctx: Context) -> dict[str, Path]:
 
 def planned_steps(argv: list) -> int:
     """The steps a generate.py command line would render, from the project's own planner."""
-    from . import plan
-    from .cli import parse_options
+    from music2video.song import plan
+    from music2video.cli import parse_options
 
     opts = parse_options("beats", argv)
     song = plan.read_song(opts.audio_prompt[0], opts.audio_sampling_freq)
@@ -649,8 +650,8 @@ def song_length(ctx: Context, result: dict, argvs: dict[float, list]) -> float:
 
 def write_song(folder: Path, seconds: float) -> tuple[Path, Path | None]:
     """The demo song's first `seconds` as mp3, and its lyrics (None when none fall inside)."""
-    from . import demo
-    from .lyrics import parse_timestamp
+    from music2video.testing import demo
+    from music2video.song.lyrics import parse_timestamp
 
     folder.mkdir(parents=True, exist_ok=True)
     song = demo.encode_audio(demo.demo_song()[:round(seconds * demo.DEMO_SR)], demo.DEMO_SR,
@@ -687,7 +688,7 @@ def run_generate(cmd: list[str], log: Path, timeout: float) -> float:
 def check_video(rep: dict) -> dict:
     """The video against its song: frames == round(song * fps), and its audio track within one
     frame of the picture."""
-    from .audio import load_audio
+    from music2video.song.audio import load_audio
 
     sr = 16000
     audio_s = len(load_audio(Path(rep["video"]), sr)) / sr
@@ -707,7 +708,7 @@ REPORT_FIELDS = ("song_seconds", "segments", "steps", "render_seconds", "steps_p
 
 def pipeline(ctx: Context, result: dict) -> None:
     """generate.py on the demo song, once per -ips setting, with the models in real formats."""
-    from .folder import REPORT
+    from music2video.driver.folder import REPORT
 
     a = ctx.args
     ctx.nets = None  # the bench's networks: the generate runs need the GPU's memory
@@ -865,7 +866,7 @@ def run_part(ctx: Context, name: str, fn) -> None:
 
 def get_parser() -> argparse.ArgumentParser:
     """The command line."""
-    p = argparse.ArgumentParser(prog="python -m music2video.gpureport",
+    p = argparse.ArgumentParser(prog="python -m tools.gpureport",
                                 description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("out", type=Path, help="folder for report.json, report.md and the trace")

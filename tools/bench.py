@@ -1,10 +1,10 @@
 """Benchmark: the seed's per-step work against our loop, on full-size random-weight networks.
 
-    python -m music2video.bench --device cpu --size 256 256 --cuts 8 --steps 3
-    python -m music2video.bench --device cuda --size 512 512 --cuts 32 --steps 30 --precision bf16
-    python -m music2video.bench --levers     # one row per lever, each against the same baseline
-    python -m music2video.bench --memory     # peak RSS of generating a 1- and a 10-minute song
-    python -m music2video.bench --scaling --size 128 128   # 1 against 2 workers (in unshare -n)
+    python -m tools.bench --device cpu --size 256 256 --cuts 8 --steps 3
+    python -m tools.bench --device cuda --size 512 512 --cuts 32 --steps 30 --precision bf16
+    python -m tools.bench --levers     # one row per lever, each against the same baseline
+    python -m tools.bench --memory     # peak RSS of generating a 1- and a 10-minute song
+    python -m tools.bench --scaling --size 128 128   # 1 against 2 workers (in unshare -n)
 
 The networks have the real architectures (VQGAN ImageNet f16-16384, CLIP ViT-B/32) and random
 weights, so nothing is downloaded: the timings are real, the pictures are noise. Both loops run
@@ -32,11 +32,12 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-from . import models, precision  # noqa: E402
-from .autograd import clamp_with_grad, replace_grad  # noqa: E402
-from .guidance import (CLIP_MEAN, CLIP_STD, DEFAULT_AUGMENTS, NOISE_FAC, MakeCutouts,  # noqa: E402
+from music2video.models import models  # noqa: E402
+from music2video.engine import precision  # noqa: E402
+from music2video.models.autograd import clamp_with_grad, replace_grad  # noqa: E402
+from music2video.engine.guidance import (CLIP_MEAN, CLIP_STD, DEFAULT_AUGMENTS, NOISE_FAC, MakeCutouts,  # noqa: E402
                        Perceptor, Target, _augment)
-from .optimise import PRECISIONS, Optimiser, random_latent, to_frame  # noqa: E402
+from music2video.engine.optimise import PRECISIONS, Optimiser, random_latent, to_frame  # noqa: E402
 
 # taming's configs/vqgan_imagenet_f16_16384.yaml, model.params without the training loss
 VQGAN_F16_16384 = {"embed_dim": 256, "n_embed": 16384, "ddconfig": {
@@ -62,7 +63,7 @@ def build_models(clip_model: str, device, tiny: bool = False, seed: int = 0):
     """VQGAN and CLIP of the real (or tiny) architectures with random weights, frozen."""
     from clip.model import CLIP
 
-    from .tiny import vqgan_config
+    from music2video.testing.tiny import vqgan_config
 
     torch.manual_seed(seed)
     params = vqgan_config()["model"]["params"] if tiny else VQGAN_F16_16384
@@ -169,7 +170,7 @@ class SeedLoop:
         """The seed's video: every PNG re-read, then piped as PNG into libx264 -preset veryslow."""
         from PIL import Image
 
-        from .video import ffmpeg_exe
+        from music2video.output.video import ffmpeg_exe
 
         frames = []
         for n in range(self.frames):
@@ -207,7 +208,7 @@ class OurLoop:
 
     def __init__(self, vqgan, clip_model, z, embeds, cuts: int, path: Path, precision: str,
                  show_every: int = SHOW_EVERY, silu: bool = False, **levers):
-        from .video import FrameWriter
+        from music2video.output.video import FrameWriter
 
         cutouts = MakeCutouts(clip_model.visual.input_resolution, cuts)
         self.opt = Optimiser(vqgan, Perceptor(clip_model, cutouts), z, precision=precision,
@@ -436,7 +437,7 @@ def video_levers(folder: Path, count: int, frames: int = 90) -> dict:
     """Seconds per frame of the seed's video encoding (PNG pipe, veryslow) and ours (raw)."""
     from PIL import Image
 
-    from .video import CRF, PRESET, ffmpeg_exe
+    from music2video.output.video import CRF, PRESET, ffmpeg_exe
 
     stills = []
     for n in range(count):
@@ -483,7 +484,7 @@ def _generate(args: list, log: Path) -> tuple[float, float]:
 
 def _tiny_flags(folder: Path) -> list:
     """The flags that select freshly written tiny models."""
-    from . import tiny
+    from music2video.testing import tiny
 
     files = tiny.write_all(folder)
     return ["-conf", files["vqgan_config"], "-ckpt", files["vqgan_checkpoint"],
@@ -492,7 +493,7 @@ def _tiny_flags(folder: Path) -> list:
 
 def memory(minutes: list[float], ips: float = 1.0, bpm: float = 60.0) -> dict:
     """Peak RSS of generate.py on songs of each length (tiny models, own process each)."""
-    from . import demo
+    from music2video.testing import demo
 
     sr = 22050
     runs = {}
@@ -526,7 +527,7 @@ def scaling(args) -> dict:
     cost per segment. Each run's render time comes from its report.json (the time from the
     first section to the finished video, Ray's start-up excluded). Starts Ray: run it in a
     loopback-only network namespace (see README)."""
-    from .folder import REPORT
+    from music2video.driver.folder import REPORT
 
     song = Path(__file__).resolve().parents[1] / "demo" / "demo_song.mp3"
     runs = {}
@@ -562,7 +563,7 @@ class StandInWorker:
 
     def render(self, spec, samples, work):
         """The work's segments, as a render.Renderer would yield them."""
-        from .render import Finished
+        from music2video.engine.render import Finished
 
         width, height = spec.size
         latent = torch.zeros(1, 256, height // 16, width // 16)  # f16-16384's latent
@@ -578,9 +579,9 @@ class StandInWorker:
 def ray_overhead(side: int, segments: int = 100) -> dict:
     """Ray's own cost per finished segment: a stand-in worker's segments (real payload sizes
     at side x side) through a local Ray instance, per segment, after the task has started."""
-    from .render import Finished, RenderSpec, Work
-    from .scheduler import RayScheduler
-    from .schedule import Segment
+    from music2video.engine.render import Finished, RenderSpec, Work
+    from music2video.driver.scheduler import RayScheduler
+    from music2video.song.schedule import Segment
 
     plan = tuple(Segment(k, k / 2, (k + 1) / 2, 1, 15 * k, 15 * (k + 1)) for k in range(segments))
     spec = RenderSpec(weights=None, device="cpu", size=(side, side), segments=plan, seed=0,
@@ -603,7 +604,7 @@ def ray_overhead(side: int, segments: int = 100) -> dict:
 
 def get_parser() -> argparse.ArgumentParser:
     """The benchmark's command line."""
-    p = argparse.ArgumentParser(prog="python -m music2video.bench",
+    p = argparse.ArgumentParser(prog="python -m tools.bench",
                                 description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",

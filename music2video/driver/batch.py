@@ -50,7 +50,7 @@ def lyrics_for(opts, song: Path, duration: float, outputs) -> Path | None:
     """The lyrics file of a song: -lyr itself, its <song name>.* in a -lyr folder, or (-lyr auto)
     the synced lyrics LRCLIB has for it, saved as <song name>.lrc beside the song (else beside
     the video: the run folder's identity depends on the lyrics, so they come before it)."""
-    from .lrclib import find_lyrics
+    from ..song.lrclib import find_lyrics
 
     if str(opts.lyrics) == "auto":
         return find_lyrics(song, duration, opts.artist, opts.title,
@@ -67,7 +67,7 @@ def lyrics_for(opts, song: Path, duration: float, outputs) -> Path | None:
 
 def draft_size(size: tuple[int, int], config: Path) -> tuple[int, int]:
     """--draft's picture: half the width and height (a quarter of the pixels), at least a cell."""
-    from .models import cell_size, read_vqgan_config
+    from ..models.models import cell_size, read_vqgan_config
 
     factor = cell_size(read_vqgan_config(config)[1])
     return tuple(max(side // 2 // factor * factor, factor) for side in size)
@@ -75,7 +75,7 @@ def draft_size(size: tuple[int, int], config: Path) -> tuple[int, int]:
 
 def inputs_of(opts, song: Path) -> list[Path]:
     """The files a song's run reads: the song, its lyrics file, the start and prompt pictures."""
-    from .guidance import parse_prompt, split_prompts
+    from ..engine.guidance import parse_prompt, split_prompts
 
     given = [song, opts.init_image, *(Path(parse_prompt(item)[0])
                                       for item in split_prompts(opts.image_prompts))]
@@ -113,7 +113,7 @@ def check_pictures(opts) -> None:
     """The -ii and -ip pictures decode in full (a bad CRC or truncated data is caught here)."""
     from PIL import Image
 
-    from .guidance import parse_prompt, split_prompts
+    from ..engine.guidance import parse_prompt, split_prompts
 
     paths = [Path(parse_prompt(item)[0]) for item in split_prompts(opts.image_prompts)]
     for path in paths + ([opts.init_image] if opts.init_image else []):
@@ -130,8 +130,8 @@ def check_pictures(opts) -> None:
 
 def read_pictures(opts, size: tuple[int, int]) -> tuple:
     """The -ii picture and the -ip pictures with their weights, at the picture size."""
-    from .guidance import parse_prompt, split_prompts
-    from .optimise import load_image
+    from ..engine.guidance import parse_prompt, split_prompts
+    from ..engine.optimise import load_image
 
     prompts = []
     for item in split_prompts(opts.image_prompts):
@@ -144,8 +144,8 @@ def read_pictures(opts, size: tuple[int, int]) -> tuple:
 def check_memory(size: tuple[int, int], config: Path, device, num_cuts: int,
                  clip_model: str) -> None:
     """Refuses a picture size or cut count whose step could not fit in the device's memory."""
-    from .models import read_vqgan_config
-    from .modelset import step_bytes
+    from ..models.models import read_vqgan_config
+    from ..engine.modelset import step_bytes
 
     need = step_bytes(read_vqgan_config(config)[1], size, num_cuts, clip_model)
     have = device_memory(device)
@@ -179,7 +179,7 @@ def choose_settings(precision: str, sections: int) -> dict:
 
 def run_identity(opts, song: Path, lyrics: Path | None, paths: dict) -> dict:
     """What a resumed run must share with the run it continues: settings, and files by content."""
-    from .guidance import parse_prompt, split_prompts
+    from ..engine.guidance import parse_prompt, split_prompts
     from .run import digest
 
     weights = {key: [str(Path(path).resolve()), Path(path).stat().st_size]
@@ -203,8 +203,8 @@ class Planned:
 def plan_one(index: int, opts, song: Path) -> Planned:
     """Checks where a song's video goes, decodes it and plans its segments and sections."""
     from .folder import RunFolder, check_outputs, check_writable
-    from .plan import plan_song, read_song
-    from .subtitles import cues
+    from ..song.plan import plan_song, read_song
+    from ..output.subtitles import cues
 
     outputs = outputs_for(opts, song)
     check_clashes(outputs, inputs_of(opts, song))
@@ -221,8 +221,8 @@ def plan_one(index: int, opts, song: Path) -> Planned:
 def render_spec(opts, planned: Planned, manifest: dict, size, placement, pictures,
                 captions: tuple = ()):
     """The plain-data description a worker renders this song from."""
-    from .modelset import WeightChoice
-    from .render import RenderSpec, Zoom
+    from ..engine.modelset import WeightChoice
+    from ..engine.render import RenderSpec, Zoom
 
     settings, init_image, image_prompts = manifest["settings"], *pictures
     zoom = (Zoom(opts.zoom_start, opts.zoom_save_every, opts.zoom_scale, opts.zoom_shift_x,
@@ -248,7 +248,7 @@ def open_job(opts, planned: Planned, paths: dict, size, placement, pictures,
     from .folder import RunFolder
     from .run import Job
 
-    from .subtitles import cues as lyric_cues
+    from ..output.subtitles import cues as lyric_cues
 
     plan, outputs = planned.plan, planned.outputs
     settings = choose_settings(precision, len(plan.sections))
@@ -279,7 +279,7 @@ def generate(opts, report, expected: tuple) -> int:
 
     A song that fails its checks or its render is reported (`report(line)`) and skipped; the
     others go on. Returns how many songs failed."""
-    from .modelset import WeightChoice, picture_size, resolve_weights
+    from ..engine.modelset import WeightChoice, picture_size, resolve_weights
     from .run import say
     from .scheduler import make_scheduler, place
 

@@ -31,9 +31,9 @@ import urllib.request
 import warnings
 from pathlib import Path
 
-from . import __version__
+from .. import __version__
 from .lyrics import LyricsError, drop_after, load_lyrics
-from .video import part_path
+from ..output.video import part_path
 
 DEFAULT_URL = "https://lrclib.net"
 URL_VARIABLE = "MUSIC2VIDEO_LRCLIB_URL"

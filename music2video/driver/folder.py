@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
-from .video import VideoError, count_decoded, part_path
+from ..output.video import VideoError, count_decoded, part_path
 
 MANIFEST = "manifest.json"
 JOURNAL = "progress.jsonl"
@@ -598,7 +598,7 @@ class RunFolder:
 
     def load_state(self, section: int):
         """The state saved after the last finished segment of a section, or None."""
-        from .checkpoint import CheckpointError, safe_load
+        from ..models.checkpoint import CheckpointError, safe_load
 
         path = self.path / state_name(section)
         if path.is_symlink():

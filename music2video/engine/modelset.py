@@ -5,9 +5,9 @@ from pathlib import Path
 
 import torch
 
-from . import weights
+from ..models import weights
 from .guidance import MakeCutouts, Perceptor
-from .models import (ModelError, cell_size, check_clip_name, clip_path, load_clip, load_vqgan,
+from ..models.models import (ModelError, cell_size, check_clip_name, clip_path, load_clip, load_vqgan,
                      load_wav2clip, read_vqgan_config, whole_cells)
 from .optimise import noise_image, random_latent
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .folder import thumb_name, write_bytes
+from ..driver.folder import thumb_name, write_bytes
 from .fonts import Fonts, draw_lines, fit, wrap
 from .subtitles import host_frame
 

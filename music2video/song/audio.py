@@ -7,7 +7,7 @@ from pathlib import Path
 import librosa
 import numpy as np
 
-from .video import ffmpeg_exe, ffmpeg_path
+from ..output.video import ffmpeg_exe, ffmpeg_path
 
 HOP_LENGTH = 512  # samples between analysis frames, for beats and loudness alike
 N_FFT = 2048  # librosa's default window for the mel spectrograms

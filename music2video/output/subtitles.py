@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .folder import write_bytes
+from ..driver.folder import write_bytes
 from .fonts import Fonts, draw_lines, wrap
-from .lyrics import plain_text
+from ..song.lyrics import plain_text
 
 MAX_SECONDS = 5.0  # longest time a line stays on screen
 CAPTION_SIZE = 0.06  # burnt-in text height (em), as a fraction of the frame height

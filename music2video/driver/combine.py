@@ -4,9 +4,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import storyboard, subtitles
+from ..output import storyboard, subtitles
 from .folder import RunError, RunFolder, check_outputs, check_writable, same_file
-from .video import VideoError, join
+from ..output.video import VideoError, join
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -29,7 +29,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 def check_music_length(music: Path, manifest: dict) -> None:
     """Refuses a song whose length differs from the run's by more than a frame."""
-    from .audio import AudioError, load_audio
+    from ..song.audio import AudioError, load_audio
 
     sr = 16000
     try:

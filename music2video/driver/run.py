@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from . import report, storyboard, subtitles, sync
+from ..output import report, storyboard, subtitles, sync
 from .folder import REPORT, RunFolder, describe_problems, writing
-from .plan import Plan
-from .render import Finished, Preview, Progress, RenderSpec, Work, work_cost
+from ..song.plan import Plan
+from ..engine.render import Finished, Preview, Progress, RenderSpec, Work, work_cost
 from .scheduler import Failed
 
 
@@ -76,7 +76,7 @@ def save_preview(frame: np.ndarray, path: Path) -> None:
 
 def digest(path: Path | None) -> str | None:
     """SHA-256 of an optional file."""
-    from .download import sha256sum
+    from ..models.download import sha256sum
 
     return sha256sum(path) if path else None
 
@@ -187,7 +187,7 @@ class Job:
     def finish(self, render_seconds: float) -> Path:
         """Joins the chunks with the song (and the lyrics as subtitles) into the video; writes
         the storyboard and the run report."""
-        from .video import join
+        from ..output.video import join
 
         self.folder.check_present()
         fps, out = self.manifest["fps"], self.outputs
@@ -232,7 +232,7 @@ def render_jobs(jobs: list[Job], scheduler, quiet: bool) -> dict[int, str]:
 
     Returns {job index: error line} for the songs that failed."""
     from .folder import RunError as FolderError
-    from .video import VideoError
+    from ..output.video import VideoError
 
     plans = {job.index: job for job in jobs}
     works, done_steps = [], 0

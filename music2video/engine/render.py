@@ -18,15 +18,15 @@ import torch
 
 from .guidance import Target, noise_target, parse_prompt, split_prompts
 from .modelset import Models, WeightChoice, first_latent, load_models, resolve_weights
-from .models import embed_audio
+from ..models.models import embed_audio
 from .motion import Camera, ReactSettings, react_track
 from .optimise import Optimiser, to_frame, zoom_shift
-from .report import peak_gpu_mb
-from .schedule import Segment, audio_window, frame_sources
-from .storyboard import encode_thumbnail
-from .storyboard import thumbnail as fit_thumbnail
-from .subtitles import Burner
-from .video import FrameWriter
+from ..output.report import peak_gpu_mb
+from ..song.schedule import Segment, audio_window, frame_sources
+from ..output.storyboard import encode_thumbnail
+from ..output.storyboard import thumbnail as fit_thumbnail
+from ..output.subtitles import Burner
+from ..output.video import FrameWriter
 
 PROGRESS_SECONDS = 0.25  # how often progress is reported while a segment renders
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .autograd import clamp_with_grad, replace_grad
+from ..models.autograd import clamp_with_grad, replace_grad
 
 CUT_METHODS = ("latest", "original", "updated", "nrupdated", "updatedpooling")
 AUGMENTS = ("Ji", "Sh", "Gn", "Pe", "Ro", "Af", "Et", "Ts", "Cr", "Er", "Re")

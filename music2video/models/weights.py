@@ -240,7 +240,7 @@ def fetch(name: str, root: Path, quiet: bool = False, errors: list | None = None
 
 
 def _parser() -> argparse.ArgumentParser:
-    """Command line of `python -m music2video.weights` (download_models.sh)."""
+    """Command line of `python -m music2video.models.weights` (download_models.sh)."""
     p = argparse.ArgumentParser(prog="download_models.sh", description="Fetch model weights.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("names", nargs="*", help=f"models to fetch (default: {' '.join(DEFAULT_FETCH)})")

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .audio import check_mono
+from ..song.audio import check_mono
 
 ONSET_HOP_SECONDS = 0.005  # onset analysis step: well under a frame at any usual fps
 ONSET_WINDOW_SECONDS = 0.032  # onset FFT window; 2048 samples at 16 kHz fire a frame early

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .video import encoders, ffmpeg_exe, ffmpeg_path
+from ..output.video import encoders, ffmpeg_exe, ffmpeg_path
 
 DEMO_SR = 44100
 DEMO_BPM = 120.0
@@ -263,9 +263,9 @@ def write_demo(song: Path, lyrics: Path) -> None:
 
 
 def get_parser() -> argparse.ArgumentParser:
-    """The command line of python -m music2video.demo."""
+    """The command line of python -m music2video.testing.demo."""
     parser = argparse.ArgumentParser(
-        prog="python -m music2video.demo",
+        prog="python -m music2video.testing.demo",
         description="write the demo song and its lyrics (made here, no downloads)",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

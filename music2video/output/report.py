@@ -34,7 +34,7 @@ import resource
 import sys
 from pathlib import Path
 
-from .folder import write_json
+from ..driver.folder import write_json
 from .storyboard import clock
 from .video import count_frames
 
