@@ -426,9 +426,9 @@ def _expected() -> tuple:
     from .driver.folder import RunError
     from .song.lrclib import LyricsLookupError
     from .song.lyrics import LyricsError
-    from .models.models import ModelError
-    from .engine.render import RenderError
-    from .driver.scheduler import SchedulerError
+    from .models.networks import ModelError
+    from .engine.renderer import RenderError
+    from .driver.workers import SchedulerError
     from .output.video import VideoError
 
     return (Fatal, AudioError, LyricsError, LyricsLookupError, ModelError, CheckpointError,

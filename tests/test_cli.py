@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 from conftest import video_stats, write_lyrics
 
-from music2video.driver import batch, scheduler
+from music2video.driver import batch, workers
 from music2video import cli
-from music2video.engine import modelset, render
+from music2video.engine import modelset, renderer
 from music2video.models import weights
 
 FPS = 30
@@ -20,8 +20,8 @@ def no_models(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded before the input was checked")
 
-    monkeypatch.setattr(render, "load_for", refuse)
-    monkeypatch.setattr(scheduler, "load_for", refuse)
+    monkeypatch.setattr(renderer, "load_for", refuse)
+    monkeypatch.setattr(workers, "load_for", refuse)
     monkeypatch.setattr(modelset, "resolve_weights", refuse)
 
 
@@ -356,8 +356,8 @@ def test_output_folder_of_an_earlier_run_is_its_run_folder(tmp_path, short_song)
 def test_a_picture_too_big_for_the_machine_is_refused_before_models_load(
         tmp_path, capsys, short_song, model_flags, monkeypatch):
     loaded = []
-    monkeypatch.setattr(render, "load_for", lambda *a, **k: loaded.append(1))
-    monkeypatch.setattr(scheduler, "load_for", lambda *a, **k: loaded.append(1))
+    monkeypatch.setattr(renderer, "load_for", lambda *a, **k: loaded.append(1))
+    monkeypatch.setattr(workers, "load_for", lambda *a, **k: loaded.append(1))
     args = ["-o", str(tmp_path / "o" / "v.png"), "-ap", str(short_song), "-s", "100000",
             "100000", "-q", *model_flags]
     assert cli.main("beats", args) == 1
@@ -373,8 +373,8 @@ def test_a_picture_too_big_for_the_machine_is_refused_before_models_load(
 def test_a_step_too_big_for_the_machine_is_refused_up_front(
         tmp_path, capsys, short_song, model_flags, monkeypatch, flags, named):
     loaded = []
-    monkeypatch.setattr(render, "load_for", lambda *a, **k: loaded.append(1))
-    monkeypatch.setattr(scheduler, "load_for", lambda *a, **k: loaded.append(1))
+    monkeypatch.setattr(renderer, "load_for", lambda *a, **k: loaded.append(1))
+    monkeypatch.setattr(workers, "load_for", lambda *a, **k: loaded.append(1))
     monkeypatch.setattr(batch, "device_memory", lambda device: 64 * 2**30)  # any machine
     args = ["-o", str(tmp_path / "o" / "v.png"), "-ap", str(short_song), *flags, "-q",
             *model_flags]

@@ -11,7 +11,7 @@ import torch
 
 from music2video.driver.folder import (RunError, RunFolder, check_manifest, chunk_name, state_name,
                                        thumb_name, write_json)
-from music2video.song.schedule import Goal, Segment
+from music2video.song.segments import Goal, Segment
 
 
 def plan(count: int, fps: int = 30) -> list[Segment]:
@@ -223,7 +223,7 @@ def test_check_manifest_checks_each_fields_type_and_range(tmp_path, path, value)
 HOLD = """
 import sys, time
 from music2video.driver.folder import RunFolder
-from music2video.song.schedule import Goal, Segment
+from music2video.song.segments import Goal, Segment
 seg = [Segment(0, 0.0, 1.0, 1, 0, 30, (Goal("audio", 0.0, 1.0),))]
 folder = RunFolder(sys.argv[1])  # the lock lives as long as the folder object
 folder.open({"x": int(sys.argv[2])}, seg, [(0, 0)], False, 1, {}, {"fps": 30})

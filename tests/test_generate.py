@@ -108,7 +108,7 @@ def test_style_prompt_enters_the_loss(tiny_models, short_song, tmp_path):
     from music2video.engine.guidance import Target
     from music2video.engine.modelset import WeightChoice
     from music2video.engine.optimise import Optimiser
-    from music2video.engine.render import Renderer, RenderSpec, load_for
+    from music2video.engine.renderer import Renderer, RenderSpec, load_for
 
     weights = WeightChoice(str(tiny_models["vqgan_config"]), str(tiny_models["vqgan_checkpoint"]),
                            str(tiny_models["clip"]), str(tiny_models["wav2clip"]), None)

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from music2video.models import models
+from music2video.models import networks
 from music2video.models.autograd import clamp_with_grad
 from music2video.engine.guidance import (AUGMENTS, CUT_METHODS, DEFAULT_AUGMENTS, MakeCutouts,
                                          Perceptor, Target, _augment, _fixed_augments,
@@ -389,7 +389,7 @@ def test_ji_brightness_is_additive():
 @pytest.fixture(scope="module")
 def perceptor(tiny_models):
     """The tiny CLIP with four 'latest' cut-outs."""
-    return Perceptor(models.load_clip(tiny_models["clip"]), MakeCutouts(CUT, CUTN, "latest"))
+    return Perceptor(networks.load_clip(tiny_models["clip"]), MakeCutouts(CUT, CUTN, "latest"))
 
 
 def test_text_target(perceptor, recwarn):

@@ -1,4 +1,4 @@
-"""Tests for music2video.models.models: the three loaders on tiny models, their errors, device choice."""
+"""Tests for music2video.models.networks: the three loaders on tiny models, their errors, device choice."""
 
 import os
 import urllib.request
@@ -12,10 +12,10 @@ import pytest
 import torch
 import torchvision  # noqa: F401  (registers torch.ops.image.write_file, used by a hostile archive)
 
-from music2video.models import models
+from music2video.models import networks
 from music2video.testing import tiny
 from music2video.models.checkpoint import state_dict_of
-from music2video.models.models import ModelError
+from music2video.models.networks import ModelError
 
 FIX = "bash download_models.sh"
 
@@ -29,7 +29,7 @@ def gumbel_files(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_clip(tiny_models):
     """The tiny CLIP, loaded once."""
-    return models.load_clip(tiny_models["clip"])
+    return networks.load_clip(tiny_models["clip"])
 
 
 def vqgan_files(tiny_models, gumbel_files, gumbel):
@@ -43,7 +43,7 @@ def vqgan_files(tiny_models, gumbel_files, gumbel):
 
 @pytest.mark.parametrize("gumbel", [False, True], ids=["vqmodel", "gumbel"])
 def test_load_vqgan_frozen_and_differentiable(tiny_models, gumbel_files, gumbel):
-    model = models.load_vqgan(*vqgan_files(tiny_models, gumbel_files, gumbel))
+    model = networks.load_vqgan(*vqgan_files(tiny_models, gumbel_files, gumbel))
     assert model.gumbel is gumbel
     assert not model.training and not any(m.training for m in model.modules())
     assert not any(p.requires_grad for p in model.parameters())
@@ -64,7 +64,7 @@ def test_load_vqgan_frozen_and_differentiable(tiny_models, gumbel_files, gumbel)
 
 
 def test_load_vqgan_weights_come_from_the_ckpt(tiny_models):
-    model = models.load_vqgan(tiny_models["vqgan_config"], tiny_models["vqgan_checkpoint"])
+    model = networks.load_vqgan(tiny_models["vqgan_config"], tiny_models["vqgan_checkpoint"])
     state = state_dict_of(tiny_models["vqgan_checkpoint"])
     assert torch.equal(model.decoder.conv_out.weight, state["decoder.conv_out.weight"])
     assert torch.equal(model.codebook, state["quantize.embedding.weight"])
@@ -79,7 +79,7 @@ def test_load_vqgan_never_builds_the_loss(tiny_models, gumbel_files, monkeypatch
     monkeypatch.setattr(vqperceptual.VQLPIPSWithDiscriminator, "__init__", refuse)
     monkeypatch.setattr(urllib.request, "urlopen", refuse)
     for yaml, ckpt in (vqgan_files(tiny_models, gumbel_files, False), gumbel_files):
-        assert models.load_vqgan(yaml, ckpt).synth(torch.zeros(1, 16, 4, 4)).shape == (1, 3, 16, 16)
+        assert networks.load_vqgan(yaml, ckpt).synth(torch.zeros(1, 16, 4, 4)).shape == (1, 3, 16, 16)
 
 
 def edited_ckpt(tiny_models, path, edit):
@@ -100,7 +100,7 @@ def edited_ckpt(tiny_models, path, edit):
 def test_ckpt_that_does_not_fit_its_config(tiny_models, tmp_path, edit, problem):
     ckpt = edited_ckpt(tiny_models, tmp_path / "bad.ckpt", edit)
     with pytest.raises(ModelError) as err:
-        models.load_vqgan(tiny_models["vqgan_config"], ckpt)
+        networks.load_vqgan(tiny_models["vqgan_config"], ckpt)
     message = str(err.value)
     assert message.startswith(f"{ckpt} does not match its config")
     assert problem in message and FIX in message
@@ -109,12 +109,12 @@ def test_ckpt_that_does_not_fit_its_config(tiny_models, tmp_path, edit, problem)
 def test_extra_loss_keys_are_fine(tiny_models, tmp_path):
     ckpt = edited_ckpt(tiny_models, tmp_path / "more_loss.ckpt",
                        lambda s: s.update({"loss.perceptual_loss.lin0.weight": torch.zeros(2)}))
-    assert models.load_vqgan(tiny_models["vqgan_config"], ckpt).factor == 4
+    assert networks.load_vqgan(tiny_models["vqgan_config"], ckpt).factor == 4
 
 
 def test_gumbel_ckpt_with_vqmodel_config(tiny_models, gumbel_files):
     with pytest.raises(ModelError, match="missing quantize.embedding.weight") as err:
-        models.load_vqgan(tiny_models["vqgan_config"], gumbel_files[1])
+        networks.load_vqgan(tiny_models["vqgan_config"], gumbel_files[1])
     assert str(gumbel_files[1]) in str(err.value)
     assert "unexpected" in str(err.value)
 
@@ -123,9 +123,9 @@ def test_unsupported_target(tiny_models, tmp_path):
     yaml = tmp_path / "transformer.yaml"
     text = tiny_models["vqgan_config"].read_text()
     transformer = "taming.models.cond_transformer.Net2NetTransformer"
-    yaml.write_text(text.replace(models.VQMODEL, transformer))
+    yaml.write_text(text.replace(networks.VQMODEL, transformer))
     with pytest.raises(ModelError) as err:
-        models.load_vqgan(yaml, tiny_models["vqgan_checkpoint"])
+        networks.load_vqgan(yaml, tiny_models["vqgan_checkpoint"])
     message = str(err.value)
     assert str(yaml) in message and "Net2NetTransformer is not supported" in message
 
@@ -136,7 +136,7 @@ def test_not_a_vqgan_config(tmp_path, text):
     yaml = tmp_path / "bad.yaml"
     yaml.write_text(text)
     with pytest.raises(ModelError, match="is not a taming VQGAN config") as err:
-        models.read_vqgan_config(yaml)
+        networks.read_vqgan_config(yaml)
     assert str(yaml) in str(err.value) and FIX in str(err.value)
 
 
@@ -162,7 +162,7 @@ def test_bad_vqgan_config_is_one_line(tmp_path, text, reason):
     yaml = tmp_path / "bad.yaml"
     yaml.write_text(text)
     with pytest.raises(ModelError) as err:
-        models.read_vqgan_config(yaml)
+        networks.read_vqgan_config(yaml)
     message = str(err.value)
     assert "\n" not in message
     assert message.startswith(f"{yaml} is not a taming VQGAN config ({reason}")
@@ -174,7 +174,7 @@ def test_config_that_builds_no_vqgan_is_one_line(tiny_models, tmp_path):
     yaml.write_text(tiny_models["vqgan_config"].read_text().replace("num_res_blocks: 1",
                                                                      "num_res_blocks: many"))
     with pytest.raises(ModelError) as err:
-        models.load_vqgan(yaml, tiny_models["vqgan_checkpoint"])
+        networks.load_vqgan(yaml, tiny_models["vqgan_checkpoint"])
     message = str(err.value)
     assert message.startswith(
         f"{yaml} is not a taming VQGAN config (its ddconfig builds no VQGAN: ")
@@ -183,10 +183,10 @@ def test_config_that_builds_no_vqgan_is_one_line(tiny_models, tmp_path):
 
 def test_missing_vqgan_files(tiny_models, tmp_path):
     with pytest.raises(ModelError) as err:
-        models.load_vqgan(tmp_path / "none.yaml", tiny_models["vqgan_checkpoint"])
+        networks.load_vqgan(tmp_path / "none.yaml", tiny_models["vqgan_checkpoint"])
     assert str(err.value) == f"{tmp_path / 'none.yaml'} not found; run: {FIX}"
     with pytest.raises(ModelError) as err:
-        models.load_vqgan(tiny_models["vqgan_config"], tmp_path / "none.ckpt")
+        networks.load_vqgan(tiny_models["vqgan_config"], tmp_path / "none.ckpt")
     assert str(err.value) == f"{tmp_path / 'none.ckpt'} not found; run: {FIX}"
 
 
@@ -206,7 +206,7 @@ def test_load_clip_torchscript(tiny_clip):
 def test_load_clip_state_dict_file(tiny_clip, tmp_path):
     path = tmp_path / "clip_state.pt"
     torch.save(tiny_clip.state_dict(), path)
-    model = models.load_clip(path)
+    model = networks.load_clip(path)
     assert model.visual.input_resolution == 32
     assert {p.dtype for p in model.parameters()} == {torch.float32}
     tokens = clip.tokenize(["a cat"])
@@ -222,7 +222,7 @@ def test_load_clip_bad_file(tiny_models, tmp_path, kind):
     path = tmp_path / "clip.pt"
     path.write_bytes(content)
     with pytest.raises(ModelError) as err:
-        models.load_clip(path)
+        networks.load_clip(path)
     message = str(err.value)
     assert message.startswith(f"{path} is corrupt or truncated (")
     assert FIX in message and "\n" not in message
@@ -230,12 +230,12 @@ def test_load_clip_bad_file(tiny_models, tmp_path, kind):
 
 def test_load_clip_missing_file(tmp_path):
     with pytest.raises(ModelError, match="not found; run: bash download_models.sh"):
-        models.load_clip(tmp_path / "ViT-B-32.pt")
+        networks.load_clip(tmp_path / "ViT-B-32.pt")
 
 
 def test_clip_path_unknown_name(tmp_path):
     with pytest.raises(ModelError) as err:
-        models.clip_path("ViT-Z/99", tmp_path)
+        networks.clip_path("ViT-Z/99", tmp_path)
     message = str(err.value)
     assert message.startswith("Model ViT-Z/99 not found; available models = ")
     assert all(name in message for name in clip.available_models())
@@ -243,7 +243,7 @@ def test_clip_path_unknown_name(tmp_path):
 
 
 def test_clip_path_of_an_existing_file(tiny_models, tmp_path):
-    assert models.clip_path(str(tiny_models["clip"]), tmp_path) == tiny_models["clip"]
+    assert networks.clip_path(str(tiny_models["clip"]), tmp_path) == tiny_models["clip"]
     assert list(tmp_path.iterdir()) == []
 
 
@@ -267,7 +267,7 @@ def test_clip_payload_never_runs_with_force_no_weights_only(tmp_path, monkeypatc
     torch.save({"visual.proj": torch.zeros(2), "x": Payload(f"touch '{marker}'")}, path,
                _use_new_zipfile_serialization=zipped)
     with pytest.raises(ModelError) as err:
-        models.load_clip(path)
+        networks.load_clip(path)
     message = str(err.value)
     assert message.startswith(f"{path} refers to posix.system") and "\n" not in message
     assert not marker.exists()
@@ -322,7 +322,7 @@ def test_load_clip_never_runs_torchscript_code(setstate_archive):
     path, marker = setstate_archive
     marker.unlink(missing_ok=True)
     with pytest.raises(ModelError) as err:
-        models.load_clip(path)
+        networks.load_clip(path)
     assert str(err.value) == f"{path} holds no weights; delete it and run: {FIX}"
     assert not marker.exists()
 
@@ -338,7 +338,7 @@ def test_load_clip_takes_the_archive_weights(tiny_models, tiny_clip):
 
 def test_load_clip_of_another_network(tiny_models):
     with pytest.raises(ModelError) as err:
-        models.load_clip(tiny_models["wav2clip"])
+        networks.load_clip(tiny_models["wav2clip"])
     message = str(err.value)
     assert message.startswith(f"{tiny_models['wav2clip']} is not a CLIP checkpoint (KeyError: ")
     assert FIX in message and "\n" not in message
@@ -352,20 +352,20 @@ def test_load_wav2clip_offline(tiny_models, monkeypatch):
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
     monkeypatch.setattr(urllib.request, "urlopen", offline)
-    model = models.load_wav2clip(tiny_models["wav2clip"])
+    model = networks.load_wav2clip(tiny_models["wav2clip"])
     assert not model.training and not any(m.training for m in model.modules())
     assert not any(p.requires_grad for p in model.parameters())
 
     noise = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1  # 1 s, 16 kHz
-    embed = models.embed_audio(model, noise)
+    embed = networks.embed_audio(model, noise)
     assert embed.shape == (1, 512) and embed.dtype == torch.float32
     assert torch.isfinite(embed).all() and embed.abs().sum() > 0
-    again = models.embed_audio(model, noise.astype(np.float64))  # float64 input is converted
+    again = networks.embed_audio(model, noise.astype(np.float64))  # float64 input is converted
     assert torch.allclose(embed, again)
 
 
 def test_load_wav2clip_weights_come_from_the_file(tiny_models):
-    model = models.load_wav2clip(tiny_models["wav2clip"])
+    model = networks.load_wav2clip(tiny_models["wav2clip"])
     state = torch.load(tiny_models["wav2clip"])
     assert torch.equal(model.encoder.conv1.weight, state["audio_encoder.conv1.weight"])
 
@@ -375,7 +375,7 @@ def test_wav2clip_file_without_audio_encoder(tiny_models, tmp_path):
     path = tmp_path / "Wav2CLIP.pt"
     torch.save({k: v for k, v in state.items() if not k.startswith("audio_encoder.")}, path)
     with pytest.raises(ModelError) as err:
-        models.load_wav2clip(path)
+        networks.load_wav2clip(path)
     assert str(err.value).startswith(f"{path} is not a Wav2CLIP checkpoint")
     assert FIX in str(err.value)
 
@@ -385,13 +385,13 @@ def test_wav2clip_file_without_transform(tiny_models, tmp_path):
     path = tmp_path / "Wav2CLIP.pt"
     torch.save({k: v for k, v in state.items() if k.startswith("audio_encoder.")}, path)
     with pytest.raises(ModelError) as err:
-        models.load_wav2clip(path)
+        networks.load_wav2clip(path)
     assert str(err.value).startswith(f"{path} does not fit Wav2CLIP")
 
 
 def test_wav2clip_given_a_vqgan_ckpt(tiny_models):
     with pytest.raises(ModelError, match="is not a Wav2CLIP checkpoint"):
-        models.load_wav2clip(tiny_models["vqgan_checkpoint"])
+        networks.load_wav2clip(tiny_models["vqgan_checkpoint"])
 
 
 # Device selection
@@ -418,57 +418,57 @@ def no_warnings(func, *args, **kwargs):
 def test_cpu_fallback_warns(machine):
     machine(gpus=0)
     with pytest.warns(UserWarning, match="no GPU found; running on the CPU"):
-        assert models.pick_device() == torch.device("cpu")
+        assert networks.pick_device() == torch.device("cpu")
 
 
 def test_first_gpu_by_default(machine):
     machine(gpus=2)
-    assert no_warnings(models.pick_device) == torch.device("cuda", 0)
+    assert no_warnings(networks.pick_device) == torch.device("cuda", 0)
 
 
 def test_gpu_id(machine):
     machine(gpus=2)
-    assert no_warnings(models.pick_device, gpu_id=1) == torch.device("cuda", 1)
+    assert no_warnings(networks.pick_device, gpu_id=1) == torch.device("cuda", 1)
 
 
 def test_gpu_id_out_of_range_warns(machine):
     machine(gpus=1)
     with pytest.warns(UserWarning, match="GPU 2 not found"):
-        assert models.pick_device(gpu_id=2) == torch.device("cuda", 0)
+        assert networks.pick_device(gpu_id=2) == torch.device("cuda", 0)
 
 
 def test_cuda_device_cpu(machine):
     machine(gpus=1)
-    assert no_warnings(models.pick_device, cuda_device="cpu") == torch.device("cpu")
+    assert no_warnings(networks.pick_device, cuda_device="cpu") == torch.device("cpu")
 
 
 def test_cuda_device_named(machine):
     machine(gpus=2)
-    device = no_warnings(models.pick_device, cuda_device="cuda:1", gpu_id=0)
+    device = no_warnings(networks.pick_device, cuda_device="cuda:1", gpu_id=0)
     assert device == torch.device("cuda", 1)
 
 
 def test_cuda_device_out_of_range(machine):
     machine(gpus=1)
     with pytest.raises(ModelError, match="has 1 GPU") as err:
-        models.pick_device(cuda_device="cuda:3")
+        networks.pick_device(cuda_device="cuda:3")
     assert "-cd cuda:3" in str(err.value)
 
 
 def test_cuda_device_without_cuda(machine):
     machine(gpus=0)
     with pytest.raises(ModelError, match="no CUDA GPU is visible; use -cd cpu"):
-        models.pick_device(cuda_device="cuda:0")
+        networks.pick_device(cuda_device="cuda:0")
 
 
 def test_mps_when_no_cuda(machine):
     machine(gpus=0, mps=True)
-    assert no_warnings(models.pick_device) == torch.device("mps")
+    assert no_warnings(networks.pick_device) == torch.device("mps")
 
 
 def test_cuda_before_mps(machine):
     machine(gpus=1, mps=True)
-    assert no_warnings(models.pick_device) == torch.device("cuda", 0)
+    assert no_warnings(networks.pick_device) == torch.device("cuda", 0)
 
 
 @pytest.mark.parametrize("name", ["bogus", "meta", "cuda:x", "cuda:-1", "mps:1", "cpu:3", "xla",
@@ -476,7 +476,7 @@ def test_cuda_before_mps(machine):
 def test_cuda_device_that_is_not_a_device(machine, name):
     machine(gpus=2, mps=True)
     with pytest.raises(ModelError) as err:
-        models.pick_device(cuda_device=name)
+        networks.pick_device(cuda_device=name)
     assert str(err.value) == f"-cd {name} is not a device; use cpu, cuda, cuda:N or mps"
 
 
@@ -485,4 +485,4 @@ def test_cuda_device_that_is_not_a_device(machine, name):
                                           ("mps", torch.device("mps"))])
 def test_cuda_device_plain_names(machine, name, device):
     machine(gpus=1, mps=True)
-    assert no_warnings(models.pick_device, cuda_device=name) == device
+    assert no_warnings(networks.pick_device, cuda_device=name) == device

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from music2video.testing import demo
-from music2video.models import models
+from music2video.models import networks
 from music2video.engine import motion, optimise
 from music2video.output import sync
 from music2video.engine.guidance import MakeCutouts, Perceptor
-from music2video.song.schedule import frame_sources
+from music2video.song.segments import frame_sources
 
 SR = 16000
 FPS = 30.0
@@ -165,8 +165,8 @@ def test_apply_brings_no_black_edges_in():
 def nets(tiny_models):
     """The tiny VQGAN and CLIP, with 4 cut-outs."""
     torch.set_num_threads(2)
-    vqgan = models.load_vqgan(tiny_models["vqgan_config"], tiny_models["vqgan_checkpoint"])
-    clip_model = models.load_clip(tiny_models["clip"])
+    vqgan = networks.load_vqgan(tiny_models["vqgan_config"], tiny_models["vqgan_checkpoint"])
+    clip_model = networks.load_clip(tiny_models["clip"])
     return vqgan, Perceptor(clip_model, MakeCutouts(clip_model.visual.input_resolution, 4))
 
 

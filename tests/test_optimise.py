@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from music2video.models import models
+from music2video.models import networks
 from music2video.engine import optimise
 from music2video.engine.guidance import MakeCutouts, Perceptor, Target
 
@@ -11,8 +11,8 @@ from music2video.engine.guidance import MakeCutouts, Perceptor, Target
 @pytest.fixture(scope="module")
 def nets(tiny_models):
     """Tiny VQGAN and CLIP with 4 cut-outs."""
-    vqgan = models.load_vqgan(tiny_models["vqgan_config"], tiny_models["vqgan_checkpoint"])
-    clip_model = models.load_clip(tiny_models["clip"])
+    vqgan = networks.load_vqgan(tiny_models["vqgan_config"], tiny_models["vqgan_checkpoint"])
+    clip_model = networks.load_clip(tiny_models["clip"])
     return vqgan, Perceptor(clip_model, MakeCutouts(32, 4))
 
 

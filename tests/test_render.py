@@ -6,9 +6,9 @@ import torch
 
 from music2video.engine.guidance import Target
 from music2video.engine.modelset import WeightChoice
-from music2video.engine.render import (Finished, Preview, Progress, RenderError, Renderer,
-                                       RenderSpec, Work, load_for, section_seed)
-from music2video.song.schedule import Goal, Segment
+from music2video.engine.renderer import (Finished, Preview, Progress, RenderError, Renderer,
+                                         RenderSpec, Work, load_for, section_seed)
+from music2video.song.segments import Goal, Segment
 
 SR = 16000
 

@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from music2video.testing import demo
 from music2video.output import report, video
-from music2video.song import schedule
+from music2video.song import segments as schedule
 from music2video.driver.folder import segment_record
 from music2video.song.lyrics import LyricLine
 from music2video.output.video import FrameWriter

@@ -7,9 +7,9 @@ import pytest
 
 from music2video.driver.folder import RunFolder, chunk_name
 from music2video.song.plan import Plan, Song
-from music2video.engine.render import Finished, Work
-from music2video.driver.run import Job, Outputs, clock
-from music2video.song.schedule import Goal, Segment
+from music2video.engine.renderer import Finished, Work
+from music2video.driver.pipeline import Job, Outputs, clock
+from music2video.song.segments import Goal, Segment
 
 
 def segments(count: int) -> list[Segment]:
@@ -105,7 +105,7 @@ def test_log_clock(seconds, text):
 
 
 def test_a_segments_log_line_names_a_few_goals_and_counts_the_rest():
-    from music2video.driver.run import describe
+    from music2video.driver.pipeline import describe
 
     goals = tuple(Goal("text", text=f"line {k}") for k in range(2000))
     line = describe(Segment(0, 0.0, 1.0, 5, 0, 30, goals), 1)

@@ -1,4 +1,4 @@
-"""Tests for music2video.song.schedule: both modes' schedules, iterations, frames and audio windows."""
+"""Tests for music2video.song.segments: both modes' schedules, iterations, frames and audio windows."""
 
 import dataclasses
 import warnings
@@ -11,7 +11,7 @@ from music2video.song import audio, plan
 from music2video import cli
 from music2video.testing import demo
 from music2video.song.lyrics import LyricLine
-from music2video.song.schedule import (MIN_AUDIO_SECONDS, Goal, audio_window, beat_bounds,
+from music2video.song.segments import (MIN_AUDIO_SECONDS, Goal, audio_window, beat_bounds,
                                        beat_schedule, fixed_bounds, frame_sources,
                                        interpolate_schedule, iterations_for, lyric_segments)
 

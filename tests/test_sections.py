@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pytest
 
-from music2video.song import audio, schedule, sections
+from music2video.song import audio, segments as schedule, sections
 from music2video.testing import demo
 from music2video.song.lyrics import LyricLine
 from music2video.song.sections import (MIN_SECTION_SECONDS, SECONDS_PER_SECTION, Section,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from music2video.song import schedule
+from music2video.song import segments as schedule
 from music2video.output import storyboard
 from music2video.driver.folder import segment_record, thumb_name
 from music2video.output.fonts import Fonts, wrap

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from music2video.engine import guidance
-from music2video.models import models
+from music2video.models import networks
 from music2video.testing import tiny
 from music2video.models.checkpoint import state_dict_of
 
@@ -32,7 +32,7 @@ def written(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_clip(tiny_models):
     """The session's tiny CLIP, loaded once."""
-    return models.load_clip(tiny_models["clip"])
+    return networks.load_clip(tiny_models["clip"])
 
 
 def test_command_writes_the_four_files(written):
@@ -43,12 +43,12 @@ def test_command_writes_the_four_files(written):
 
 def test_each_file_loads_through_the_cli_loaders(written):
     directory, _ = written
-    vqgan = models.load_vqgan(directory / "vqgan.yaml", directory / "vqgan.ckpt")
+    vqgan = networks.load_vqgan(directory / "vqgan.yaml", directory / "vqgan.ckpt")
     assert vqgan.synth(torch.zeros(1, 16, 8, 8)).shape == (1, 3, 32, 32)
-    perceptor = models.load_clip(directory / "clip.pt")
+    perceptor = networks.load_clip(directory / "clip.pt")
     assert perceptor.encode_text(clip.tokenize(["x"])).shape == (1, 512)
-    wav2clip = models.load_wav2clip(directory / "wav2clip.pt")
-    assert models.embed_audio(wav2clip, np.zeros(16000, np.float32)).shape == (1, 512)
+    wav2clip = networks.load_wav2clip(directory / "wav2clip.pt")
+    assert networks.embed_audio(wav2clip, np.zeros(16000, np.float32)).shape == (1, 512)
 
 
 def test_ckpt_is_a_lightning_style_zip(written):
@@ -80,7 +80,7 @@ def test_one_optimisation_step(tiny_models, tiny_clip):
     torch.set_num_threads(1)
     try:
         torch.manual_seed(0)
-        vqgan = models.load_vqgan(tiny_models["vqgan_config"], tiny_models["vqgan_checkpoint"])
+        vqgan = networks.load_vqgan(tiny_models["vqgan_config"], tiny_models["vqgan_checkpoint"])
         perceptor = guidance.Perceptor(tiny_clip, guidance.MakeCutouts(32, 8))
         target = perceptor.text_target("a lighthouse in a storm")
         z = torch.randn(1, 16, 16, 16, requires_grad=True)  # (1, e, 64/f, 64/f)
@@ -97,9 +97,9 @@ def test_one_optimisation_step(tiny_models, tiny_clip):
 
 def test_clip_and_wav2clip_share_the_embedding_width(tiny_models, tiny_clip):
     width = tiny_clip.text_projection.shape[1]
-    wav2clip = models.load_wav2clip(tiny_models["wav2clip"])
+    wav2clip = networks.load_wav2clip(tiny_models["wav2clip"])
     assert width == tiny.EMBED_DIM == 512
-    assert models.embed_audio(wav2clip, np.zeros(16000, np.float32)).shape[1] == width
+    assert networks.embed_audio(wav2clip, np.zeros(16000, np.float32)).shape[1] == width
 
 
 def test_full_size_config_is_the_benchs_architecture(tmp_path):
@@ -111,8 +111,8 @@ def test_full_size_config_is_the_benchs_architecture(tmp_path):
 
     path = tmp_path / "vqgan.yaml"
     OmegaConf.save(OmegaConf.create(tiny.taming_config(bench.VQGAN_F16_16384)), path)
-    target, params = models.read_vqgan_config(path)
-    assert target == models.VQMODEL and models.cell_size(params) == 16
+    target, params = networks.read_vqgan_config(path)
+    assert target == networks.VQMODEL and networks.cell_size(params) == 16
     assert {k: params[k] for k in bench.VQGAN_F16_16384} == bench.VQGAN_F16_16384
     assert params["lossconfig"]["target"].endswith("VQLPIPSWithDiscriminator")  # as real files
 
@@ -125,10 +125,10 @@ def test_write_full_size_takes_any_architecture(tmp_path):
     files = tiny.write_full_size(tmp_path, tiny.vqgan_config()["model"]["params"],
                                  bench.CLIP_ARCHS["tiny"])
     assert sorted(files) == ["clip", "vqgan_checkpoint", "vqgan_config", "wav2clip"]
-    vqgan = models.load_vqgan(files["vqgan_config"], files["vqgan_checkpoint"])
+    vqgan = networks.load_vqgan(files["vqgan_config"], files["vqgan_checkpoint"])
     assert vqgan.factor == 4
-    clip_model = models.load_clip(files["clip"])
+    clip_model = networks.load_clip(files["clip"])
     assert clip_model.visual.input_resolution == bench.CLIP_ARCHS["tiny"][1]
     assert next(clip_model.parameters()).dtype == torch.float32  # load_clip's .float()
     assert state_dict_of(files["clip"])["visual.conv1.weight"].dtype == torch.float16
-    models.load_wav2clip(files["wav2clip"])
+    networks.load_wav2clip(files["wav2clip"])

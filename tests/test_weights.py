@@ -18,7 +18,7 @@ import clip
 import pytest
 from clip.clip import _MODELS
 
-from music2video.models import download, models, weights
+from music2video.models import download, networks, weights
 from music2video.testing import tiny
 
 REPO = Path(__file__).resolve().parents[1]
@@ -209,9 +209,9 @@ def test_ensure_replaces_an_html_page_saved_as_the_yaml(tmp_path, tiny_models, h
     with pytest.warns(UserWarning, match=rf"{re.escape(str(path))} is not a taming VQGAN config "
                                          r"\(.+\); downloading it again"):
         got = weights.ensure(yaml_file(f"{http_files.url}/m.yaml"), tmp_path,
-                             verify=models.read_vqgan_config, quiet=True)
+                             verify=networks.read_vqgan_config, quiet=True)
     assert got == path and path.read_bytes() == tiny_models["vqgan_config"].read_bytes()
-    assert models.read_vqgan_config(path)[0] == models.VQMODEL
+    assert networks.read_vqgan_config(path)[0] == networks.VQMODEL
 
 
 def test_ensure_names_a_broken_file_it_cannot_replace(tmp_path):
@@ -219,7 +219,7 @@ def test_ensure_names_a_broken_file_it_cannot_replace(tmp_path):
     path.write_bytes(HTML_404)
     dead = closed_port_url()
     with pytest.warns(UserWarning), pytest.raises(download.DownloadError) as err:
-        weights.ensure(yaml_file(f"{dead}/m.yaml"), tmp_path, verify=models.read_vqgan_config,
+        weights.ensure(yaml_file(f"{dead}/m.yaml"), tmp_path, verify=networks.read_vqgan_config,
                        quiet=True)
     message = str(err.value)
     assert message.startswith(f"{path} is not a taming VQGAN config (")
@@ -333,8 +333,8 @@ def test_fetch_from_a_server_verifies_and_renames(monkeypatch, tmp_path, tiny_mo
     serve_defaults(monkeypatch, http_files, tiny_models)
     checked = []
     for name in ("load_vqgan", "read_vqgan_config", "load_wav2clip"):
-        real = getattr(models, name)
-        monkeypatch.setattr(models, name, lambda *a, real=real, name=name:
+        real = getattr(networks, name)
+        monkeypatch.setattr(networks, name, lambda *a, real=real, name=name:
                             checked.append((name, Path(a[-1]).name)) or real(*a))
 
     code = weights.main(["--checkpoints", str(tmp_path), "-q", VQGANS[0], "wav2clip"])
@@ -349,7 +349,7 @@ def test_fetch_from_a_server_verifies_and_renames(monkeypatch, tmp_path, tiny_mo
     assert [c for c in checked if c[1].endswith(".part")] == [
         ("read_vqgan_config", f"{names[0]}.part"), ("load_vqgan", f"{names[1]}.part"),
         ("load_wav2clip", f"{names[2]}.part")]
-    assert models.load_vqgan(tmp_path / names[0], tmp_path / names[1]).factor == 4
+    assert networks.load_vqgan(tmp_path / names[0], tmp_path / names[1]).factor == 4
 
 
 @pytest.mark.parametrize("kind, reason", [("garbage", "corrupt or truncated"),
@@ -403,7 +403,7 @@ def test_download_models_replaces_a_broken_file(monkeypatch, tmp_path, tiny_mode
     assert out.splitlines() == [f"ok  {yaml}", f"ok  {tmp_path / f'{VQGANS[0]}.ckpt'}"]
     assert yaml.read_bytes() == tiny_models["vqgan_config"].read_bytes()
     # the next run trusts both files without reading the checkpoint again
-    monkeypatch.setattr(models, "load_vqgan", lambda *a: pytest.fail("checked again"))
+    monkeypatch.setattr(networks, "load_vqgan", lambda *a: pytest.fail("checked again"))
     assert weights.main(["--checkpoints", str(tmp_path), "-q", VQGANS[0]]) == 0
 
 

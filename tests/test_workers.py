@@ -292,7 +292,7 @@ def stand_in_worker(marker: Path):
     """A Ray worker class that renders nothing: each segment comes back at once, naming the
     worker that made it. Job 1's section 1 raises a user error; job 2's worker dies (os._exit)
     on its second segment the first time only (`marker` remembers)."""
-    from music2video.engine.render import Finished, Progress, RenderError
+    from music2video.engine.renderer import Finished, Progress, RenderError
 
     class StandIn:
         def __init__(self):
@@ -315,8 +315,8 @@ def stand_in_worker(marker: Path):
 
 def spec_for(segments: int):
     """A render spec of `segments` one-step segments (nothing in it is rendered)."""
-    from music2video.engine.render import RenderSpec
-    from music2video.song.schedule import Segment
+    from music2video.engine.renderer import RenderSpec
+    from music2video.song.segments import Segment
 
     plan = tuple(Segment(k, k / 2, (k + 1) / 2, 1, 15 * k, 15 * (k + 1)) for k in range(segments))
     return RenderSpec(weights=None, device="cpu", size=(64, 64), segments=plan, seed=0,
@@ -325,7 +325,7 @@ def spec_for(segments: int):
 
 def sections_of(job: int, count: int, length: int) -> list:
     """`count` sections of `length` segments each, as Work."""
-    from music2video.engine.render import Work
+    from music2video.engine.renderer import Work
 
     return [Work(job, k, k * length, (k + 1) * length - 1,
                  write=frozenset(range(k * length, (k + 1) * length))) for k in range(count)]
@@ -334,7 +334,7 @@ def sections_of(job: int, count: int, length: int) -> list:
 @pytest.fixture(scope="module")
 def stand_in_scheduler(tmp_path_factory):
     """Two local Ray workers of the stand-in class (one Ray instance for these tests)."""
-    from music2video.driver.scheduler import RayScheduler
+    from music2video.driver.workers import RayScheduler
 
     marker = tmp_path_factory.mktemp("marker") / "died"
     scheduler = RayScheduler("local", 2, worker=stand_in_worker(marker))
@@ -346,7 +346,7 @@ def stand_in_scheduler(tmp_path_factory):
 
 def finished(events) -> list:
     """The Finished events among `events`."""
-    from music2video.engine.render import Finished
+    from music2video.engine.renderer import Finished
 
     return [e for e in events if isinstance(e, Finished)]
 
@@ -363,7 +363,7 @@ def test_each_worker_keeps_going_from_section_to_section(stand_in_scheduler):
 
 
 def test_a_failing_song_stops_alone_and_its_worker_is_replaced(stand_in_scheduler):
-    from music2video.driver.scheduler import Failed
+    from music2video.driver.workers import Failed
 
     scheduler = stand_in_scheduler["scheduler"]
     jobs = {job: (spec_for(6), np.zeros(1, np.float32)) for job in (0, 1)}
@@ -376,7 +376,7 @@ def test_a_failing_song_stops_alone_and_its_worker_is_replaced(stand_in_schedule
 
 
 def test_a_dead_worker_costs_only_its_segment(stand_in_scheduler):
-    from music2video.engine.render import Progress
+    from music2video.engine.renderer import Progress
 
     scheduler = stand_in_scheduler["scheduler"]
     jobs = {2: (spec_for(8), np.zeros(1, np.float32))}

@@ -32,11 +32,11 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-from music2video.models import models  # noqa: E402
+from music2video.models import networks  # noqa: E402
 from music2video.engine import precision  # noqa: E402
 from music2video.models.autograd import clamp_with_grad, replace_grad  # noqa: E402
-from music2video.engine.guidance import (CLIP_MEAN, CLIP_STD, DEFAULT_AUGMENTS, NOISE_FAC, MakeCutouts,  # noqa: E402
-                       Perceptor, Target, _augment)
+from music2video.engine.guidance import (CLIP_MEAN, CLIP_STD, DEFAULT_AUGMENTS, NOISE_FAC,
+                                         MakeCutouts, Perceptor, Target, _augment)
 from music2video.engine.optimise import PRECISIONS, Optimiser, random_latent, to_frame  # noqa: E402
 
 # taming's configs/vqgan_imagenet_f16_16384.yaml, model.params without the training loss
@@ -67,7 +67,7 @@ def build_models(clip_model: str, device, tiny: bool = False, seed: int = 0):
 
     torch.manual_seed(seed)
     params = vqgan_config()["model"]["params"] if tiny else VQGAN_F16_16384
-    vqgan = models.VQGAN(models.VQMODEL, params)
+    vqgan = networks.VQGAN(networks.VQMODEL, params)
     clip_model = CLIP(*CLIP_ARCHS["tiny" if tiny else clip_model]).float()
     return (vqgan.eval().requires_grad_(False).to(device),
             clip_model.eval().requires_grad_(False).to(device))
@@ -310,7 +310,7 @@ def device_name(device: torch.device) -> str:
 def setup_nets(args, device):
     """Models, start latent and goals, shared by every loop of a run."""
     vqgan, clip_model = build_models(args.clip_model, device, args.tiny)
-    width, height = models.whole_cells(args.size, vqgan.factor)
+    width, height = networks.whole_cells(args.size, vqgan.factor)
     z = random_latent(vqgan, width, height, torch.Generator().manual_seed(0)).to(device)
     return vqgan, clip_model, z, goal_embeds(clip_model, device)
 
@@ -563,7 +563,7 @@ class StandInWorker:
 
     def render(self, spec, samples, work):
         """The work's segments, as a render.Renderer would yield them."""
-        from music2video.engine.render import Finished
+        from music2video.engine.renderer import Finished
 
         width, height = spec.size
         latent = torch.zeros(1, 256, height // 16, width // 16)  # f16-16384's latent
@@ -579,9 +579,9 @@ class StandInWorker:
 def ray_overhead(side: int, segments: int = 100) -> dict:
     """Ray's own cost per finished segment: a stand-in worker's segments (real payload sizes
     at side x side) through a local Ray instance, per segment, after the task has started."""
-    from music2video.engine.render import Finished, RenderSpec, Work
-    from music2video.driver.scheduler import RayScheduler
-    from music2video.song.schedule import Segment
+    from music2video.engine.renderer import Finished, RenderSpec, Work
+    from music2video.driver.workers import RayScheduler
+    from music2video.song.segments import Segment
 
     plan = tuple(Segment(k, k / 2, (k + 1) / 2, 1, 15 * k, 15 * (k + 1)) for k in range(segments))
     spec = RenderSpec(weights=None, device="cpu", size=(side, side), segments=plan, seed=0,

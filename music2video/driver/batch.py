@@ -24,7 +24,7 @@ def outputs_for(opts, song: Path):
     -o as a folder (an existing folder that is not itself a run folder, a trailing '/', or a
     batch of songs): <folder>/<song name>.mp4, .png and <song name>/ inside it."""
     from .folder import MANIFEST
-    from .run import Outputs
+    from .pipeline import Outputs
 
     out = opts.output
     draft = "_draft" if opts.draft else ""
@@ -67,7 +67,7 @@ def lyrics_for(opts, song: Path, duration: float, outputs) -> Path | None:
 
 def draft_size(size: tuple[int, int], config: Path) -> tuple[int, int]:
     """--draft's picture: half the width and height (a quarter of the pixels), at least a cell."""
-    from ..models.models import cell_size, read_vqgan_config
+    from ..models.networks import cell_size, read_vqgan_config
 
     factor = cell_size(read_vqgan_config(config)[1])
     return tuple(max(side // 2 // factor * factor, factor) for side in size)
@@ -144,7 +144,7 @@ def read_pictures(opts, size: tuple[int, int]) -> tuple:
 def check_memory(size: tuple[int, int], config: Path, device, num_cuts: int,
                  clip_model: str) -> None:
     """Refuses a picture size or cut count whose step could not fit in the device's memory."""
-    from ..models.models import read_vqgan_config
+    from ..models.networks import read_vqgan_config
     from ..engine.modelset import step_bytes
 
     need = step_bytes(read_vqgan_config(config)[1], size, num_cuts, clip_model)
@@ -180,7 +180,7 @@ def choose_settings(precision: str, sections: int) -> dict:
 def run_identity(opts, song: Path, lyrics: Path | None, paths: dict) -> dict:
     """What a resumed run must share with the run it continues: settings, and files by content."""
     from ..engine.guidance import parse_prompt, split_prompts
-    from .run import digest
+    from .pipeline import digest
 
     weights = {key: [str(Path(path).resolve()), Path(path).stat().st_size]
                for key, path in sorted(paths.items())}
@@ -222,7 +222,7 @@ def render_spec(opts, planned: Planned, manifest: dict, size, placement, picture
                 captions: tuple = ()):
     """The plain-data description a worker renders this song from."""
     from ..engine.modelset import WeightChoice
-    from ..engine.render import RenderSpec, Zoom
+    from ..engine.renderer import RenderSpec, Zoom
 
     settings, init_image, image_prompts = manifest["settings"], *pictures
     zoom = (Zoom(opts.zoom_start, opts.zoom_save_every, opts.zoom_scale, opts.zoom_shift_x,
@@ -246,7 +246,7 @@ def open_job(opts, planned: Planned, paths: dict, size, placement, pictures,
              precision: str):
     """Opens (locks) a song's run folder, resuming or starting it, and makes its Job."""
     from .folder import RunFolder
-    from .run import Job
+    from .pipeline import Job
 
     from ..output.subtitles import cues as lyric_cues
 
@@ -280,8 +280,8 @@ def generate(opts, report, expected: tuple) -> int:
     A song that fails its checks or its render is reported (`report(line)`) and skipped; the
     others go on. Returns how many songs failed."""
     from ..engine.modelset import WeightChoice, picture_size, resolve_weights
-    from .run import say
-    from .scheduler import make_scheduler, place
+    from .pipeline import say
+    from .workers import make_scheduler, place
 
     batch = len(opts.audio_prompt) > 1
     name = lambda song, message: f"{song}: {message}" if batch else message  # noqa: E731
@@ -336,6 +336,6 @@ def generate(opts, report, expected: tuple) -> int:
 
 def render_all(jobs: list, scheduler, quiet: bool) -> dict:
     """Renders the jobs (none: nothing to do); {job index: error line} of those that failed."""
-    from .run import render_jobs
+    from .pipeline import render_jobs
 
     return render_jobs(jobs, scheduler, quiet) if jobs else {}

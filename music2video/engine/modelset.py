@@ -7,7 +7,7 @@ import torch
 
 from ..models import weights
 from .guidance import MakeCutouts, Perceptor
-from ..models.models import (ModelError, cell_size, check_clip_name, clip_path, load_clip, load_vqgan,
+from ..models.networks import (ModelError, cell_size, check_clip_name, clip_path, load_clip, load_vqgan,
                      load_wav2clip, read_vqgan_config, whole_cells)
 from .optimise import noise_image, random_latent
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from .guidance import Perceptor, Target, spherical_loss
-from ..models.models import VQGAN
+from ..models.networks import VQGAN
 
 OPTIMISERS = ("Adam", "AdamW", "Adagrad", "Adamax", "DiffGrad", "AdamP", "RAdam", "RMSprop")
 PRECISIONS = ("fp32", "bf16", "fp16")

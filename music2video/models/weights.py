@@ -223,13 +223,13 @@ def fetch(name: str, root: Path, quiet: bool = False, errors: list | None = None
 
     With an `errors` list, a file that cannot be fetched is recorded there and the next one is
     tried; without it the first failure raises."""
-    from . import models
+    from . import networks
     from .download import DownloadError
 
     model = lookup(name)
     paths = []
     for file in model.files:
-        verify = models.verifier(model, file, root)
+        verify = networks.verifier(model, file, root)
         try:
             paths.append(ensure(file, root, verify=verify, quiet=quiet))
         except DownloadError as err:

@@ -67,7 +67,7 @@ def steps_per_second(opts, duration: float) -> float:
 
 def build_schedule(opts, song: Song, lyrics: list) -> list:
     """The segments of the song: the only thing the two modes do differently."""
-    from . import audio, schedule
+    from . import audio, segments as schedule
 
     loud = audio.loudness(song.samples, song.sr)
     ips = steps_per_second(opts, song.duration)

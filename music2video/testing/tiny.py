@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ..models.models import GUMBELVQ, VQGAN, VQMODEL
+from ..models.networks import GUMBELVQ, VQGAN, VQMODEL
 
 EMBED_DIM = 512  # CLIP's and Wav2CLIP's shared embedding width
 LIGHTNING_CALLBACK = b"pytorch_lightning.callbacks.model_checkpoint\nModelCheckpoint\n"

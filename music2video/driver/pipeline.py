@@ -11,8 +11,8 @@ from tqdm import tqdm
 from ..output import report, storyboard, subtitles, sync
 from .folder import REPORT, RunFolder, describe_problems, writing
 from ..song.plan import Plan
-from ..engine.render import Finished, Preview, Progress, RenderSpec, Work, work_cost
-from .scheduler import Failed
+from ..engine.renderer import Finished, Preview, Progress, RenderSpec, Work, work_cost
+from .workers import Failed
 
 
 @dataclass(frozen=True)

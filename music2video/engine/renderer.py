@@ -18,11 +18,11 @@ import torch
 
 from .guidance import Target, noise_target, parse_prompt, split_prompts
 from .modelset import Models, WeightChoice, first_latent, load_models, resolve_weights
-from ..models.models import embed_audio
+from ..models.networks import embed_audio
 from .motion import Camera, ReactSettings, react_track
 from .optimise import Optimiser, to_frame, zoom_shift
 from ..output.report import peak_gpu_mb
-from ..song.schedule import Segment, audio_window, frame_sources
+from ..song.segments import Segment, audio_window, frame_sources
 from ..output.storyboard import encode_thumbnail
 from ..output.storyboard import thumbnail as fit_thumbnail
 from ..output.subtitles import Burner

@@ -12,7 +12,7 @@ import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..engine.render import Finished, Progress, RenderError, Renderer, RenderSpec, Work, load_for, work_cost
+from ..engine.renderer import Finished, Progress, RenderError, Renderer, RenderSpec, Work, load_for, work_cost
 
 RETRIES = 3  # times a section is resubmitted after its worker died, before the job fails
 WAIT_SECONDS = 1.0  # longest single wait for a worker's next event
@@ -36,7 +36,7 @@ def _user_errors() -> tuple:
     """The exceptions a render raises for a problem the user can fix (one-line messages)."""
     from ..models.checkpoint import CheckpointError
     from ..models.download import DownloadError
-    from ..models.models import ModelError
+    from ..models.networks import ModelError
     from ..output.video import VideoError
 
     return RenderError, ModelError, CheckpointError, DownloadError, VideoError
@@ -149,7 +149,7 @@ def place(opts) -> Placement:
     A cluster's device is not known here (device None): the cluster says what it has."""
     import torch
 
-    from ..models.models import pick_device
+    from ..models.networks import pick_device
 
     if opts.ray not in (None, "local"):
         return Placement(None, opts.workers or 0, opts.ray, ())
