@@ -26,7 +26,7 @@ class Plan:
 
     song: Song
     lyrics: list  # LyricLine, inside the song
-    segments: list  # schedule.Segment
+    segments: list  # segments.Segment
     sections: list[tuple[int, int]]
     lyrics_given: int = 0  # lines in the lyrics file, before those past the song's end were dropped
 
@@ -67,22 +67,23 @@ def steps_per_second(opts, duration: float) -> float:
 
 def build_schedule(opts, song: Song, lyrics: list) -> list:
     """The segments of the song: the only thing the two modes do differently."""
-    from . import audio, segments as schedule
+    from . import audio
+    from .segments import beat_bounds, beat_schedule, fixed_bounds, interpolate_schedule
 
     loud = audio.loudness(song.samples, song.sr)
     ips = steps_per_second(opts, song.duration)
     if opts.mode == "interpolate":
-        segments = schedule.interpolate_schedule(lyrics, song.duration, opts.fps, ips, loud,
-                                                 opts.blend, opts.video_length)
+        segments = interpolate_schedule(lyrics, song.duration, opts.fps, ips, loud,
+                                        opts.blend, opts.video_length)
     else:
         beats = audio.beat_times(song.samples, song.sr)
         if len(beats):
-            bounds = schedule.beat_bounds(beats, song.duration)
+            bounds = beat_bounds(beats, song.duration)
         else:
             warnings.warn(f"no beat found in {song.path}; cutting it into {opts.video_length:g}-"
                           "second chunks (-vl)")
-            bounds = schedule.fixed_bounds(song.duration, opts.video_length)
-        segments = schedule.beat_schedule(bounds, lyrics, opts.fps, ips, loud, opts.lyric_beats)
+            bounds = fixed_bounds(song.duration, opts.video_length)
+        segments = beat_schedule(bounds, lyrics, opts.fps, ips, loud, opts.lyric_beats)
     if opts.draft:
         segments = [replace(s, iterations=max(1, round(s.iterations / DRAFT_STEPS)))
                     for s in segments]
