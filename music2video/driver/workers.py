@@ -37,7 +37,7 @@ def _user_errors() -> tuple:
     from ..models.checkpoint import CheckpointError
     from ..models.download import DownloadError
     from ..models.networks import ModelError
-    from ..output.video import VideoError
+    from ..ffmpeg import VideoError
 
     return RenderError, ModelError, CheckpointError, DownloadError, VideoError
 
@@ -217,7 +217,7 @@ class RayScheduler:
             raise SchedulerError("Ray is not installed; pip install -r requirements.txt") from None
         self.ray = ray
         self.local = address in (None, "local")
-        package = str(Path(__file__).resolve().parent)
+        package = str(Path(__file__).resolve().parents[1])  # the package root, music2video/
         env = {"py_modules": [package], "env_vars": {"OMP_WAIT_POLICY": "PASSIVE"}}
         terminate = signal.getsignal(signal.SIGTERM)
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
