@@ -423,13 +423,13 @@ def _expected() -> tuple:
     from .driver.batch import Fatal
     from .models.checkpoint import CheckpointError
     from .models.download import DownloadError
-    from .driver.folder import RunError
+    from .files import RunError
     from .song.lrclib import LyricsLookupError
     from .song.lyrics import LyricsError
     from .models.networks import ModelError
     from .engine.renderer import RenderError
     from .driver.workers import SchedulerError
-    from .output.video import VideoError
+    from .ffmpeg import VideoError
 
     return (Fatal, AudioError, LyricsError, LyricsLookupError, ModelError, CheckpointError,
             DownloadError, RunError, VideoError, RenderError, SchedulerError)

@@ -64,19 +64,19 @@ def run_script(script: str, args: list[str], cwd: Path, **kwargs):
 def video_stats(path: Path) -> dict:
     """Frame count, video seconds, audio seconds and streams of a finished video."""
     from music2video.song import audio
-    from music2video.output import video
+    from music2video import ffmpeg
 
-    frames, seconds = video.count_frames(path)
-    streams = video.probe(path)
+    frames, seconds = ffmpeg.count_frames(path)
+    streams = ffmpeg.probe(path)
     audio_seconds = len(audio.load_audio(path, 16000)) / 16000
     return {"frames": frames, "seconds": seconds, "audio_seconds": audio_seconds, **streams}
 
 
 def decoded_frames(path: Path) -> list[bytes]:
     """Every decoded RGB frame of a video."""
-    from music2video.output import video
+    from music2video import ffmpeg
 
-    return [frame.tobytes() for frame in video.read_frames(path)]
+    return [frame.tobytes() for frame in ffmpeg.read_frames(path)]
 
 
 def write_lyrics(path: Path, rows: list[str]) -> Path:

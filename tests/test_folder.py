@@ -9,8 +9,8 @@ import sys
 import pytest
 import torch
 
-from music2video.driver.folder import (RunError, RunFolder, check_manifest, chunk_name, state_name,
-                                       thumb_name, write_json)
+from music2video.driver.folder import RunFolder, check_manifest, chunk_name, state_name, thumb_name
+from music2video.files import RunError, write_json
 from music2video.song.segments import Goal, Segment
 
 
@@ -342,7 +342,7 @@ class _FullDisk:
 @pytest.mark.parametrize("full_at", ["write 0", "write 100", "write 4000", "fsync", "replace"])
 def test_a_full_disk_while_a_state_is_saved_is_one_line_and_keeps_the_last_state(
         tmp_path, monkeypatch, full_at):
-    from music2video.driver import folder as folder_module
+    from music2video import files as files_module  # where write_bytes opens the file
 
     run = tmp_path / "run"
     folder = RunFolder(run)
@@ -355,7 +355,7 @@ def test_a_full_disk_while_a_state_is_saved_is_one_line_and_keeps_the_last_state
 
     if full_at.startswith("write"):
         room = int(full_at.split()[1])
-        monkeypatch.setattr(folder_module, "open", lambda *a: _FullDisk(open(*a), room),
+        monkeypatch.setattr(files_module, "open", lambda *a: _FullDisk(open(*a), room),
                             raising=False)
     else:
         monkeypatch.setattr(os, full_at, full)

@@ -9,7 +9,7 @@ import torch
 from conftest import decoded_frames, run_script, video_stats, write_lyrics
 
 from music2video import cli
-from music2video.output import video
+from music2video import ffmpeg
 
 FPS = 30
 LYRICS = ["00:02.10,a red fox: running", "00:02.30,a blue whale", "00:06,the moon over water"]
@@ -86,7 +86,7 @@ def test_only_the_manifests_chunks_are_joined(beats_run, tmp_path):
     assert listed == on_disk == sorted(listed)
     done = {json.loads(line)["segment"] for line in (run_dir / "progress.jsonl").open()}
     assert done == set(range(len(manifest["segments"])))
-    chunk_frames = sum(video.count_frames(run_dir / name)[0] for name in listed)
+    chunk_frames = sum(ffmpeg.count_frames(run_dir / name)[0] for name in listed)
     assert chunk_frames == video_stats(beats_run["video"])["frames"]
     (run_dir / "chunk_99999.mp4").write_bytes((run_dir / listed[0]).read_bytes())
     again = combine(run_dir, None, tmp_path / "again.mp4", False, None)

@@ -11,13 +11,14 @@ PACKAGE = Path(__file__).resolve().parents[1] / "music2video"
 # Each stage (a subpackage, or a module at the package's top) and its rank: a module may import
 # its own stage or a stage of a lower rank, never one of its rank or higher.
 RANKS = {
-    "__init__": 0, "errors": 0, "files": 0, "ffmpeg": 0,  # the base: the one UserError, writes, ffmpeg
-    "song": 1, "models": 1,  # the song's analysis / files on disk -> networks (neither needs the other)
-    "output": 2,  # the files beside the video
-    "engine": 3,  # a section -> events
-    "driver": 4,  # which work runs where, and what is written down
-    "testing": 5,  # tiny models and songs
-    "cli": 6, "tiny": 6, "__main__": 7,  # the command lines
+    "__init__": 0, "errors": 0,  # the version; the one UserError base
+    "files": 1, "ffmpeg": 1,  # atomic writes; ffmpeg plumbing
+    "song": 2, "models": 2,  # the song's analysis / files on disk -> networks (neither needs the other)
+    "output": 3,  # the files beside the video
+    "engine": 4,  # a section -> events
+    "driver": 5,  # which work runs where, and what is written down
+    "testing": 6,  # tiny models and songs
+    "cli": 7, "tiny": 7, "__main__": 8,  # the command lines
 }
 
 

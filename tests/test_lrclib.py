@@ -325,7 +325,7 @@ def _read_only_prefix(folder: Path) -> list[str]:
 
 def test_read_only_song_folder_saves_in_run_folder(song, lrclib_server, tmp_path):
     run = tmp_path / "run"
-    code = ("import sys; from pathlib import Path; from music2video import lrclib; "
+    code = ("import sys; from pathlib import Path; from music2video.song import lrclib; "
             "print(lrclib.fetch_lyrics(Path(sys.argv[1]), 30.0, 'Demo Band', 'Kite', "
             "base_url=sys.argv[2], save_dir_fallback=Path(sys.argv[3])))")
     cmd = [*_read_only_prefix(song.parent), sys.executable, "-c", code, str(song),

@@ -9,6 +9,7 @@ import torch
 from music2video.testing import demo
 from music2video.models import networks
 from music2video.engine import motion, optimise
+from music2video.song import audio
 from music2video.output import sync
 from music2video.engine.guidance import MakeCutouts, Perceptor
 from music2video.song.segments import frame_sources
@@ -61,12 +62,12 @@ def clicks():
 
 def test_onsets_of_a_click_track(clicks):
     y, _ = clicks
-    times, strengths = motion.onsets(y, SR)
+    times, strengths = audio.onsets(y, SR)
     truth = demo.beat_grid(4.0, 100, 0.37)
     assert times.shape == truth.shape
     assert np.abs(times - truth).max() <= 0.011  # within about two analysis steps
     assert strengths.max() == 1.0 and strengths.min() > 0.3  # clicks of one loudness
-    assert motion.onsets(np.zeros(SR, np.float32), SR)[0].size == 0
+    assert audio.onsets(np.zeros(SR, np.float32), SR)[0].size == 0
 
 
 def test_zoom_pulses_start_on_the_onset_frame_and_fade_over_decay_frames(clicks):
@@ -75,7 +76,7 @@ def test_zoom_pulses_start_on_the_onset_frame_and_fade_over_decay_frames(clicks)
     track = motion.react_track(y, SR, FPS, 120, settings)
     assert track.shape == (120, 5) and not track[:, 1:4].any()
     speed = np.diff(track[:, 0], prepend=0.0)  # log-zoom added on each frame
-    _, strengths = motion.onsets(y, SR)
+    _, strengths = audio.onsets(y, SR)
     assert np.flatnonzero(track[:, 4]).tolist() == frames_of_clicks.tolist()
     assert track[frames_of_clicks, 4] == pytest.approx(strengths)
     kernel = motion.pulse_kernel(3)
@@ -93,7 +94,7 @@ def test_rotate_and_shift_jolt_on_onsets_and_come_back(clicks):
     assert not track[:, 0].any()
     first, second = frames_of_clicks[:2]
     assert track[first, 1] * track[second, 1] < 0  # rotations alternate
-    assert abs(track[first, 1]) == pytest.approx(2 * motion.onsets(y, SR)[1][0])
+    assert abs(track[first, 1]) == pytest.approx(2 * audio.onsets(y, SR)[1][0])
     assert np.hypot(*track[first, 2:4]) == pytest.approx(abs(track[first, 1]) / 2 * 0.02)
     assert not track[first + 4:second, :4].any() and not track[:first].any()  # back at rest
     moves = np.abs(np.diff(track[:, 1], prepend=0.0))

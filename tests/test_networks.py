@@ -13,6 +13,7 @@ import torch
 import torchvision  # noqa: F401  (registers torch.ops.image.write_file, used by a hostile archive)
 
 from music2video.models import networks
+from music2video.models import weights
 from music2video.testing import tiny
 from music2video.models.checkpoint import state_dict_of
 from music2video.models.networks import ModelError
@@ -235,7 +236,7 @@ def test_load_clip_missing_file(tmp_path):
 
 def test_clip_path_unknown_name(tmp_path):
     with pytest.raises(ModelError) as err:
-        networks.clip_path("ViT-Z/99", tmp_path)
+        weights.clip_path("ViT-Z/99", tmp_path)
     message = str(err.value)
     assert message.startswith("Model ViT-Z/99 not found; available models = ")
     assert all(name in message for name in clip.available_models())
@@ -243,7 +244,7 @@ def test_clip_path_unknown_name(tmp_path):
 
 
 def test_clip_path_of_an_existing_file(tiny_models, tmp_path):
-    assert networks.clip_path(str(tiny_models["clip"]), tmp_path) == tiny_models["clip"]
+    assert weights.clip_path(str(tiny_models["clip"]), tmp_path) == tiny_models["clip"]
     assert list(tmp_path.iterdir()) == []
 
 

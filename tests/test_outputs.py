@@ -8,7 +8,8 @@ import pytest
 from conftest import decoded_frames, run_script, video_stats, write_lyrics
 from PIL import Image
 
-from music2video.output import storyboard, video
+from music2video.output import storyboard
+from music2video import ffmpeg
 from music2video.song.lyrics import load_lyrics
 
 FPS = 30
@@ -68,9 +69,9 @@ def cue_starts(srt_text: str) -> list[tuple[float, str]]:
 @pytest.mark.parametrize("name", ["plain", "interp"])
 def test_the_video_carries_every_lyric_line_as_a_subtitle_at_its_timestamp(runs, name):
     mp4 = runs[name] / "v.mp4"
-    assert video.probe(mp4)["subtitle"] == ["mov_text"]
+    assert ffmpeg.probe(mp4)["subtitle"] == ["mov_text"]
     expected = [(1.5, "café au lait"), (4.0, "富士山の夜明け"), (7.0, "a lighthouse")]
-    for (start, text), (want_start, want_text) in zip(cue_starts(video.read_subtitles(mp4)),
+    for (start, text), (want_start, want_text) in zip(cue_starts(ffmpeg.read_subtitles(mp4)),
                                                       expected, strict=True):
         assert abs(start - want_start) <= 0.002 and text == want_text
     srt = runs[name] / "v.srt"
@@ -81,7 +82,7 @@ def test_a_run_without_lyrics_has_no_subtitles(tmp_path, short_song, model_flags
     result = run_script("generate.py", command("o/v.png", short_song, None, model_flags, "-ips",
                                                "1"), tmp_path)
     assert result.returncode == 0, result.stderr
-    assert video.probe(tmp_path / "o" / "v.mp4")["subtitle"] == []
+    assert ffmpeg.probe(tmp_path / "o" / "v.mp4")["subtitle"] == []
     assert not (tmp_path / "o" / "v.srt").exists()
 
 
@@ -99,7 +100,7 @@ def test_burnt_lyrics_change_the_bottom_band_during_a_lyric_only(runs):
             assert p[band:] != b[band:], f"frame {k} shows no lyric"
         else:
             assert p == b, f"frame {k} changed outside a lyric"
-    assert video.probe(runs["burnt"] / "v.mp4")["subtitle"] == []  # no second copy as a track
+    assert ffmpeg.probe(runs["burnt"] / "v.mp4")["subtitle"] == []  # no second copy as a track
     assert (runs["burnt"] / "v.srt").is_file()
 
 

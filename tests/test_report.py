@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from music2video.testing import demo
 from music2video.output import report, video
+from music2video import ffmpeg
 from music2video.song import segments as schedule
 from music2video.driver.folder import segment_record
 from music2video.song.lyrics import LyricLine
@@ -72,7 +73,7 @@ def test_every_documented_field_is_there_and_nothing_else(run):
 
 def test_fields_agree_with_the_video_and_the_plan(run):
     got = build(run)
-    frames, seconds = video.count_frames(run["video"])
+    frames, seconds = ffmpeg.count_frames(run["video"])
     assert got["video_frames"] == frames == 30 and got["video_seconds"] == seconds
     assert got["song_frames"] == 30 and got["frame_difference"] == 0
     assert got["segments"] == len(run["records"]) == 3

@@ -9,7 +9,8 @@ from PIL import Image
 
 from music2video.song import segments as schedule
 from music2video.output import storyboard
-from music2video.driver.folder import segment_record, thumb_name
+from music2video.driver.combine import rebuild
+from music2video.driver.folder import saved_pictures, segment_record, thumb_name
 from music2video.output.fonts import Fonts, wrap
 from music2video.song.lyrics import LyricLine
 from music2video.output.storyboard import (ACCENT, CELL, CELL_H, CELL_W, COLUMNS, HEADER, MARGIN,
@@ -237,7 +238,7 @@ def render_run(run_dir: Path, records: list[dict], order: list[int], done: set[i
     sheet written; `done` are those a previous run finished (their thumbnails are on disk)."""
     out = run_dir / "sheet.png"
     board = Storyboard(out, records, title="song")
-    board.update(storyboard.saved_pictures(run_dir, {"segments": records}, done))
+    board.update(saved_pictures(run_dir, {"segments": records}, done))
     if done:
         board.write()
     for n, k in enumerate(order):
@@ -259,7 +260,7 @@ def test_a_resumed_run_has_the_same_storyboard(tmp_path, count):
     render_run(tmp_path / "b", records, first, set())  # interrupted
     resumed = render_run(tmp_path / "b", records, list(range(count // 2, count)), set(first))
     assert resumed == whole
-    rebuilt = storyboard.rebuild(tmp_path / "b", {"segments": records}, set(range(count)),
+    rebuilt = rebuild(tmp_path / "b", {"segments": records}, set(range(count)),
                                  tmp_path / "rebuilt.png", title="song")
     assert rebuilt.read_bytes() == whole
 
@@ -299,12 +300,12 @@ def test_rebuild_falls_back_to_the_chunks(tmp_path):
             writer.write(np.full((48, 64, 3), level, np.uint8))
     storyboard.save_thumbnail(tmp_path / thumb_name(2, 3), np.zeros((10, 10, 3), np.uint8))
     manifest = {"segments": records}
-    pictures = storyboard.saved_pictures(tmp_path, manifest, {0, 1, 2})
+    pictures = saved_pictures(tmp_path, manifest, {0, 1, 2})
     assert sorted(pictures) == [0, 1, 2]
     assert abs(pictures[0].mean() - 40) < 3 and abs(pictures[1].mean() - 120) < 3
     assert pictures[2].shape == (10, 10, 3)  # a saved thumbnail wins over the chunk
-    assert storyboard.saved_pictures(tmp_path, manifest, {1}).keys() == {1}
+    assert saved_pictures(tmp_path, manifest, {1}).keys() == {1}
     (tmp_path / records[0]["chunk"]).unlink()
-    assert storyboard.saved_pictures(tmp_path, manifest, {0, 1, 2}).keys() == {1, 2}
-    out = storyboard.rebuild(tmp_path, manifest, {0, 1, 2}, tmp_path / "s.png")
+    assert saved_pictures(tmp_path, manifest, {0, 1, 2}).keys() == {1, 2}
+    out = rebuild(tmp_path, manifest, {0, 1, 2}, tmp_path / "s.png")
     assert Image.open(out).size == storyboard.sheet_size(3)

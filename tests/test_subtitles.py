@@ -187,7 +187,8 @@ def test_burner_pieces_caption_only_the_frames_inside_a_cue():
 
 def test_burnt_captions_survive_encoding_in_their_frames_only(tmp_path):
     """Frames written as the renderer would (a picture held for several frames), read back."""
-    from music2video.output.video import FrameWriter, read_frames
+    from music2video.output.video import FrameWriter
+    from music2video.ffmpeg import read_frames
 
     items = [Cue(4 / FPS, 9 / FPS, "la la la")]  # frames 4..8
     burner = Burner(items, FPS, W, H)

@@ -10,9 +10,11 @@ import torch
 
 from music2video.song import audio
 from music2video.testing import demo
+from music2video import ffmpeg
 from music2video.output import video
-from music2video.output.video import (FrameWriter, VideoError, concat_list, join, part_path,
-                                      read_frames, run_ffmpeg)
+from music2video.output.video import FrameWriter, concat_list, join
+from music2video.files import part_path
+from music2video.ffmpeg import VideoError, read_frames, run_ffmpeg
 
 W, H, FPS = 64, 48, 30
 SR = 44100
@@ -98,10 +100,10 @@ def test_frame_writer_appears_only_after_close(tmp_path):
     assert writer.close() == out
     assert out.exists() and not writer.part.exists()
     assert writer.count == 20
-    frames, seconds = video.count_frames(out)
+    frames, seconds = ffmpeg.count_frames(out)
     assert frames == 20
     assert seconds == pytest.approx(20 / FPS, abs=0.5 / FPS)
-    info = video.probe(out)
+    info = ffmpeg.probe(out)
     assert info["video"] == ["h264"] and info["audio"] == [] and info["size"] == (W, H)
     assert info["fps"] == FPS
 
@@ -123,7 +125,7 @@ def test_frame_writer_repeat(tmp_path):
         writer.write(flat(3 * STEP))
         writer.write(flat(4 * STEP), repeat=4)
         assert writer.count == 8
-    assert video.count_frames(out)[0] == 8
+    assert ffmpeg.count_frames(out)[0] == 8
     assert frame_indices(out) == [1, 1, 1, 3, 4, 4, 4, 4]
 
 
@@ -166,9 +168,9 @@ def test_frame_writer_abort(tmp_path):
 def test_join_keeps_every_frame_in_order(tmp_path, chunks, one_second):
     out = join(chunks, one_second, tmp_path / "video.mp4")
     assert out == tmp_path / "video.mp4"
-    info = video.probe(out)
+    info = ffmpeg.probe(out)
     assert info["video"] == ["h264"] and info["audio"] == ["aac"]
-    assert video.count_frames(out)[0] == 30
+    assert ffmpeg.count_frames(out)[0] == 30
     assert frame_indices(out) == list(range(30))  # no frame lost or doubled at the joins
     assert audio_seconds(out) == pytest.approx(1.0, abs=0.1)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["video.mp4"]  # no list or part left
@@ -186,7 +188,7 @@ def test_join_audio_seconds_trims_the_song(tmp_path, chunks, song):
     trimmed = join(chunks, song, tmp_path / "trimmed.mp4", audio_seconds=1.0)
     assert audio_seconds(full) == pytest.approx(3.0, abs=0.1)
     assert audio_seconds(trimmed) == pytest.approx(1.0, abs=0.1)
-    assert video.count_frames(trimmed)[0] == 30
+    assert ffmpeg.count_frames(trimmed)[0] == 30
 
 
 @pytest.mark.parametrize("where", [0, 1, 3])
@@ -227,7 +229,7 @@ def test_odd_file_names(tmp_path, one_second):
     out = join(parts, odd_song, folder / "the 'final' vidéo.mp4")
     assert out.is_file()
     assert frame_indices(out) == list(range(12))
-    assert video.probe(out)["audio"] == ["aac"]
+    assert ffmpeg.probe(out)["audio"] == ["aac"]
 
 
 @pytest.mark.parametrize("name", ["line\nbreak", "carriage\rreturn", "q'uo\"te \\ ?#%20 :x"])
@@ -285,7 +287,7 @@ def stream_report(path: Path) -> str:
     """ffmpeg's description of a file's streams."""
     import subprocess
 
-    return subprocess.run([video.ffmpeg_exe(), "-hide_banner", "-i", str(path)],
+    return subprocess.run([ffmpeg.ffmpeg_exe(), "-hide_banner", "-i", str(path)],
                           capture_output=True, text=True).stderr
 
 
@@ -297,11 +299,11 @@ def test_join_adds_the_lyrics_as_a_soft_subtitle_track(tmp_path, chunks, one_sec
             Cue(0.8, 1.0, "last: words")]
     srt = write_srt(tmp_path / "lyrics.srt", cues)
     out = join(chunks, one_second, tmp_path / "video.mp4", subtitles=srt)
-    info = video.probe(out)
+    info = ffmpeg.probe(out)
     assert info["video"] == ["h264"] and info["audio"] == ["aac"]
     assert info["subtitle"] == ["mov_text"]
     assert frame_indices(out) == list(range(30))  # the pictures are untouched
-    text = video.read_subtitles(out)
+    text = ffmpeg.read_subtitles(out)
     back = srt_blocks(text)
     assert [c for _, _, c in back] == [c.text for c in cues]
     assert [t for a, b, _ in back for t in (a, b)] == pytest.approx(
@@ -324,9 +326,9 @@ def test_subtitle_track_is_on_by_default(tmp_path, chunks, one_second):
 
 def test_join_without_subtitles_has_no_subtitle_track(tmp_path, chunks, one_second):
     out = join(chunks, one_second, tmp_path / "video.mp4")
-    assert video.probe(out)["subtitle"] == []
+    assert ffmpeg.probe(out)["subtitle"] == []
     with pytest.raises(VideoError, match="failed to read the subtitles"):
-        video.read_subtitles(out)
+        ffmpeg.read_subtitles(out)
 
 
 def test_join_missing_subtitle_file_fails_naming_it(tmp_path, chunks, one_second):
@@ -342,8 +344,8 @@ def test_partial_join_with_clipped_subtitles(tmp_path, chunks, song):
     cues = [Cue(0.2, 0.5, "in"), Cue(0.9, 1.5, "across the end"), Cue(2.0, 2.5, "after")]
     srt = write_srt(tmp_path / "odd 'name' é.srt", clip(cues, 1.0))
     out = join(chunks, song, tmp_path / "partial.mp4", audio_seconds=1.0, subtitles=srt)
-    assert srt_blocks(video.read_subtitles(out)) == [(0.2, 0.5, "in"), (0.9, 1.0, "across the end")]
-    assert video.count_frames(out) == (30, pytest.approx(1.0, abs=0.5 / FPS))
+    assert srt_blocks(ffmpeg.read_subtitles(out)) == [(0.2, 0.5, "in"), (0.9, 1.0, "across the end")]
+    assert ffmpeg.count_frames(out) == (30, pytest.approx(1.0, abs=0.5 / FPS))
 
 
 # --- run_ffmpeg -------------------------------------------------------------------------------
@@ -388,7 +390,7 @@ def test_join_never_writes_through_a_link_at_its_temporary_names(tmp_path, chunk
     out = tmp_path / "video.mp4"
     victim = tmp_path / "victim.txt"
     victim.write_text("precious")
-    video.part_path(out).symlink_to(victim)
+    part_path(out).symlink_to(victim)
     (tmp_path / f".video.{os.getpid()}.concat.txt").symlink_to(victim)
     join(chunks[:1], song, out, audio_seconds=10 / FPS)
     assert victim.read_text() == "precious"

@@ -170,7 +170,7 @@ class SeedLoop:
         """The seed's video: every PNG re-read, then piped as PNG into libx264 -preset veryslow."""
         from PIL import Image
 
-        from music2video.output.video import ffmpeg_exe
+        from music2video.ffmpeg import ffmpeg_exe
 
         frames = []
         for n in range(self.frames):
@@ -437,7 +437,8 @@ def video_levers(folder: Path, count: int, frames: int = 90) -> dict:
     """Seconds per frame of the seed's video encoding (PNG pipe, veryslow) and ours (raw)."""
     from PIL import Image
 
-    from music2video.output.video import CRF, PRESET, ffmpeg_exe
+    from music2video.output.video import CRF, PRESET
+    from music2video.ffmpeg import ffmpeg_exe
 
     stills = []
     for n in range(count):

@@ -208,7 +208,7 @@ def environment(ctx: Context, result: dict) -> None:
             "torchvision", "kornia", "clip-anytorch", "taming-transformers-rom1504", "wav2clip",
             "librosa", "numpy", "imageio-ffmpeg", "omegaconf", "torch-optimizer")},
     })
-    from music2video.output.video import ffmpeg_exe
+    from music2video.ffmpeg import ffmpeg_exe
 
     version = _command([ffmpeg_exe(), "-hide_banner", "-version"])
     result["ffmpeg"] = version.splitlines()[0] if version else None

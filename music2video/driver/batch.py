@@ -87,7 +87,7 @@ def inputs_of(opts, song: Path) -> list[Path]:
 def check_clashes(outputs, inputs: list[Path]) -> None:
     """No output of a run may be one of its inputs (a video written over its song, subtitles
     over the lyrics file, the preview over the start picture)."""
-    from .folder import same_file
+    from ..files import same_file
 
     for what, out in {**outputs.written(), "run folder": outputs.run_dir}.items():
         for given in inputs:
@@ -202,7 +202,8 @@ class Planned:
 
 def plan_one(index: int, opts, song: Path) -> Planned:
     """Checks where a song's video goes, decodes it and plans its segments and sections."""
-    from .folder import RunFolder, check_outputs, check_writable
+    from .folder import RunFolder, check_outputs
+    from ..files import check_writable
     from ..song.plan import plan_song, read_song
     from ..output.subtitles import cues
 

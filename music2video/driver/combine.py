@@ -5,8 +5,10 @@ import sys
 from pathlib import Path
 
 from ..output import storyboard, subtitles
-from .folder import RunError, RunFolder, check_outputs, check_writable, same_file
-from ..output.video import VideoError, join
+from .folder import RunFolder, check_outputs, saved_pictures
+from ..files import RunError, check_writable, same_file
+from ..output.video import join
+from ..ffmpeg import VideoError
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -82,7 +84,7 @@ def combine(run_dir: Path, music: Path | None, output: Path | None, partial: boo
     srt = subtitles.write_srt(subtitles.srt_path(output), cues) if cues else None
     join(chunks, music, output, fps, audio_seconds=seconds if partial else None,
          video_seconds=seconds, subtitles=None if manifest.get("burn_lyrics") else srt)
-    storyboard.rebuild(folder.path, manifest, folder.done(), storyboard.storyboard_path(output),
+    rebuild(folder.path, manifest, folder.done(), storyboard.storyboard_path(output),
                        song.name)
     return output
 
@@ -107,3 +109,10 @@ def main(argv=None) -> int:
         return 130
     print(out)
     return 0
+
+
+def rebuild(run_dir: Path, manifest: dict, done: set[int], out: Path, title: str = "") -> Path:
+    """Writes a run folder's sheet from its saved thumbnails or chunks (for combine_mp4.py)."""
+    board = storyboard.Storyboard(out, manifest["segments"], title)
+    board.update(saved_pictures(run_dir, manifest, done))
+    return board.write()

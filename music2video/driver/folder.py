@@ -27,7 +27,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
-from ..output.video import VideoError, count_decoded, part_path
+from ..ffmpeg import VideoError, count_decoded
+from ..files import DISK_ERRORS, RunError, disk_error, write_bytes, write_json
+from ..output.storyboard import last_frame, load_thumbnail, thumbnail
 
 MANIFEST = "manifest.json"
 JOURNAL = "progress.jsonl"
@@ -39,61 +41,6 @@ VERSION = 2
 OWN_FILE = re.compile(r"(chunk_\d+\.mp4|thumb_\d+\.png|state_s?\d+\.pt|manifest\.json|"
                       r"progress\.jsonl|report\.json|\.(chunk|thumb|state|manifest|progress|report)"
                       r"_?[\w-]*\.\d+\.part(\.\w+)?)")
-DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EIO, errno.EFBIG)
-
-
-class RunError(RuntimeError):
-    """A run folder that cannot be used as asked; str() says why and what to do."""
-
-
-def disk_error(path: Path, err: OSError) -> RunError:
-    """The one-line RunError for a write that the disk refused."""
-    reason = err.strerror or type(err).__name__
-    return RunError(f"cannot write {path} ({reason}); free some space or fix the folder's "
-                    "permissions, then run the same command again to resume")
-
-
-@contextlib.contextmanager
-def writing(path: Path):
-    """Yields a temporary path to write; renames it over `path` on success, removes it on failure.
-
-    Disk errors (full, read-only, quota) become one-line RunErrors."""
-    part = part_path(path)
-    try:
-        part.unlink(missing_ok=True)  # a stale one (or a link planted there), never its target
-        os.close(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
-        yield part
-        os.replace(part, path)
-    except OSError as err:
-        part.unlink(missing_ok=True)
-        if err.errno in DISK_ERRORS:
-            raise disk_error(path, err) from None
-        raise
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
-
-
-def write_bytes(path: Path, data: bytes) -> None:
-    """Writes a file atomically and durably (its folder made if missing)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with writing(path) as part, open(part, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def write_json(path: Path, data) -> None:
-    """Writes JSON atomically: a temporary file, fsynced, then renamed over the old one."""
-    write_bytes(path, json.dumps(data, indent=1, ensure_ascii=False).encode("utf-8"))
-
-
-def same_file(a: Path, b: Path) -> bool:
-    """Whether two paths name the same file (or would, once written)."""
-    a, b = Path(a), Path(b)
-    if a.exists() and b.exists():
-        return os.path.samefile(a, b)
-    return a.resolve() == b.resolve()
 
 
 def open_own(path: Path, flags: int) -> int:
@@ -127,23 +74,6 @@ def read_own(path: Path) -> bytes | None:
         except IsADirectoryError:
             raise RunError(f"{path} is a folder, not a file this run made; move it away, or "
                            "choose another -o") from None
-
-
-def check_writable(folder: Path) -> None:
-    """Makes a folder (and its parents) and checks it takes files, or raises a one-line RunError."""
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".music2video.{os.getpid()}.probe"
-        probe.unlink(missing_ok=True)
-        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
-        probe.unlink()
-    except (FileExistsError, NotADirectoryError):
-        raise RunError(f"cannot write to {folder}: part of that path is a file, not a folder; "
-                       "choose another output path") from None
-    except OSError as err:
-        raise RunError(f"cannot write to {folder} ({err.strerror}); choose another output "
-                       "path") from None
 
 
 def check_outputs(folder: "RunFolder", outputs: dict[str, Path], overwrite: bool) -> None:
@@ -657,3 +587,16 @@ class RunFolder:
                 raise disk_error(self.journal_path, err) from None
             raise
 
+
+def saved_pictures(run_dir: Path, manifest: dict, done: set[int]) -> dict:
+    """Thumbnails of a run's finished segments: the saved ones, else their chunks' last frames."""
+    records, pictures = manifest["segments"], {}
+    for index in sorted(k for k in done if 0 <= k < len(records)):
+        picture = load_thumbnail(Path(run_dir) / thumb_name(index, len(records)))
+        chunk = Path(run_dir) / records[index]["chunk"] if records[index]["chunk"] else None
+        if picture is None and chunk is not None and chunk.is_file():
+            frame = last_frame(chunk)
+            picture = thumbnail(frame) if frame is not None else None
+        if picture is not None:
+            pictures[index] = picture
+    return pictures

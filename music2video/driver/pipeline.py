@@ -9,7 +9,8 @@ import numpy as np
 from tqdm import tqdm
 
 from ..output import report, storyboard, subtitles, sync
-from .folder import REPORT, RunFolder, describe_problems, writing
+from .folder import REPORT, RunFolder, describe_problems, saved_pictures
+from ..files import writing
 from ..song.plan import Plan
 from ..engine.renderer import Finished, Preview, Progress, RenderSpec, Work, work_cost
 from .workers import Failed
@@ -100,7 +101,7 @@ class Job:
                                            title=plan.song.path.name, every=BOARD_SECONDS)
         done = folder.done()
         if done:
-            self.board.update(storyboard.saved_pictures(folder.path, manifest, done))
+            self.board.update(saved_pictures(folder.path, manifest, done))
             self.board.write()
 
     @property
@@ -231,8 +232,8 @@ def render_jobs(jobs: list[Job], scheduler, quiet: bool) -> dict[int, str]:
     """Renders every job's remaining work and finishes each song as its last segment arrives.
 
     Returns {job index: error line} for the songs that failed."""
-    from .folder import RunError as FolderError
-    from ..output.video import VideoError
+    from ..files import RunError as FolderError
+    from ..ffmpeg import VideoError
 
     plans = {job.index: job for job in jobs}
     works, done_steps = [], 0

@@ -7,8 +7,9 @@ import torch
 
 from ..models import weights
 from .guidance import MakeCutouts, Perceptor
-from ..models.networks import (ModelError, cell_size, check_clip_name, clip_path, load_clip, load_vqgan,
-                     load_wav2clip, read_vqgan_config, whole_cells)
+from ..models.networks import (ModelError, cell_size, check_clip_name, load_clip, load_vqgan,
+                               load_wav2clip, read_vqgan_config, whole_cells)
+from ..models.weights import clip_path
 from .optimise import noise_image, random_latent
 
 

@@ -32,11 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..song.audio import check_mono
+from ..song.audio import ONSET_HOP_SECONDS, check_mono, onsets
 
-ONSET_HOP_SECONDS = 0.005  # onset analysis step: well under a frame at any usual fps
-ONSET_WINDOW_SECONDS = 0.032  # onset FFT window; 2048 samples at 16 kHz fire a frame early
-STRENGTH_PERCENTILE = 95  # an onset this strong or more in its song counts as strength 1
 LOUDNESS_FLOOR_DB = -40.0  # drift stops at this level below the song's loudest moment
 LOUDNESS_SMOOTH_SECONDS = 0.5  # the drift follows the loudness over this long, not each hit
 GOLDEN_ANGLE = math.pi * (3 - math.sqrt(5))  # turn between successive shift pulses
@@ -101,25 +98,6 @@ def _react_value(spec: str, name: str, text: str) -> float:
         raise ReactError(f"--react {spec}: {name}={text} is not a number from {low:g} to "
                          f"{limit:g}; {EXAMPLE} (0 switches a kind off)")
     return value
-
-
-def onsets(samples: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
-    """Onset times in seconds and their strengths in [0, 1], from librosa's onset envelope."""
-    import librosa
-
-    y = check_mono(samples)
-    hop = max(1, round(sr * ONSET_HOP_SECONDS))
-    n_fft = 2 ** max(6, round(math.log2(sr * ONSET_WINDOW_SECONDS)))
-    if y.size < n_fft or not np.isfinite(y).all() or not np.abs(y).max() > 0:
-        return np.zeros(0), np.zeros(0)
-    env = librosa.onset.onset_strength(y=y, sr=sr, n_fft=n_fft, hop_length=hop)  # (frames,)
-    peaks = librosa.onset.onset_detect(onset_envelope=env, sr=sr, hop_length=hop)
-    if peaks.size == 0:
-        return np.zeros(0), np.zeros(0)
-    heights = env[peaks]
-    full = np.percentile(heights, STRENGTH_PERCENTILE)
-    strengths = np.clip(heights / full, 0.0, 1.0) if full > 0 else np.ones_like(heights)
-    return peaks * hop / sr, strengths.astype(float)
 
 
 def frame_loudness(samples: np.ndarray, sr: int, fps: float, frames: int) -> np.ndarray:

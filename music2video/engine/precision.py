@@ -156,7 +156,7 @@ def _read_cache(path: Path) -> dict:
 
 def _write_cache(path: Path, key: str, entry: dict) -> None:
     """Adds one machine's timings to the cache file, atomically; warns if it cannot."""
-    from ..driver.folder import RunError, write_bytes
+    from ..files import RunError, write_bytes
 
     data = json.dumps({**_read_cache(path), key: entry}, indent=1, sort_keys=True)
     try:

@@ -10,7 +10,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import weights
 from .autograd import clamp_with_grad, vector_quantize
 from .checkpoint import CheckpointError, first_line, state_dict_of
 
@@ -145,13 +144,13 @@ def load_vqgan(config: Path, ckpt: Path, device="cpu") -> VQGAN:
     except (TypeError, ValueError, KeyError, IndexError, AttributeError) as err:
         reason = f"{type(err).__name__}: {first_line(err)}"
         raise _config_error(Path(config), f"its ddconfig builds no VQGAN: {reason}") from None
-    state = {k: v for k, v in _state_dict(ckpt).items() if not k.startswith("loss.")}
+    state = {k: v for k, v in read_state_dict(ckpt).items() if not k.startswith("loss.")}
     _check_keys(Path(ckpt), model.state_dict(), state)
     model.load_state_dict(state)
     return model.eval().requires_grad_(False).to(device)
 
 
-def _state_dict(path: Path) -> dict:
+def read_state_dict(path: Path) -> dict:
     """Tensors of a checkpoint, with load failures as ModelError."""
     try:
         return state_dict_of(path)
@@ -168,14 +167,6 @@ def check_clip_name(name: str) -> None:
                          "or a path to a CLIP checkpoint file")
 
 
-def clip_path(name: str, root: Path, quiet: bool = False) -> Path:
-    """A CLIP checkpoint file: the path itself, or the named model's file (fetched if missing)."""
-    check_clip_name(name)
-    if os.path.isfile(name):
-        return Path(name)
-    return weights.fetch(name, root, quiet=quiet)[0]
-
-
 def load_clip(path: Path, device="cpu") -> nn.Module:
     """CLIP from an OpenAI checkpoint (TorchScript archive or state dict), float32, frozen.
 
@@ -184,7 +175,7 @@ def load_clip(path: Path, device="cpu") -> nn.Module:
     from clip.model import build_model
 
     path = Path(path)
-    state = _state_dict(path)
+    state = read_state_dict(path)
     try:
         model = build_model(state)
     except Exception as err:  # a state dict of some other network: missing keys, shapes
@@ -199,7 +190,7 @@ def load_wav2clip(path: Path, device="cpu") -> nn.Module:
     from wav2clip.model.encoder import ResNetExtractor
 
     path = Path(path)
-    state = _state_dict(path)
+    state = read_state_dict(path)
     if not any(k.startswith("audio_encoder.") for k in state):
         raise ModelError(f"{path} is not a Wav2CLIP checkpoint (no audio_encoder weights); "
                          "run: bash download_models.sh")
@@ -218,18 +209,6 @@ def embed_audio(model: nn.Module, samples: np.ndarray) -> torch.Tensor:
     x = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))[None].to(device)
     with torch.no_grad():
         return model(x).float()
-
-
-def verifier(model: weights.Model, file: weights.WeightFile, root: Path):
-    """The structural check a freshly downloaded file must pass, or None when a digest does."""
-    if file.sha256:
-        return None
-    if model.kind == "wav2clip":
-        return load_wav2clip
-    if file.filename.endswith(".yaml"):
-        return read_vqgan_config
-    config = Path(root) / model.files[0].filename
-    return lambda ckpt: load_vqgan(config, ckpt) if config.is_file() else _state_dict(ckpt)
 
 
 def _device(text: str) -> torch.device:

@@ -223,13 +223,12 @@ def fetch(name: str, root: Path, quiet: bool = False, errors: list | None = None
 
     With an `errors` list, a file that cannot be fetched is recorded there and the next one is
     tried; without it the first failure raises."""
-    from . import networks
     from .download import DownloadError
 
     model = lookup(name)
     paths = []
     for file in model.files:
-        verify = networks.verifier(model, file, root)
+        verify = verifier(model, file, root)
         try:
             paths.append(ensure(file, root, verify=verify, quiet=quiet))
         except DownloadError as err:
@@ -290,6 +289,31 @@ def main(argv=None) -> int:
     for err in errors:
         print(f"error: {err.args[0]}", file=sys.stderr)
     return 1 if errors else 0
+
+
+
+def clip_path(name: str, root: Path, quiet: bool = False) -> Path:
+    """A CLIP checkpoint file: the path itself, or the named model's file (fetched if missing)."""
+    from .networks import check_clip_name
+
+    check_clip_name(name)
+    if os.path.isfile(name):
+        return Path(name)
+    return fetch(name, root, quiet=quiet)[0]
+
+
+def verifier(model: Model, file: WeightFile, root: Path):
+    """The structural check a freshly downloaded file must pass, or None when a digest does."""
+    from .networks import load_vqgan, load_wav2clip, read_state_dict, read_vqgan_config
+
+    if file.sha256:
+        return None
+    if model.kind == "wav2clip":
+        return load_wav2clip
+    if file.filename.endswith(".yaml"):
+        return read_vqgan_config
+    config = Path(root) / model.files[0].filename
+    return lambda ckpt: load_vqgan(config, ckpt) if config.is_file() else read_state_dict(ckpt)
 
 
 if __name__ == "__main__":

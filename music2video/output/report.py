@@ -34,9 +34,9 @@ import resource
 import sys
 from pathlib import Path
 
-from ..driver.folder import write_json
+from ..files import write_json
 from .storyboard import clock
-from .video import count_frames
+from ..ffmpeg import count_frames
 
 MIB = 2 ** 20
 

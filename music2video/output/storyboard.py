@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..driver.folder import thumb_name, write_bytes
+from ..files import write_bytes
 from .fonts import Fonts, draw_lines, fit, wrap
 from .subtitles import host_frame
 
@@ -139,7 +139,7 @@ def load_thumbnail(path: Path) -> np.ndarray | None:
 def last_frame(chunk: Path) -> np.ndarray | None:
     """The last decoded frame of a chunk (H, W, 3) uint8, or None when it has none (or the chunk
     cannot be decoded: a damaged chunk is rendered again, its cell waits for it)."""
-    from .video import VideoError, read_frames
+    from ..ffmpeg import VideoError, read_frames
 
     last = None
     try:
@@ -148,20 +148,6 @@ def last_frame(chunk: Path) -> np.ndarray | None:
     except VideoError:
         return None
     return last
-
-
-def saved_pictures(run_dir: Path, manifest: dict, done: set[int]) -> dict[int, np.ndarray]:
-    """Thumbnails of a run's finished segments: the saved ones, else their chunks' last frames."""
-    records, pictures = manifest["segments"], {}
-    for index in sorted(k for k in done if 0 <= k < len(records)):
-        picture = load_thumbnail(Path(run_dir) / thumb_name(index, len(records)))
-        chunk = Path(run_dir) / records[index]["chunk"] if records[index]["chunk"] else None
-        if picture is None and chunk is not None and chunk.is_file():
-            frame = last_frame(chunk)
-            picture = thumbnail(frame) if frame is not None else None
-        if picture is not None:
-            pictures[index] = picture
-    return pictures
 
 
 def sheet_size(count: int) -> tuple[int, int]:
@@ -317,8 +303,3 @@ class Storyboard:
         return self.write()
 
 
-def rebuild(run_dir: Path, manifest: dict, done: set[int], out: Path, title: str = "") -> Path:
-    """Writes a run folder's sheet from its saved thumbnails or chunks (for combine_mp4.py)."""
-    board = Storyboard(out, manifest["segments"], title)
-    board.update(saved_pictures(run_dir, manifest, done))
-    return board.write()

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..driver.folder import write_bytes
+from ..files import write_bytes
 from .fonts import Fonts, draw_lines, wrap
 from ..song.lyrics import plain_text
 

@@ -2,7 +2,7 @@
 
 Visual change of frame i is the mean absolute difference between frames i-1 and i (0-255
 scale; 0 for frame 0). Its peaks are the frames that change clearly more than the frames
-around them. For each onset of the song (motion.onsets, on frame round(time * fps)) the
+around them. For each onset of the song (audio.onsets, on frame round(time * fps)) the
 offset to the nearest peak is taken, in frames (positive: the picture moves late). The figure
 is the median of the absolute offsets and the share within +-1 frame; `chance_within_1` is
 the share a song with onsets on random frames would get from the same peaks, so a figure can
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..engine.motion import onsets
+from ..song.audio import onsets
 
 PEAK_RATIO = 1.5  # a peak changes at least this many times its neighbourhood's median
 PEAK_WINDOW_SECONDS = 0.25  # the neighbourhood: this long on either side
@@ -85,7 +85,7 @@ def sync_figure(frames_of_onsets: np.ndarray, change: np.ndarray, fps: float = 3
 
 def video_frames(path: Path) -> Iterable[np.ndarray]:
     """The decoded RGB frames (H, W, 3) uint8 of a video, one at a time."""
-    from .video import VideoError, read_frames
+    from ..ffmpeg import VideoError, read_frames
 
     try:
         yield from read_frames(path)

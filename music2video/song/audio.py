@@ -1,5 +1,6 @@
 """The audio stage: decode the song, find its beats, and measure its loudness."""
 
+import math
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -7,7 +8,7 @@ from pathlib import Path
 import librosa
 import numpy as np
 
-from ..output.video import ffmpeg_exe, ffmpeg_path
+from ..ffmpeg import ffmpeg_exe, ffmpeg_path
 
 HOP_LENGTH = 512  # samples between analysis frames, for beats and loudness alike
 N_FFT = 2048  # librosa's default window for the mel spectrograms
@@ -15,6 +16,9 @@ SILENCE_PEAK = 1e-4  # below this peak amplitude (-80 dBFS) the audio counts as 
 ONSET_DB = 1.0  # an onset must raise the mean mel level by this many dB
 MIN_ONSETS = 3  # fewer onsets than this cannot make a beat
 _FORMATS = "mp3, wav, flac, ogg, m4a"
+ONSET_HOP_SECONDS = 0.005  # onset analysis step: well under a frame at any usual fps
+ONSET_WINDOW_SECONDS = 0.032  # onset FFT window; 2048 samples at 16 kHz fire a frame early
+STRENGTH_PERCENTILE = 95  # an onset this strong or more in its song counts as strength 1
 
 
 class AudioError(ValueError):
@@ -132,3 +136,19 @@ def loudness(y: np.ndarray, sr: int) -> Loudness:
     values.setflags(write=False)
     return Loudness(values=values, hop_seconds=HOP_LENGTH / sr)
 
+
+def onsets(samples: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
+    """Onset times in seconds and their strengths in [0, 1], from librosa's onset envelope."""
+    y = check_mono(samples)
+    hop = max(1, round(sr * ONSET_HOP_SECONDS))
+    n_fft = 2 ** max(6, round(math.log2(sr * ONSET_WINDOW_SECONDS)))
+    if y.size < n_fft or not np.isfinite(y).all() or not np.abs(y).max() > 0:
+        return np.zeros(0), np.zeros(0)
+    env = librosa.onset.onset_strength(y=y, sr=sr, n_fft=n_fft, hop_length=hop)  # (frames,)
+    peaks = librosa.onset.onset_detect(onset_envelope=env, sr=sr, hop_length=hop)
+    if peaks.size == 0:
+        return np.zeros(0), np.zeros(0)
+    heights = env[peaks]
+    full = np.percentile(heights, STRENGTH_PERCENTILE)
+    strengths = np.clip(heights / full, 0.0, 1.0) if full > 0 else np.ones_like(heights)
+    return peaks * hop / sr, strengths.astype(float)

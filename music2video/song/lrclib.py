@@ -33,7 +33,7 @@ from pathlib import Path
 
 from .. import __version__
 from .lyrics import LyricsError, drop_after, load_lyrics
-from ..output.video import part_path
+from ..files import part_path
 
 DEFAULT_URL = "https://lrclib.net"
 URL_VARIABLE = "MUSIC2VIDEO_LRCLIB_URL"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..output.video import encoders, ffmpeg_exe, ffmpeg_path
+from ..ffmpeg import encoders, ffmpeg_exe, ffmpeg_path
 
 DEMO_SR = 44100
 DEMO_BPM = 120.0
