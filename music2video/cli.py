@@ -10,6 +10,7 @@ import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from .errors import UserError
 from .engine.guidance import AUGMENTS, CUT_METHODS, DEFAULT_AUGMENTS
 from .engine.optimise import OPTIMISERS, PRECISIONS
 
@@ -417,24 +418,6 @@ def parse_options(mode: str, argv=None) -> Options:
     return Options(mode=mode, **{f.name: values[f.name] for f in fields(Options) if f.name != "mode"})
 
 
-def _expected() -> tuple:
-    """The exceptions that are a user's problem: printed as one line, exit code 1."""
-    from .song.audio import AudioError
-    from .driver.batch import Fatal
-    from .models.checkpoint import CheckpointError
-    from .models.download import DownloadError
-    from .files import RunError
-    from .song.lrclib import LyricsLookupError
-    from .song.lyrics import LyricsError
-    from .models.networks import ModelError
-    from .engine.renderer import RenderError
-    from .driver.workers import SchedulerError
-    from .ffmpeg import VideoError
-
-    return (Fatal, AudioError, LyricsError, LyricsLookupError, ModelError, CheckpointError,
-            DownloadError, RunError, VideoError, RenderError, SchedulerError)
-
-
 @contextlib.contextmanager
 def terminate_as_interrupt():
     """SIGTERM (a cluster's scheduler stopping the job) stops the run as Ctrl-C does: finished
@@ -471,8 +454,8 @@ def main(mode: str, argv=None) -> int:
         warnings.showwarning = _show_warning
         opts = parse_options(mode, argv)
         try:
-            failed = generate(opts, report, _expected())
-        except _expected() as err:
+            failed = generate(opts, report, (UserError,))
+        except UserError as err:
             report(str(err))
             return 1
         except KeyboardInterrupt:

@@ -6,9 +6,10 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+from .errors import UserError
 
 
-class VideoError(RuntimeError):
+class VideoError(UserError, RuntimeError):
     """ffmpeg failed; str() carries ffmpeg's own message."""
 
 

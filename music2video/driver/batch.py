@@ -9,11 +9,12 @@ import random
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from ..errors import UserError
 
 LYRICS_SUFFIXES = (".csv", ".lrc", ".srt")
 
 
-class Fatal(Exception):
+class Fatal(UserError):
     """A problem the user can fix; printed as one line, exit code 1."""
 
 

@@ -12,7 +12,8 @@ import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..engine.renderer import Finished, Progress, RenderError, Renderer, RenderSpec, Work, load_for, work_cost
+from ..engine.renderer import Finished, Progress, Renderer, RenderSpec, Work, load_for, work_cost
+from ..errors import UserError
 
 RETRIES = 3  # times a section is resubmitted after its worker died, before the job fails
 WAIT_SECONDS = 1.0  # longest single wait for a worker's next event
@@ -20,7 +21,7 @@ PROBE_SECONDS = 300  # bound on a cluster worker's answer about its device
 CONNECT_SECONDS = 10  # bound on reaching a cluster's address
 
 
-class SchedulerError(RuntimeError):
+class SchedulerError(UserError, RuntimeError):
     """The workers cannot be started or reached; str() says why and what to do."""
 
 
@@ -30,16 +31,6 @@ class Failed:
 
     job: int
     message: str
-
-
-def _user_errors() -> tuple:
-    """The exceptions a render raises for a problem the user can fix (one-line messages)."""
-    from ..models.checkpoint import CheckpointError
-    from ..models.download import DownloadError
-    from ..models.networks import ModelError
-    from ..ffmpeg import VideoError
-
-    return RenderError, ModelError, CheckpointError, DownloadError, VideoError
 
 
 def _models_key(spec: RenderSpec) -> tuple:
@@ -124,7 +115,7 @@ class InProcess:
             spec, samples = jobs[work.job]
             try:
                 yield from self.worker.render(spec, samples, work)
-            except _user_errors() as err:
+            except UserError as err:
                 failed.add(work.job)
                 yield Failed(work.job, str(err))
 
@@ -321,7 +312,7 @@ class RayScheduler:
         except ray.exceptions.RayTaskError as err:
             del flights[gen]
             idle.append(flight.actor)  # the actor lives on; its work raised
-            cause = err.cause if isinstance(err.cause, _user_errors()) else err
+            cause = err.cause if isinstance(err.cause, UserError) else err
             yield from self._fail(flight.work.job, str(cause).strip().splitlines()[-1], flights,
                                   failed)
             return

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from ..song.audio import ONSET_HOP_SECONDS, check_mono, onsets
+from ..errors import UserError
 
 LOUDNESS_FLOOR_DB = -40.0  # drift stops at this level below the song's loudest moment
 LOUDNESS_SMOOTH_SECONDS = 0.5  # the drift follows the loudness over this long, not each hit
@@ -48,7 +49,7 @@ LIMITS = {"zoom": 0.5, "rotate": 45.0, "shift": 0.25, "drift": 0.1, "decay": 120
 EXAMPLE = "e.g. --react zoom=0.02,rotate=1,shift=0.01,drift=0.0005,decay=4 or --react zoom,rotate"
 
 
-class ReactError(ValueError):
+class ReactError(UserError, ValueError):
     """A --react setting that cannot be used; str() names it and the fix."""
 
 

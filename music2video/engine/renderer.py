@@ -27,11 +27,12 @@ from ..output.storyboard import encode_thumbnail
 from ..output.storyboard import thumbnail as fit_thumbnail
 from ..output.subtitles import Burner
 from ..output.video import FrameWriter
+from ..errors import UserError
 
 PROGRESS_SECONDS = 0.25  # how often progress is reported while a segment renders
 
 
-class RenderError(RuntimeError):
+class RenderError(UserError, RuntimeError):
     """Rendering cannot go on as asked; str() says why and what to change."""
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from ..errors import UserError
 
 DOWNLOAD_FIX = "delete it and run: bash download_models.sh"
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # first pickle of a pre-zip torch.save file
@@ -48,7 +49,7 @@ _REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 _READ_ERRORS = (zipfile.BadZipFile, EOFError, OSError, RuntimeError, MemoryError)
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that cannot be loaded safely; str() names the file and the fix."""
 
 

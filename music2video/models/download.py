@@ -13,12 +13,13 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .. import __version__
+from ..errors import UserError
 
 CHUNK = 1 << 20  # 1 MiB, for reading the network and for hashing
 USER_AGENT = f"music2video/{__version__}"
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """A weight file that could not be fetched; str() is one line naming the file, the URL and the fix."""
 
 

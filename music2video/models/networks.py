@@ -12,13 +12,14 @@ from torch import nn
 
 from .autograd import clamp_with_grad, vector_quantize
 from .checkpoint import CheckpointError, first_line, state_dict_of
+from ..errors import UserError
 
 VQMODEL = "taming.models.vqgan.VQModel"
 GUMBELVQ = "taming.models.vqgan.GumbelVQ"
 DEVICE_TYPES = ("cpu", "cuda", "mps")  # what -cd accepts
 
 
-class ModelError(RuntimeError):
+class ModelError(UserError, RuntimeError):
     """A model that cannot be loaded; str() names the file and the fix."""
 
 

@@ -15,13 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from ..song.audio import onsets
+from ..errors import UserError
 
 PEAK_RATIO = 1.5  # a peak changes at least this many times its neighbourhood's median
 PEAK_WINDOW_SECONDS = 0.25  # the neighbourhood: this long on either side
 PEAK_FLOOR = 0.5  # and by at least this much (0-255 scale): encoder noise is not a peak
 
 
-class SyncError(ValueError):
+class SyncError(UserError, ValueError):
     """A video that cannot be measured; str() names it and the fix."""
 
 

@@ -9,6 +9,7 @@ import librosa
 import numpy as np
 
 from ..ffmpeg import ffmpeg_exe, ffmpeg_path
+from ..errors import UserError
 
 HOP_LENGTH = 512  # samples between analysis frames, for beats and loudness alike
 N_FFT = 2048  # librosa's default window for the mel spectrograms
@@ -21,7 +22,7 @@ ONSET_WINDOW_SECONDS = 0.032  # onset FFT window; 2048 samples at 16 kHz fire a 
 STRENGTH_PERCENTILE = 95  # an onset this strong or more in its song counts as strength 1
 
 
-class AudioError(ValueError):
+class AudioError(UserError, ValueError):
     """An audio file that cannot be used; one line naming the file and the fix."""
 
 

@@ -34,6 +34,7 @@ from pathlib import Path
 from .. import __version__
 from .lyrics import LyricsError, drop_after, load_lyrics
 from ..files import part_path
+from ..errors import UserError
 
 DEFAULT_URL = "https://lrclib.net"
 URL_VARIABLE = "MUSIC2VIDEO_LRCLIB_URL"
@@ -45,7 +46,7 @@ FIX = "give -lyr FILE, or --artist and --title"
 SAVED_MARK = "[re:music2video, from LRCLIB]"  # first line of a saved .lrc (LRC's creator tag)
 
 
-class LyricsLookupError(RuntimeError):
+class LyricsLookupError(UserError, RuntimeError):
     """A -lyr auto lookup that gave no usable lyrics; str() names the problem and the fix."""
 
 

@@ -8,6 +8,7 @@ import re
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
+from ..errors import UserError
 
 _TIMESTAMP_FORMS = "expected M:SS, MM:SS.ff or H:MM:SS"
 _EXTENSIONS = {".csv": "csv", ".lrc": "lrc", ".srt": "srt"}
@@ -42,7 +43,7 @@ _SRT_MARKUP = re.compile(r"</?[A-Za-z][^>]*>|\{\\[^}]*\}")
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]")
 
 
-class LyricsError(ValueError):
+class LyricsError(UserError, ValueError):
     """A lyrics file that cannot be read; the message names the file, the line number and the fix."""
 
 

@@ -17,6 +17,7 @@ import scipy.ndimage
 import scipy.signal
 
 from .audio import HOP_LENGTH, N_FFT
+from ..errors import UserError
 
 SECONDS_PER_SECTION = 30.0  # 'auto': one section per this many seconds of song, rounded half up
 MIN_SECTION_SECONDS = 4.0  # no section is shorter than this (nor than one segment)
@@ -26,7 +27,7 @@ WEAK_NOVELTY = 0.1  # a peak below this is movement inside a section, not a chan
 N_MFCC = 20  # MFCCs computed; the 0th (loudness) is left out of the features
 
 
-class SectionError(ValueError):
+class SectionError(UserError, ValueError):
     """A --sections request that cannot be used; one line naming it and the fix."""
 
 
