@@ -1,4 +1,5 @@
-"""Make a music video cut at lyric lines, text then audio: python generate_interpolate.py -ap song.mp3 -lyr lyrics.csv"""
+"""Make a music video cut at lyric lines, text then audio:
+python generate_interpolate.py -ap song.mp3 -lyr lyrics.csv"""
 
 import os
 import sys

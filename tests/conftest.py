@@ -1,6 +1,5 @@
 """Shared fixtures: tiny random-weight models in the real files' formats, and small songs."""
 
-import contextlib
 import os
 
 # Idle OpenMP threads sleep instead of spinning: the tests run scripts in subprocesses beside
@@ -13,7 +12,21 @@ import pytest
 
 from music2video.testing import demo, tiny
 
+from helpers import serve
+
 SR = 44100
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skips the tests marked requires_cuda where no CUDA GPU is visible."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "requires_cuda" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -47,60 +60,6 @@ def short_song(tmp_path_factory) -> Path:
     """A 10-second synthesised song at 120 BPM, as mp3."""
     path = tmp_path_factory.mktemp("song") / "short song.mp3"
     return demo.encode_audio(demo.tonal_song(10.0, 120, SR), SR, path)
-
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def run_script(script: str, args: list[str], cwd: Path, **kwargs):
-    """Runs one of the top-level scripts as a user would, returning the CompletedProcess."""
-    import subprocess
-    import sys
-
-    return subprocess.run([sys.executable, str(REPO / script), *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=600, **kwargs)
-
-
-def video_stats(path: Path) -> dict:
-    """Frame count, video seconds, audio seconds and streams of a finished video."""
-    from music2video.song import audio
-    from music2video import ffmpeg
-
-    frames, seconds = ffmpeg.count_frames(path)
-    streams = ffmpeg.probe(path)
-    audio_seconds = len(audio.load_audio(path, 16000)) / 16000
-    return {"frames": frames, "seconds": seconds, "audio_seconds": audio_seconds, **streams}
-
-
-def decoded_frames(path: Path) -> list[bytes]:
-    """Every decoded RGB frame of a video."""
-    from music2video import ffmpeg
-
-    return [frame.tobytes() for frame in ffmpeg.read_frames(path)]
-
-
-def write_lyrics(path: Path, rows: list[str]) -> Path:
-    """A CSV lyrics file in the seed's format."""
-    path.write_text("timestamp,text\n" + "\n".join(rows) + "\n", encoding="utf-8")
-    return path
-
-
-@contextlib.contextmanager
-def serve(handler: type):
-    """A threaded HTTP server on 127.0.0.1 with this handler class; yields its base URL."""
-    import threading
-    from http.server import ThreadingHTTPServer
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join()
 
 
 @pytest.fixture

@@ -188,6 +188,7 @@ def test_cutouts_stay_fp32_under_autocast(nets):
     assert seen == [plain.dtype] == [torch.float32]
 
 
+@pytest.mark.slow
 def test_memory_mode_reports_each_songs_peak():
     result = bench.memory([0.1])
     (run,) = result["memory"].values()
@@ -208,6 +209,7 @@ print(seen[0])
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["generate.py", "generate_interpolate.py"])
 @pytest.mark.parametrize("preset", [None, "ACTIVE"])
 def test_scripts_make_openmp_threads_sleep_before_torch_loads(script, preset):

@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import video_stats, write_lyrics
+from helpers import video_stats, write_lyrics
 
 from music2video.driver import batch, workers
 from music2video import cli
@@ -275,6 +275,7 @@ print(repr((first.returncode, first.stderr, leftovers, second.returncode, second
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not can_mount(), reason="needs a private mount namespace (root, unshare -m)")
 @pytest.mark.parametrize("size", ["48k", "160k"])
 def test_a_full_disk_is_one_line_and_the_run_resumes_once_there_is_room(
@@ -285,7 +286,7 @@ def test_a_full_disk_is_one_line_and_the_run_resumes_once_there_is_room(
     import subprocess
     import sys
 
-    from conftest import REPO
+    from helpers import REPO
 
     disk = tmp_path / "disk"
     disk.mkdir()
@@ -304,12 +305,13 @@ def test_a_full_disk_is_one_line_and_the_run_resumes_once_there_is_room(
     assert again == 0, again_err
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not can_mount(), reason="needs a private mount namespace (root, unshare -m)")
 def test_a_read_only_output_folder_is_one_line(tmp_path, short_song, model_flags):
     import subprocess
     import sys
 
-    from conftest import REPO
+    from helpers import REPO
 
     disk = tmp_path / "ro"
     disk.mkdir()

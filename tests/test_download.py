@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler
 from types import SimpleNamespace
 
 import pytest
-from conftest import serve
+from helpers import serve
 
 from music2video.models.download import DownloadError, download, sha256sum
 

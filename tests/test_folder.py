@@ -232,6 +232,7 @@ time.sleep(60)
 """
 
 
+@pytest.mark.slow
 def test_a_second_run_on_a_locked_folder_is_refused_with_the_pid(tmp_path):
     run = tmp_path / "run"
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run), "1"], stdout=subprocess.PIPE,
@@ -248,6 +249,7 @@ def test_a_second_run_on_a_locked_folder_is_refused_with_the_pid(tmp_path):
     open_run(RunFolder(run), {"x": 2})  # the lock died with its holder
 
 
+@pytest.mark.slow
 def test_two_runs_starting_together_never_share_a_folder(tmp_path):
     run = tmp_path / "run"
     procs = [subprocess.Popen([sys.executable, "-c", HOLD, str(run), str(k)],

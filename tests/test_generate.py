@@ -6,10 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import decoded_frames, run_script, video_stats, write_lyrics
+from helpers import decoded_frames, run_script, video_stats, write_lyrics
 
 from music2video import cli
 from music2video import ffmpeg
+
+pytestmark = pytest.mark.slow  # runs the scripts or Ray end to end
 
 FPS = 30
 LYRICS = ["00:02.10,a red fox: running", "00:02.30,a blue whale", "00:06,the moon over water"]

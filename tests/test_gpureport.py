@@ -20,6 +20,8 @@ from music2video.engine import precision
 from music2video.engine.guidance import MakeCutouts, Perceptor, Target
 from music2video.engine.optimise import Optimiser
 
+pytestmark = pytest.mark.slow  # runs the scripts or Ray end to end
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -21,7 +21,7 @@ from music2video.testing import demo
 from music2video.song import lrclib
 from music2video.song.lyrics import load_lyrics
 
-from conftest import REPO, serve
+from helpers import REPO, serve
 
 SYNCED = "[00:01.00]first line\n[00:02.50]second line\n[00:04.00]\n[00:05.25]third line"
 RECORD = {"id": 7, "trackName": "Kite", "artistName": "Demo Band", "albumName": "Skies",
@@ -323,6 +323,7 @@ def _read_only_prefix(folder: Path) -> list[str]:
     return ["unshare", "-m", "sh", "-c", script, str(folder)]
 
 
+@pytest.mark.slow
 def test_read_only_song_folder_saves_in_run_folder(song, lrclib_server, tmp_path):
     run = tmp_path / "run"
     code = ("import sys; from pathlib import Path; from music2video.song import lrclib; "
@@ -357,13 +358,14 @@ def test_find_lyrics_warns_and_goes_on_unless_required(song, lrclib_server, monk
         song.with_suffix(".lrc")
 
 
+@pytest.mark.slow
 def test_generate_with_lyr_auto_saves_uses_and_then_reuses_the_lrc(tmp_path, lrclib_server,
                                                                    short_song, model_flags):
     """The whole command: tags → LRCLIB → <song>.lrc beside the song → lyric goals; the second
     run reads the saved file and sends nothing."""
     import mutagen
 
-    from conftest import run_script
+    from helpers import run_script
 
     song = tmp_path / "kite.mp3"
     shutil.copy(short_song, song)
@@ -390,9 +392,10 @@ def test_generate_with_lyr_auto_saves_uses_and_then_reuses_the_lrc(tmp_path, lrc
     assert len(lrclib_server.requests) == 1
 
 
+@pytest.mark.slow
 def test_generate_with_lyr_auto_goes_on_without_lyrics_when_not_found(tmp_path, lrclib_server,
                                                                      short_song, model_flags):
-    from conftest import run_script
+    from helpers import run_script
 
     lrclib_server.answer = (404, b'{"code": 404, "name": "TrackNotFound"}', 0.0)
     env = {**os.environ, lrclib.URL_VARIABLE: lrclib_server.url}

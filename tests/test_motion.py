@@ -287,11 +287,12 @@ def react_args(out: str, song, model_flags, *extra) -> list[str]:
             "--precision", "fp32", "-se", "0", "--react", "zoom=0.1,drift=0", *model_flags, *extra]
 
 
+@pytest.mark.slow
 def test_react_puts_the_change_peaks_on_the_clicks_through_generate(tmp_path, click_song,
                                                                     model_flags):
     import json
 
-    from conftest import run_script
+    from helpers import run_script
 
     result = run_script("generate.py", react_args("o/v.png", click_song, model_flags, "-q"),
                         tmp_path)
@@ -302,13 +303,14 @@ def test_react_puts_the_change_peaks_on_the_clicks_through_generate(tmp_path, cl
     assert figure["share_within_1"] >= 0.8
 
 
+@pytest.mark.slow
 def test_a_killed_react_run_resumes_to_the_same_frames(tmp_path, click_song, model_flags):
     import signal
     import subprocess
     import sys
     import time
 
-    from conftest import REPO, decoded_frames, run_script
+    from helpers import REPO, decoded_frames, run_script
 
     from music2video.driver.folder import RunFolder
 

@@ -5,12 +5,14 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import decoded_frames, run_script, video_stats, write_lyrics
+from helpers import decoded_frames, run_script, video_stats, write_lyrics
 from PIL import Image
 
 from music2video.output import storyboard
 from music2video import ffmpeg
 from music2video.song.lyrics import load_lyrics
+
+pytestmark = pytest.mark.slow  # runs the scripts or Ray end to end
 
 FPS = 30
 SIZE = 64

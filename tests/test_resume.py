@@ -10,9 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, decoded_frames, run_script, video_stats, write_lyrics
+from helpers import REPO, decoded_frames, run_script, video_stats, write_lyrics
 
 from music2video.driver.folder import RunFolder
+
+pytestmark = pytest.mark.slow  # runs the scripts or Ray end to end
 
 FPS = 30
 LYRICS = ["00:02,a lighthouse", "00:05,a field of sunflowers", "00:07.5,stars over the desert"]

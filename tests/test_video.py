@@ -314,6 +314,7 @@ def test_join_adds_the_lyrics_as_a_soft_subtitle_track(tmp_path, chunks, one_sec
     assert sorted(p.name for p in tmp_path.iterdir()) == ["back.srt", "lyrics.srt", "video.mp4"]
 
 
+@pytest.mark.slow
 def test_subtitle_track_is_on_by_default(tmp_path, chunks, one_second):
     from music2video.output.subtitles import Cue, write_srt
 

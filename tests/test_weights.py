@@ -374,6 +374,7 @@ def test_corrupt_download_is_not_kept(monkeypatch, tmp_path, tiny_models, http_f
 
 # download_models.sh, as users run it
 
+@pytest.mark.slow
 def test_download_models_sh_offline(tmp_path):
     # Assumes no network beyond the package registries (true here and in CI): the real URLs
     # fail at name resolution or connection, quickly.

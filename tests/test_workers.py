@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, decoded_frames, run_script, video_stats, write_lyrics
+from helpers import REPO, decoded_frames, run_script, video_stats, write_lyrics
 
 from music2video.testing import demo
+
 
 FPS = 30
 LYRICS = ["00:03,a lighthouse", "00:09,a field of sunflowers"]
@@ -28,10 +29,10 @@ def loopback_only() -> bool:
     return [line.split(":")[0].strip() for line in lines] == ["lo"]
 
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     not loopback_only() and os.environ.get("MUSIC2VIDEO_RAY_TESTS") != "1",
     reason="Ray tests run in a loopback-only network namespace: "
-           "unshare -n sh -c 'ip link set lo up && exec python -m pytest -q tests'")
+           "unshare -n sh -c 'ip link set lo up && exec python -m pytest -q tests'")]
 
 
 @pytest.fixture(scope="module")
