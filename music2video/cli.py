@@ -9,8 +9,12 @@ import sys
 import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import UserError
+
+if TYPE_CHECKING:
+    from .engine.motion import ReactSettings
 from .engine.guidance import AUGMENTS, CUT_METHODS, DEFAULT_AUGMENTS
 from .engine.optimise import OPTIMISERS, PRECISIONS
 
@@ -189,7 +193,7 @@ class Options:
     artist: str | None  # -lyr auto: the song's artist (else its tags)
     title: str | None  # -lyr auto: the song's title (else its tags)
     require_lyrics: bool  # -lyr auto: stop when no synced lyrics are found
-    react: object  # motion.ReactSettings of --react, or None
+    react: "ReactSettings | None"  # --react's settings, or None
     burn_lyrics: bool  # draw the lyrics into the frames instead of a subtitle track
     draft: bool  # a quarter of the pixels and a fifth of the steps, to *_draft.mp4
     workers: int | None  # parallel workers (None: one per -gid GPU, else 1)

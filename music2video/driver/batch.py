@@ -9,7 +9,13 @@ import random
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
 from ..errors import UserError
+
+if TYPE_CHECKING:
+    from ..song.plan import Plan
+    from .pipeline import Outputs
 
 LYRICS_SUFFIXES = (".csv", ".lrc", ".srt")
 
@@ -196,8 +202,8 @@ class Planned:
     """A song that passed its checks: its plan, where it goes, its lyrics file."""
 
     index: int
-    plan: object  # plan.Plan
-    outputs: object  # run.Outputs
+    plan: "Plan"
+    outputs: "Outputs"
     lyrics: Path | None
 
 

@@ -11,9 +11,13 @@ from collections.abc import Iterator
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..engine.renderer import Finished, Progress, Renderer, RenderSpec, Work, load_for, work_cost
 from ..errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 RETRIES = 3  # times a section is resubmitted after its worker died, before the job fails
 WAIT_SECONDS = 1.0  # longest single wait for a worker's next event
@@ -128,7 +132,7 @@ class InProcess:
 class Placement:
     """Where the work runs."""
 
-    device: object  # torch.device of an in-process worker (its type for Ray workers)
+    device: "torch.device | str"  # an in-process worker's device (its type for Ray workers)
     workers: int  # sections rendered at once
     ray: str | None  # None: in this process; 'local', 'auto' or a cluster address
     gpus: tuple[int, ...]  # GPUs of a local Ray instance

@@ -4,10 +4,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from ..models import weights
 from .guidance import MakeCutouts, Perceptor
-from ..models.networks import (ModelError, cell_size, check_clip_name, load_clip, load_vqgan,
+from ..models.networks import (VQGAN, ModelError, cell_size, check_clip_name, load_clip, load_vqgan,
                                load_wav2clip, read_vqgan_config, whole_cells)
 from ..models.weights import clip_path
 from .optimise import noise_image, random_latent
@@ -35,9 +36,9 @@ class WeightChoice:
 class Models:
     """The loaded networks and what the loop needs to know about them."""
 
-    vqgan: object
-    perceptor: object
-    wav2clip: object
+    vqgan: VQGAN
+    perceptor: Perceptor
+    wav2clip: nn.Module
     device: torch.device
     embed_dim: int  # CLIP's embedding width
 
