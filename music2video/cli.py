@@ -235,7 +235,8 @@ def add_seed_flags(p: argparse.ArgumentParser, mode: str) -> None:
     a("-ckpt", "--vqgan_checkpoint", type=Path, default=None,
       help="VQGAN ckpt (default: checkpoints/vqgan_imagenet_f16_16384.ckpt)")
     a("--wav2clip_checkpoint", type=Path, default=None, help="Wav2CLIP weights (default: checkpoints/Wav2CLIP.pt)")
-    a("--checkpoints", type=Path, default=None, help="weights folder (default: $MUSIC2VIDEO_CHECKPOINTS or ./checkpoints)")
+    a("--checkpoints", type=Path, default=None,
+      help="weights folder (default: $MUSIC2VIDEO_CHECKPOINTS or ./checkpoints)")
     a("-nps", "--noise_prompt_seeds", nargs="*", type=seed_value, default=[], help="noise prompt seeds")
     a("-npw", "--noise_prompt_weights", nargs="*", type=WEIGHT, default=[], help="noise prompt weights")
     a("-lr", "--learning_rate", type=RANGES["learning_rate"], default=0.1, help="learning rate")
@@ -253,17 +254,22 @@ def add_seed_flags(p: argparse.ArgumentParser, mode: str) -> None:
     a("-zsc", "--zoom_scale", type=RANGES["zoom_scale"], default=0.99, help="zoom factor per zoom (<1 zooms out)")
     a("-zsx", "--zoom_shift_x", type=RANGES["zoom_shift_x"], default=0, help="shift right per zoom, pixels")
     a("-zsy", "--zoom_shift_y", type=RANGES["zoom_shift_y"], default=0, help="shift down per zoom, pixels")
-    a("-cpe", "--change_prompt_every", type=RANGES["change_prompt_every"], default=0, help="cycle the '^' phrases of -p every N steps")
-    a("-vl", "--video_length", type=RANGES["video_length"], default=10, help="chunk seconds when there is no beat/lyric to cut at")
-    a("-ofps", "--output_video_fps", type=RANGES["output_video_fps"], default=0, help="motion-interpolate the video to this fps")
-    a("-ifps", "--input_video_fps", type=RANGES["input_video_fps"], default=None, help="rendered fps before -ofps (same as --fps)")
+    a("-cpe", "--change_prompt_every", type=RANGES["change_prompt_every"], default=0,
+      help="cycle the '^' phrases of -p every N steps")
+    a("-vl", "--video_length", type=RANGES["video_length"], default=10,
+      help="chunk seconds when there is no beat/lyric to cut at")
+    a("-ofps", "--output_video_fps", type=RANGES["output_video_fps"], default=0,
+      help="motion-interpolate the video to this fps")
+    a("-ifps", "--input_video_fps", type=RANGES["input_video_fps"], default=None,
+      help="rendered fps before -ofps (same as --fps)")
     a("--fps", type=RANGES["fps"], default=None, help="frames per second of the rendered video (default 30)")
     a("-d", "--deterministic", action="store_true", help="cudnn deterministic mode")
     a("-vsd", "--video_style_dir", default=None, help="not supported: styles a video's frames, not a song")
     a("-cd", "--cuda_device", default=None, help="device, e.g. cuda:1, mps or cpu (overrides -gid)")
     a("-gid", "--gpu_id", type=gpu_list, default=(0,),
       help="CUDA GPU index, or a list (0,1,2,3): one worker per GPU")
-    a("-sf", "--audio_sampling_freq", type=RANGES["audio_sampling_freq"], default=16000, help="sample rate for the audio embeddings")
+    a("-sf", "--audio_sampling_freq", type=RANGES["audio_sampling_freq"], default=16000,
+      help="sample rate for the audio embeddings")
     a("--precision", choices=("auto", *PRECISIONS), default="auto",
       help="arithmetic of the loop; auto: bf16 where it is native and faster here, else fp32")
     a("--compile", default=None, choices=("default", "reduce-overhead", "max-autotune-no-cudagraphs"),

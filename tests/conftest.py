@@ -9,10 +9,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from pathlib import Path
 
 import pytest
+from helpers import serve
 
 from music2video.testing import demo, tiny
-
-from helpers import serve
 
 SR = 44100
 

@@ -18,8 +18,8 @@ def run_script(script: str, args: list[str], cwd: Path, **kwargs):
 
 def video_stats(path: Path) -> dict:
     """Frame count, video seconds, audio seconds and streams of a finished video."""
-    from music2video.song import audio
     from music2video import ffmpeg
+    from music2video.song import audio
 
     frames, seconds = ffmpeg.count_frames(path)
     streams = ffmpeg.probe(path)

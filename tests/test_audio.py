@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from music2video.testing import demo
 from music2video.song.audio import AudioError, Loudness, beat_times, load_audio, loudness
+from music2video.testing import demo
 
 pytestmark = pytest.mark.filterwarnings("error")  # no warning may escape the audio stage
 

@@ -9,11 +9,11 @@ import json
 import pytest
 import torch
 
-from tools import bench
 from music2video.engine import precision
-from music2video.models.autograd import vector_quantize
 from music2video.engine.guidance import MakeCutouts, Perceptor, Target
 from music2video.engine.optimise import Optimiser
+from music2video.models.autograd import vector_quantize
+from tools import bench
 
 STEPS = 10
 # bf16 keeps 8 bits of mantissa: over 10 steps the tiny loop's losses stay within 4e-4 of fp32

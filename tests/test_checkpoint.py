@@ -15,8 +15,13 @@ import numpy as np
 import pytest
 import torch
 
-from music2video.models.checkpoint import (CheckpointError, _Inert, load_checkpoint, safe_load,
-                                           state_dict_of)
+from music2video.models.checkpoint import (
+    CheckpointError,
+    _Inert,
+    load_checkpoint,
+    safe_load,
+    state_dict_of,
+)
 
 FIX = "bash download_models.sh"
 LIGHTNING = ("pytorch_lightning", "pytorch_lightning.callbacks",

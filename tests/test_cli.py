@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from helpers import video_stats, write_lyrics
 
-from music2video.driver import batch, workers
 from music2video import cli
+from music2video.driver import batch, workers
 from music2video.engine import modelset, renderer
 from music2video.models import weights
 

@@ -8,8 +8,7 @@ import pytest
 import torch
 from helpers import decoded_frames, run_script, video_stats, write_lyrics
 
-from music2video import cli
-from music2video import ffmpeg
+from music2video import cli, ffmpeg
 
 pytestmark = pytest.mark.slow  # runs the scripts or Ray end to end
 

@@ -3,22 +3,22 @@ for what needs CUDA, the reason it has none), a failing part leaves the others r
 profiled step does what Optimiser.step does."""
 
 import gzip
-from contextlib import nullcontext
 import json
 import subprocess
 import sys
 import threading
 import traceback
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
 import torch
 
-from tools import bench, gpureport
 from music2video.engine import precision
 from music2video.engine.guidance import MakeCutouts, Perceptor, Target
 from music2video.engine.optimise import Optimiser
+from tools import bench, gpureport
 
 pytestmark = pytest.mark.slow  # runs the scripts or Ray end to end
 

@@ -6,12 +6,24 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from music2video.engine.guidance import (
+    AUGMENTS,
+    CUT_METHODS,
+    DEFAULT_AUGMENTS,
+    MakeCutouts,
+    Perceptor,
+    Target,
+    _augment,
+    _fixed_augments,
+    lanczos_taps,
+    noise_target,
+    parse_prompt,
+    resample,
+    spherical_loss,
+    split_prompts,
+)
 from music2video.models import networks
 from music2video.models.autograd import clamp_with_grad
-from music2video.engine.guidance import (AUGMENTS, CUT_METHODS, DEFAULT_AUGMENTS, MakeCutouts,
-                                         Perceptor, Target, _augment, _fixed_augments,
-                                         lanczos_taps, noise_target, parse_prompt, resample,
-                                         spherical_loss, split_prompts)
 
 CUT = 32  # the tiny CLIP's input resolution
 CUTN = 4

@@ -15,13 +15,12 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from helpers import REPO, serve
 
 from music2video import __version__
-from music2video.testing import demo
 from music2video.song import lrclib
 from music2video.song.lyrics import load_lyrics
-
-from helpers import REPO, serve
+from music2video.testing import demo
 
 SYNCED = "[00:01.00]first line\n[00:02.50]second line\n[00:04.00]\n[00:05.25]third line"
 RECORD = {"id": 7, "trackName": "Kite", "artistName": "Demo Band", "albumName": "Skies",
@@ -364,7 +363,6 @@ def test_generate_with_lyr_auto_saves_uses_and_then_reuses_the_lrc(tmp_path, lrc
     """The whole command: tags → LRCLIB → <song>.lrc beside the song → lyric goals; the second
     run reads the saved file and sends nothing."""
     import mutagen
-
     from helpers import run_script
 
     song = tmp_path / "kite.mp3"

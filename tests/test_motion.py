@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from music2video.testing import demo
-from music2video.models import networks
 from music2video.engine import motion, optimise
-from music2video.song import audio
-from music2video.output import sync
 from music2video.engine.guidance import MakeCutouts, Perceptor
+from music2video.models import networks
+from music2video.output import sync
+from music2video.song import audio
 from music2video.song.segments import frame_sources
+from music2video.testing import demo
 
 SR = 16000
 FPS = 30.0

@@ -12,11 +12,10 @@ import pytest
 import torch
 import torchvision  # noqa: F401  (registers torch.ops.image.write_file, used by a hostile archive)
 
-from music2video.models import networks
-from music2video.models import weights
-from music2video.testing import tiny
+from music2video.models import networks, weights
 from music2video.models.checkpoint import state_dict_of
 from music2video.models.networks import ModelError
+from music2video.testing import tiny
 
 FIX = "bash download_models.sh"
 

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from music2video.models import networks
 from music2video.engine import optimise
 from music2video.engine.guidance import MakeCutouts, Perceptor, Target
+from music2video.models import networks
 
 
 @pytest.fixture(scope="module")

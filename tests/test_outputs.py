@@ -8,8 +8,8 @@ import pytest
 from helpers import decoded_frames, run_script, video_stats, write_lyrics
 from PIL import Image
 
-from music2video.output import storyboard
 from music2video import ffmpeg
+from music2video.output import storyboard
 from music2video.song.lyrics import load_lyrics
 
 pytestmark = pytest.mark.slow  # runs the scripts or Ray end to end

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from music2video.driver.folder import RunFolder, chunk_name
-from music2video.song.plan import Plan, Song
-from music2video.engine.renderer import Finished, Work
 from music2video.driver.pipeline import Job, Outputs, clock
+from music2video.engine.renderer import Finished, Work
+from music2video.song.plan import Plan, Song
 from music2video.song.segments import Goal, Segment
 
 

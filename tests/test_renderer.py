@@ -6,8 +6,17 @@ import torch
 
 from music2video.engine.guidance import Target
 from music2video.engine.modelset import WeightChoice
-from music2video.engine.renderer import (Finished, Preview, Progress, RenderError, Renderer,
-                                         RenderSpec, Work, load_for, section_seed)
+from music2video.engine.renderer import (
+    Finished,
+    Preview,
+    Progress,
+    Renderer,
+    RenderError,
+    RenderSpec,
+    Work,
+    load_for,
+    section_seed,
+)
 from music2video.song.segments import Goal, Segment
 
 SR = 16000

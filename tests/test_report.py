@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from tqdm import tqdm
 
-from music2video.testing import demo
-from music2video.output import report, video
 from music2video import ffmpeg
-from music2video.song import segments as schedule
 from music2video.driver.folder import segment_record
-from music2video.song.lyrics import LyricLine
+from music2video.output import report, video
 from music2video.output.video import FrameWriter
+from music2video.song import segments as schedule
+from music2video.song.lyrics import LyricLine
+from music2video.testing import demo
 
 SR, FPS = 44100, 30
 LYRICS = [LyricLine(0.1, "a red kite", 2), LyricLine(0.6, "over green hills", 3),

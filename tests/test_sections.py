@@ -5,13 +5,23 @@ import warnings
 import numpy as np
 import pytest
 
-from music2video.song import audio, segments as schedule, sections
-from music2video.testing import demo
+from music2video.song import audio, sections
+from music2video.song import segments as schedule
 from music2video.song.lyrics import LyricLine
-from music2video.song.sections import (MIN_SECTION_SECONDS, SECONDS_PER_SECTION, Section,
-                                       SectionError, auto_count, checkerboard, novelty,
-                                       parse_request, plan_sections, sections_for,
-                                       structural_boundaries)
+from music2video.song.sections import (
+    MIN_SECTION_SECONDS,
+    SECONDS_PER_SECTION,
+    Section,
+    SectionError,
+    auto_count,
+    checkerboard,
+    novelty,
+    parse_request,
+    plan_sections,
+    sections_for,
+    structural_boundaries,
+)
+from music2video.testing import demo
 
 SR = 16000  # the rate the CLI decodes at (-sf default)
 FPS = 30.0

@@ -7,13 +7,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from music2video.song import audio, plan
 from music2video import cli
-from music2video.testing import demo
+from music2video.song import audio, plan
 from music2video.song.lyrics import LyricLine
-from music2video.song.segments import (MIN_AUDIO_SECONDS, Goal, audio_window, beat_bounds,
-                                       beat_schedule, fixed_bounds, frame_sources,
-                                       interpolate_schedule, iterations_for, lyric_segments)
+from music2video.song.segments import (
+    MIN_AUDIO_SECONDS,
+    Goal,
+    audio_window,
+    beat_bounds,
+    beat_schedule,
+    fixed_bounds,
+    frame_sources,
+    interpolate_schedule,
+    iterations_for,
+    lyric_segments,
+)
+from music2video.testing import demo
 
 SR = 22050
 FPS = 30.0

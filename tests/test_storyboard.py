@@ -7,15 +7,27 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from music2video.song import segments as schedule
-from music2video.output import storyboard
 from music2video.driver.combine import rebuild
 from music2video.driver.folder import saved_pictures, segment_record, thumb_name
+from music2video.output import storyboard
 from music2video.output.fonts import Fonts, wrap
-from music2video.song.lyrics import LyricLine
-from music2video.output.storyboard import (ACCENT, CELL, CELL_H, CELL_W, COLUMNS, HEADER, MARGIN,
-                                           PLACEHOLDER, THUMB, Storyboard, layout, render)
+from music2video.output.storyboard import (
+    ACCENT,
+    CELL,
+    CELL_H,
+    CELL_W,
+    COLUMNS,
+    HEADER,
+    MARGIN,
+    PLACEHOLDER,
+    THUMB,
+    Storyboard,
+    layout,
+    render,
+)
 from music2video.output.video import FrameWriter
+from music2video.song import segments as schedule
+from music2video.song.lyrics import LyricLine
 
 FPS = 30
 

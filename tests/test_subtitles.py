@@ -9,8 +9,8 @@ import pytest
 
 from music2video.output import subtitles
 from music2video.output.fonts import Fonts
-from music2video.song.lyrics import LyricLine, load_lyrics
 from music2video.output.subtitles import Burner, Cue, burn, cues, srt_text, text_at, write_srt
+from music2video.song.lyrics import LyricLine, load_lyrics
 
 W, H, FPS = 64, 64, 30
 TIMING = re.compile(r"(\d+):(\d\d):(\d\d),(\d{3}) --> (\d+):(\d\d):(\d\d),(\d{3})")
@@ -187,8 +187,8 @@ def test_burner_pieces_caption_only_the_frames_inside_a_cue():
 
 def test_burnt_captions_survive_encoding_in_their_frames_only(tmp_path):
     """Frames written as the renderer would (a picture held for several frames), read back."""
-    from music2video.output.video import FrameWriter
     from music2video.ffmpeg import read_frames
+    from music2video.output.video import FrameWriter
 
     items = [Cue(4 / FPS, 9 / FPS, "la la la")]  # frames 4..8
     burner = Burner(items, FPS, W, H)

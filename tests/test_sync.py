@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from music2video.testing import demo
 from music2video.output import sync
 from music2video.output.video import FrameWriter
+from music2video.testing import demo
 
 FPS = 30.0
 SR = 16000

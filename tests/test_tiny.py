@@ -12,8 +12,8 @@ import torch
 
 from music2video.engine import guidance
 from music2video.models import networks
-from music2video.testing import tiny
 from music2video.models.checkpoint import state_dict_of
+from music2video.testing import tiny
 
 NAMES = ["vqgan.yaml", "vqgan.ckpt", "clip.pt", "wav2clip.pt"]
 REPO = Path(__file__).resolve().parents[1]

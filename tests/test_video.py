@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from music2video.song import audio
-from music2video.testing import demo
 from music2video import ffmpeg
+from music2video.ffmpeg import VideoError, read_frames, run_ffmpeg
+from music2video.files import part_path
 from music2video.output import video
 from music2video.output.video import FrameWriter, concat_list, join
-from music2video.files import part_path
-from music2video.ffmpeg import VideoError, read_frames, run_ffmpeg
+from music2video.song import audio
+from music2video.testing import demo
 
 W, H, FPS = 64, 48, 30
 SR = 44100
@@ -292,8 +292,8 @@ def stream_report(path: Path) -> str:
 
 
 def test_join_adds_the_lyrics_as_a_soft_subtitle_track(tmp_path, chunks, one_second):
-    from music2video.song.lyrics import load_lyrics
     from music2video.output.subtitles import Cue, write_srt
+    from music2video.song.lyrics import load_lyrics
 
     cues = [Cue(0.1, 0.4, "first line"), Cue(0.4, 0.65, "déjà vu 君の名は\nand a second"),
             Cue(0.8, 1.0, "last: words")]

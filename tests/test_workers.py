@@ -18,7 +18,6 @@ from helpers import REPO, decoded_frames, run_script, video_stats, write_lyrics
 
 from music2video.testing import demo
 
-
 FPS = 30
 LYRICS = ["00:03,a lighthouse", "00:09,a field of sunflowers"]
 

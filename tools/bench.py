@@ -32,12 +32,20 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-from music2video.models import networks  # noqa: E402
 from music2video.engine import precision  # noqa: E402
-from music2video.models.autograd import clamp_with_grad, replace_grad  # noqa: E402
-from music2video.engine.guidance import (CLIP_MEAN, CLIP_STD, DEFAULT_AUGMENTS, NOISE_FAC,
-                                         MakeCutouts, Perceptor, Target, _augment)
+from music2video.engine.guidance import (
+    CLIP_MEAN,
+    CLIP_STD,
+    DEFAULT_AUGMENTS,
+    NOISE_FAC,
+    MakeCutouts,
+    Perceptor,
+    Target,
+    _augment,
+)
 from music2video.engine.optimise import PRECISIONS, Optimiser, random_latent, to_frame  # noqa: E402
+from music2video.models import networks  # noqa: E402
+from music2video.models.autograd import clamp_with_grad, replace_grad  # noqa: E402
 
 # taming's configs/vqgan_imagenet_f16_16384.yaml, model.params without the training loss
 VQGAN_F16_16384 = {"embed_dim": 256, "n_embed": 16384, "ddconfig": {
@@ -437,8 +445,8 @@ def video_levers(folder: Path, count: int, frames: int = 90) -> dict:
     """Seconds per frame of the seed's video encoding (PNG pipe, veryslow) and ours (raw)."""
     from PIL import Image
 
-    from music2video.output.video import CRF, PRESET
     from music2video.ffmpeg import ffmpeg_exe
+    from music2video.output.video import CRF, PRESET
 
     stills = []
     for n in range(count):
@@ -580,8 +588,8 @@ class StandInWorker:
 def ray_overhead(side: int, segments: int = 100) -> dict:
     """Ray's own cost per finished segment: a stand-in worker's segments (real payload sizes
     at side x side) through a local Ray instance, per segment, after the task has started."""
-    from music2video.engine.renderer import Finished, RenderSpec, Work
     from music2video.driver.workers import RayScheduler
+    from music2video.engine.renderer import Finished, RenderSpec, Work
     from music2video.song.segments import Segment
 
     plan = tuple(Segment(k, k / 2, (k + 1) / 2, 1, 15 * k, 15 * (k + 1)) for k in range(segments))

@@ -47,10 +47,10 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
-from tools import bench  # noqa: E402
 from music2video.engine import precision  # noqa: E402
 from music2video.engine.guidance import MakeCutouts, Perceptor, Target, spherical_loss  # noqa: E402
 from music2video.engine.optimise import Optimiser, autocast, to_frame  # noqa: E402
+from tools import bench  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 REPORT_JSON, REPORT_MD, TRACE = "report.json", "report.md", "profile_trace.json.gz"
@@ -620,8 +620,8 @@ def model_files(ctx: Context) -> dict[str, Path]:
 
 def planned_steps(argv: list) -> int:
     """The steps a generate.py command line would render, from the project's own planner."""
-    from music2video.song import plan
     from music2video.cli import parse_options
+    from music2video.song import plan
 
     opts = parse_options("beats", argv)
     song = plan.read_song(opts.audio_prompt[0], opts.audio_sampling_freq)
@@ -650,8 +650,8 @@ def song_length(ctx: Context, result: dict, argvs: dict[float, list]) -> float:
 
 def write_song(folder: Path, seconds: float) -> tuple[Path, Path | None]:
     """The demo song's first `seconds` as mp3, and its lyrics (None when none fall inside)."""
-    from music2video.testing import demo
     from music2video.song.lyrics import parse_timestamp
+    from music2video.testing import demo
 
     folder.mkdir(parents=True, exist_ok=True)
     song = demo.encode_audio(demo.demo_song()[:round(seconds * demo.DEMO_SR)], demo.DEMO_SR,

@@ -151,8 +151,8 @@ def read_pictures(opts, size: tuple[int, int]) -> tuple:
 def check_memory(size: tuple[int, int], config: Path, device, num_cuts: int,
                  clip_model: str) -> None:
     """Refuses a picture size or cut count whose step could not fit in the device's memory."""
-    from ..models.networks import read_vqgan_config
     from ..engine.modelset import step_bytes
+    from ..models.networks import read_vqgan_config
 
     need = step_bytes(read_vqgan_config(config)[1], size, num_cuts, clip_model)
     have = device_memory(device)
@@ -209,10 +209,10 @@ class Planned:
 
 def plan_one(index: int, opts, song: Path) -> Planned:
     """Checks where a song's video goes, decodes it and plans its segments and sections."""
-    from .folder import RunFolder, check_outputs
     from ..files import check_writable
-    from ..song.plan import plan_song, read_song
     from ..output.subtitles import cues
+    from ..song.plan import plan_song, read_song
+    from .folder import RunFolder, check_outputs
 
     outputs = outputs_for(opts, song)
     check_clashes(outputs, inputs_of(opts, song))
@@ -253,10 +253,9 @@ def render_spec(opts, planned: Planned, manifest: dict, size, placement, picture
 def open_job(opts, planned: Planned, paths: dict, size, placement, pictures,
              precision: str):
     """Opens (locks) a song's run folder, resuming or starting it, and makes its Job."""
+    from ..output.subtitles import cues as lyric_cues
     from .folder import RunFolder
     from .pipeline import Job
-
-    from ..output.subtitles import cues as lyric_cues
 
     plan, outputs = planned.plan, planned.outputs
     settings = choose_settings(precision, len(plan.sections))

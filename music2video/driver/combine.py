@@ -4,11 +4,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..output import storyboard, subtitles
-from .folder import RunFolder, check_outputs, saved_pictures
-from ..files import RunError, check_writable, same_file
-from ..output.video import join
 from ..ffmpeg import VideoError
+from ..files import RunError, check_writable, same_file
+from ..output import storyboard, subtitles
+from ..output.video import join
+from .folder import RunFolder, check_outputs, saved_pictures
 
 
 def get_parser() -> argparse.ArgumentParser:

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..output import report, storyboard, subtitles, sync
-from .folder import REPORT, RunFolder, describe_problems, saved_pictures
-from ..files import writing
-from ..song.plan import Plan
 from ..engine.renderer import Finished, Preview, Progress, RenderSpec, Work, work_cost
+from ..files import writing
+from ..output import report, storyboard, subtitles, sync
+from ..song.plan import Plan
+from .folder import REPORT, RunFolder, describe_problems, saved_pictures
 from .workers import Failed
 
 
@@ -232,8 +232,8 @@ def render_jobs(jobs: list[Job], scheduler, quiet: bool) -> dict[int, str]:
     """Renders every job's remaining work and finishes each song as its last segment arrives.
 
     Returns {job index: error line} for the songs that failed."""
-    from ..files import RunError as FolderError
     from ..ffmpeg import VideoError
+    from ..files import RunError as FolderError
 
     plans = {job.index: job for job in jobs}
     works, done_steps = [], 0

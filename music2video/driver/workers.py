@@ -7,8 +7,8 @@ down. Ray is imported only by RayScheduler."""
 import os
 import signal
 import threading
-from collections.abc import Iterator
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING

@@ -7,10 +7,19 @@ import torch
 from torch import nn
 
 from ..models import weights
-from .guidance import MakeCutouts, Perceptor
-from ..models.networks import (VQGAN, ModelError, cell_size, check_clip_name, load_clip, load_vqgan,
-                               load_wav2clip, read_vqgan_config, whole_cells)
+from ..models.networks import (
+    VQGAN,
+    ModelError,
+    cell_size,
+    check_clip_name,
+    load_clip,
+    load_vqgan,
+    load_wav2clip,
+    read_vqgan_config,
+    whole_cells,
+)
 from ..models.weights import clip_path
+from .guidance import MakeCutouts, Perceptor
 from .optimise import noise_image, random_latent
 
 

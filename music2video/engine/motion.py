@@ -32,8 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..song.audio import ONSET_HOP_SECONDS, check_mono, onsets
 from ..errors import UserError
+from ..song.audio import ONSET_HOP_SECONDS, check_mono, onsets
 
 LOUDNESS_FLOOR_DB = -40.0  # drift stops at this level below the song's loudest moment
 LOUDNESS_SMOOTH_SECONDS = 0.5  # the drift follows the loudness over this long, not each hit

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .guidance import Perceptor, Target, spherical_loss
 from ..models.networks import VQGAN
+from .guidance import Perceptor, Target, spherical_loss
 
 OPTIMISERS = ("Adam", "AdamW", "Adagrad", "Adamax", "DiffGrad", "AdamP", "RAdam", "RMSprop")
 PRECISIONS = ("fp32", "bf16", "fp16")

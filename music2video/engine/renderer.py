@@ -16,18 +16,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .guidance import Target, noise_target, parse_prompt, split_prompts
-from .modelset import Models, WeightChoice, first_latent, load_models, resolve_weights
+from ..errors import UserError
 from ..models.networks import embed_audio
-from .motion import Camera, ReactSettings, react_track
-from .optimise import Optimiser, to_frame, zoom_shift
 from ..output.report import peak_gpu_mb
-from ..song.segments import Segment, audio_window, frame_sources
 from ..output.storyboard import encode_thumbnail
 from ..output.storyboard import thumbnail as fit_thumbnail
 from ..output.subtitles import Burner
 from ..output.video import FrameWriter
-from ..errors import UserError
+from ..song.segments import Segment, audio_window, frame_sources
+from .guidance import Target, noise_target, parse_prompt, split_prompts
+from .modelset import Models, WeightChoice, first_latent, load_models, resolve_weights
+from .motion import Camera, ReactSettings, react_track
+from .optimise import Optimiser, to_frame, zoom_shift
 
 PROGRESS_SECONDS = 0.25  # how often progress is reported while a segment renders
 

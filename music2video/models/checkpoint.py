@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from ..errors import UserError
 
 DOWNLOAD_FIX = "delete it and run: bash download_models.sh"

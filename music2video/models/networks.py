@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import UserError
 from .autograd import clamp_with_grad, vector_quantize
 from .checkpoint import CheckpointError, first_line, state_dict_of
-from ..errors import UserError
 
 VQMODEL = "taming.models.vqgan.VQModel"
 GUMBELVQ = "taming.models.vqgan.GumbelVQ"

@@ -34,9 +34,9 @@ import resource
 import sys
 from pathlib import Path
 
+from ..ffmpeg import count_frames
 from ..files import write_json
 from .storyboard import clock
-from ..ffmpeg import count_frames
 
 MIB = 2 ** 20
 

@@ -18,8 +18,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..files import write_bytes
-from .fonts import Fonts, draw_lines, wrap
 from ..song.lyrics import plain_text
+from .fonts import Fonts, draw_lines, wrap
 
 MAX_SECONDS = 5.0  # longest time a line stays on screen
 CAPTION_SIZE = 0.06  # burnt-in text height (em), as a fraction of the frame height

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..song.audio import onsets
 from ..errors import UserError
+from ..song.audio import onsets
 
 PEAK_RATIO = 1.5  # a peak changes at least this many times its neighbourhood's median
 PEAK_WINDOW_SECONDS = 0.25  # the neighbourhood: this long on either side

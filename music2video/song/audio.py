@@ -8,8 +8,8 @@ from pathlib import Path
 import librosa
 import numpy as np
 
-from ..ffmpeg import ffmpeg_exe, ffmpeg_path
 from ..errors import UserError
+from ..ffmpeg import ffmpeg_exe, ffmpeg_path
 
 HOP_LENGTH = 512  # samples between analysis frames, for beats and loudness alike
 N_FFT = 2048  # librosa's default window for the mel spectrograms

@@ -32,9 +32,9 @@ import warnings
 from pathlib import Path
 
 from .. import __version__
-from .lyrics import LyricsError, drop_after, load_lyrics
-from ..files import part_path
 from ..errors import UserError
+from ..files import part_path
+from .lyrics import LyricsError, drop_after, load_lyrics
 
 DEFAULT_URL = "https://lrclib.net"
 URL_VARIABLE = "MUSIC2VIDEO_LRCLIB_URL"

@@ -8,6 +8,7 @@ import re
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
+
 from ..errors import UserError
 
 _TIMESTAMP_FORMS = "expected M:SS, MM:SS.ff or H:MM:SS"

@@ -16,8 +16,8 @@ import numpy as np
 import scipy.ndimage
 import scipy.signal
 
-from .audio import HOP_LENGTH, N_FFT
 from ..errors import UserError
+from .audio import HOP_LENGTH, N_FFT
 
 SECONDS_PER_SECTION = 30.0  # 'auto': one section per this many seconds of song, rounded half up
 MIN_SECTION_SECONDS = 4.0  # no section is shorter than this (nor than one segment)
