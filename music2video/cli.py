@@ -456,7 +456,7 @@ def main(mode: str, argv=None) -> int:
     def report(message: str) -> None:
         print(f"{prog}: error: {message}", file=sys.stderr)
 
-    from .driver.batch import generate
+    from .driver.pipeline import generate
 
     with warnings.catch_warnings(), terminate_as_interrupt():
         warnings.simplefilter("ignore")

@@ -7,7 +7,7 @@ import pytest
 from helpers import video_stats, write_lyrics
 
 from music2video import cli
-from music2video.driver import batch, workers
+from music2video.driver import pipeline, workers
 from music2video.engine import modelset, renderer
 from music2video.models import weights
 
@@ -187,7 +187,7 @@ def test_options_keep_the_seeds_flags(short_song):
     opts = cli.parse_options("beats", ["-ap", str(short_song), "-aug", "Ji", "Sh", "-aug", "Gn",
                                        "-ifps", "15", "-gid", "2", "-cd", "cpu"])
     assert opts.augments == ("Ji", "Sh", "Gn") and opts.fps == 15 and opts.gpu_id == (2,)
-    outputs = batch.outputs_for(opts, short_song)
+    outputs = pipeline.outputs_for(opts, short_song)
     assert outputs.video == Path("outputs/output.mp4")
     assert outputs.run_dir == Path("outputs/output") and outputs.preview == Path("outputs/output.png")
     default = cli.parse_options("beats", ["-ap", str(short_song)])
@@ -340,7 +340,7 @@ def test_an_existing_folder_as_output_gets_the_song_named_files(tmp_path, monkey
     """-o naming an existing folder puts <song>.mp4 and <song>/ inside it, touching nothing else."""
     monkeypatch.chdir(tmp_path)
     opts = cli.parse_options("beats", ["-ap", str(short_song), "-o", where])
-    outputs = batch.outputs_for(opts, short_song)
+    outputs = pipeline.outputs_for(opts, short_song)
     assert outputs.video == Path(where) / f"{short_song.stem}.mp4"
     assert outputs.run_dir == Path(where) / short_song.stem
     assert outputs.preview == Path(where) / f"{short_song.stem}.png"
@@ -352,7 +352,7 @@ def test_output_folder_of_an_earlier_run_is_its_run_folder(tmp_path, short_song)
     run_dir.mkdir()
     (run_dir / "manifest.json").write_text("{}")
     opts = cli.parse_options("beats", ["-ap", str(short_song), "-o", str(run_dir)])
-    assert batch.outputs_for(opts, short_song).run_dir == run_dir
+    assert pipeline.outputs_for(opts, short_song).run_dir == run_dir
 
 
 def test_a_picture_too_big_for_the_machine_is_refused_before_models_load(
@@ -377,7 +377,7 @@ def test_a_step_too_big_for_the_machine_is_refused_up_front(
     loaded = []
     monkeypatch.setattr(renderer, "load_for", lambda *a, **k: loaded.append(1))
     monkeypatch.setattr(workers, "load_for", lambda *a, **k: loaded.append(1))
-    monkeypatch.setattr(batch, "device_memory", lambda device: 64 * 2**30)  # any machine
+    monkeypatch.setattr(pipeline, "device_memory", lambda device: 64 * 2**30)  # any machine
     args = ["-o", str(tmp_path / "o" / "v.png"), "-ap", str(short_song), *flags, "-q",
             *model_flags]
     assert cli.main("beats", args) == 1
@@ -462,7 +462,7 @@ def test_a_seed_out_of_range_is_refused_at_parsing(tmp_path, capsys, short_song,
 
 def test_an_output_ending_in_a_slash_is_a_folder(tmp_path, short_song):
     opts = cli.parse_options("beats", ["-ap", str(short_song), "-o", f"{tmp_path}/new/"])
-    outputs = batch.outputs_for(opts, short_song)
+    outputs = pipeline.outputs_for(opts, short_song)
     assert outputs.video == tmp_path / "new" / f"{short_song.stem}.mp4"
     assert outputs.run_dir == tmp_path / "new" / short_song.stem
 
@@ -473,9 +473,9 @@ def test_changed_image_prompt_pictures_refuse_a_resume(tmp_path, short_song):
     picture = tmp_path / "style.png"
     Image.new("RGB", (8, 8), (255, 0, 0)).save(picture)
     opts = cli.parse_options("beats", ["-ap", str(short_song), "-ip", f"{picture}:0.5"])
-    first = batch.run_identity(opts, short_song, None, {})
+    first = pipeline.run_identity(opts, short_song, None, {})
     Image.new("RGB", (8, 8), (0, 0, 255)).save(picture)
-    assert batch.run_identity(opts, short_song, None, {}) != first
+    assert pipeline.run_identity(opts, short_song, None, {}) != first
 
 
 @pytest.mark.parametrize("name", ["v.mp4", "v.png", "v.srt", "v_storyboard.png", "folder"])

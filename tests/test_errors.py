@@ -42,13 +42,13 @@ def test_errors_keep_their_old_second_base(name, second):
 
 
 def test_the_command_line_prints_a_sync_error_as_one_line(monkeypatch, capsys, tmp_path):
-    from music2video.driver import batch
+    from music2video.driver import pipeline
     from music2video.output.sync import SyncError
 
     def fail(*args, **kwargs):
         raise SyncError("no onsets to measure; give a song with a beat")
 
-    monkeypatch.setattr(batch, "generate", fail)
+    monkeypatch.setattr(pipeline, "generate", fail)
     song = tmp_path / "song.mp3"
     song.write_bytes(b"")
     code = cli.main("beats", ["-ap", str(song), "-o", str(tmp_path / "o.png")])

@@ -13,8 +13,8 @@ from music2video.engine.guidance import (
     MakeCutouts,
     Perceptor,
     Target,
-    _augment,
     _fixed_augments,
+    augment,
     lanczos_taps,
     noise_target,
     parse_prompt,
@@ -355,7 +355,7 @@ def kornia05_color_jitter(image: torch.Tensor, params: dict) -> torch.Tensor:
 
 def jitters():
     """Every colour jitter the cut methods use: the Ji augment, and the updated stacks' own."""
-    return {"Ji": _augment("Ji", CUT, "latest"), "Ji-nr": _augment("Ji", CUT, "nr"),
+    return {"Ji": augment("Ji", CUT, "latest"), "Ji-nr": augment("Ji", CUT, "nr"),
             "updated": _fixed_augments("updated")[1],
             "updatedpooling": _fixed_augments("updatedpooling")[2]}
 
@@ -376,7 +376,7 @@ def test_colour_jitter_is_kornia_05s(name):
 
 def test_ji_brightness_is_additive():
     # kornia 0.5 (the seed's) adds (factor - 1); kornia 0.9's ColorJitter multiplies by factor.
-    jitter = _augment("Ji", CUT, "latest")
+    jitter = augment("Ji", CUT, "latest")
     gray = torch.full((64, 3, 4, 4), 0.3)
     torch.manual_seed(0)
     out = jitter(gray)

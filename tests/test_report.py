@@ -139,7 +139,7 @@ def test_lyric_lines_used_by_either_schedule():
 
 def test_write_is_atomic_json(run, tmp_path):
     got = build(run)
-    path = report.write(tmp_path / "report.json", got)
+    path = report.write_report(tmp_path / "report.json", got)
     assert json.loads(path.read_text(encoding="utf-8")) == got
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
 

@@ -68,7 +68,7 @@ def test_sync_figure_counts_offsets_to_the_nearest_peak():
         pytest.approx(1 / 6)
     empty = sync.sync_figure(onsets, np.ones(100), FPS)
     assert empty["peaks"] == 0 and empty["median_offset_frames"] is None
-    assert "nothing to measure" in sync.describe(empty)
+    assert "nothing to measure" in sync.sync_line(empty)
 
 
 def test_onset_frames_of_a_click_track_are_its_beat_frames():

@@ -23,9 +23,11 @@ import tempfile
 import time
 from pathlib import Path
 
-# Before torch loads OpenMP: on a CPU shared with other programs, threads spinning at barriers
-# while descheduled make step times swing tenfold; sleeping threads keep the timings comparable.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Run as a script, before torch loads OpenMP: on a CPU shared with other programs, threads
+# spinning at barriers while descheduled make step times swing tenfold; sleeping threads keep the
+# timings comparable. (Importing this module changes nothing.)
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -41,7 +43,7 @@ from music2video.engine.guidance import (
     MakeCutouts,
     Perceptor,
     Target,
-    _augment,
+    augment,
 )
 from music2video.engine.optimise import PRECISIONS, Optimiser, random_latent, to_frame  # noqa: E402
 from music2video.models import networks  # noqa: E402
@@ -105,7 +107,7 @@ class SeedLoop:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.cut_size = clip_model.visual.input_resolution
-        self.augs = nn.Sequential(*[_augment(c, self.cut_size, "latest") for c in DEFAULT_AUGMENTS])
+        self.augs = nn.Sequential(*[augment(c, self.cut_size, "latest") for c in DEFAULT_AUGMENTS])
         self.mean = torch.tensor(CLIP_MEAN, device=z.device).view(1, 3, 1, 1)
         self.std = torch.tensor(CLIP_STD, device=z.device).view(1, 3, 1, 1)
         codebook = vqgan.codebook

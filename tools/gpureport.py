@@ -22,8 +22,10 @@ to OUT_DIR, whose files must stay few and small to come back from a lent GPU mac
 
 import os
 
-# Before torch loads OpenMP (bench.py does the same): sleeping idle threads keep CPU timings steady.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Run as a script, before torch loads OpenMP (bench.py does the same): sleeping idle threads keep
+# CPU timings steady. (Importing this module changes nothing.)
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
@@ -136,7 +138,7 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(part, path)
 
 
-def say(message: str) -> None:
+def note(message: str) -> None:
     """One progress line on stdout, at once."""
     print(f"[gpureport {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
@@ -257,7 +259,7 @@ def bench_rows(ctx: Context, result: dict) -> None:
     if device.type != "cuda":
         result["fp16_skipped"] = "fp16 autocast is timed on CUDA only (as bench --levers)"
     block = 1 if device.type == "cpu" else max(1, a.steps // 3)
-    say(f"bench: {name}, {a.size[0]}x{a.size[1]}, {a.cuts} cuts, seed loop against ours in "
+    note(f"bench: {name}, {a.size[0]}x{a.size[1]}, {a.cuts} cuts, seed loop against ours in "
         f"{', '.join(precisions)}, {a.steps} timed steps each")
     with tempfile.TemporaryDirectory(prefix="bench-", dir=ctx.work) as tmp:
         loops = {"seed": bench.SeedLoop(vqgan, clip_model, z, embeds, a.cuts, Path(tmp) / "seed")}
@@ -280,7 +282,7 @@ def bench_rows(ctx: Context, result: dict) -> None:
             "first_step_s": st["first_s"], "block_s_per_step": st["blocks"],
             "frame_ms_per_step": st["frame_s_per_step"] * 1e3,
             "video_finish_ms_per_frame": st["finish_s_per_frame"] * 1e3}
-        say(f"  {label:10s} {rate:8.2f} steps/s  x{rate / seed_rate:.2f} seed  {tflops:.1f} "
+        note(f"  {label:10s} {rate:8.2f} steps/s  x{rate / seed_rate:.2f} seed  {tflops:.1f} "
             f"TFLOP/s" + (f"  MFU {tflops / peak:.1%}" if peak else ""))
     result["rows"] = rows
 
@@ -558,7 +560,7 @@ def profile(ctx: Context, result: dict) -> None:
                    "steps_timed": a.profile_steps})
     watch = Stopwatch(device)
     marks = set(TOP_LEVEL) | set(IN_BACKWARD) | {"step"}
-    say(f"profile: one step of ours in {prec}, by part ({a.profile_steps} steps, then "
+    note(f"profile: one step of ours in {prec}, by part ({a.profile_steps} steps, then "
         "torch.profiler)")
     with tempfile.TemporaryDirectory(prefix="profile-", dir=ctx.work) as tmp:
         writer = FrameWriter(Path(tmp) / "frames.mp4", *size, bench.FPS)
@@ -598,10 +600,10 @@ def profile(ctx: Context, result: dict) -> None:
             result["syncs_skipped"] = (f"{device}: torch.cuda.set_sync_debug_mode needs CUDA; "
                                        "there is no host sync to find on a CPU")
             return
-        say("profile: one real step under torch.cuda.set_sync_debug_mode('warn')")
+        note("profile: one real step under torch.cuda.set_sync_debug_mode('warn')")
         result["syncs"] = find_syncs(opt, targets, Path(tmp) / "sync.mp4", size,
                                      3 + a.profile_steps)
-        say(f"  {sum(s['count'] for s in result['syncs'])} host syncs at "
+        note(f"  {sum(s['count'] for s in result['syncs'])} host syncs at "
             f"{len(result['syncs'])} sites")
 
 
@@ -715,7 +717,7 @@ def pipeline(ctx: Context, result: dict) -> None:
     if ctx.device.type == "cuda":
         torch.cuda.empty_cache()
     ctx.auto()
-    say("pipeline: writing " + ("tiny" if a.tiny else "full-size") + " random-weight models")
+    note("pipeline: writing " + ("tiny" if a.tiny else "full-size") + " random-weight models")
     start = time.perf_counter()
     files = model_files(ctx)
     result["models"] = {key: {"path": path.name, "mb": path.stat().st_size / 2 ** 20}
@@ -753,7 +755,7 @@ def pipeline(ctx: Context, result: dict) -> None:
         if timeout < 20:
             run["status"] = "skipped: the budget is spent"
             continue
-        say(f"pipeline: generate.py {label} on {seconds:g} s of song (timeout {timeout:.0f} s)")
+        note(f"pipeline: generate.py {label} on {seconds:g} s of song (timeout {timeout:.0f} s)")
         try:
             wall = run_generate(cmd, ctx.work / f"ips{ips:g}.log", timeout)
         except subprocess.TimeoutExpired:
@@ -768,7 +770,7 @@ def pipeline(ctx: Context, result: dict) -> None:
         run.update({"status": "ok", "wall_s": wall, "realtime_factor_wall": wall / seconds,
                     "check": check_video(rep)})
         gpu = f", peak GPU {run['peak_gpu_mb']:.0f} MiB" if run["peak_gpu_mb"] else ""
-        say(f"  {rep['steps']} steps, {rep['steps_per_second']:.2f} steps/s, wall {wall:.1f} s "
+        note(f"  {rep['steps']} steps, {rep['steps_per_second']:.2f} steps/s, wall {wall:.1f} s "
             f"= {wall / seconds:.2f}x the song{gpu}; in sync: {run['check']['in_sync']}")
         ctx.flush()
 
@@ -840,7 +842,7 @@ def markdown(report: dict) -> str:
 def run_part(ctx: Context, name: str, fn) -> None:
     """Runs one part, recording its figures, or its error, or why it was skipped."""
     entry = ctx.report["parts"][name] = {"status": "running", "result": {}}
-    say(f"{name} ...")
+    note(f"{name} ...")
     start = time.monotonic()
     try:
         fn(ctx, entry["result"])
@@ -859,7 +861,7 @@ def run_part(ctx: Context, name: str, fn) -> None:
         if ctx.device.type == "cuda":
             torch.cuda.empty_cache()
         ctx.flush()
-        say(f"{name}: {entry['status']} ({entry['seconds']:.1f} s)"
+        note(f"{name}: {entry['status']} ({entry['seconds']:.1f} s)"
             + (f": {entry.get('error') or entry.get('reason')}" if entry["status"] in
                ("error", "skipped") else ""))
 
@@ -927,7 +929,7 @@ def main(argv=None) -> dict:
     ctx = Context(args, device, args.out, work, time.monotonic() + args.budget_seconds, report)
     steps = {"environment": environment, "bench": bench_rows, "profile": profile,
              "pipeline": pipeline}
-    say(f"{device}, {'tiny models' if args.tiny else 'full-size models'}, budget "
+    note(f"{device}, {'tiny models' if args.tiny else 'full-size models'}, budget "
         f"{args.budget_seconds:g} s; results in {args.out}")
     try:
         for name in args.parts:
@@ -940,7 +942,7 @@ def main(argv=None) -> dict:
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
     failed = [n for n, e in report["parts"].items() if e["status"] == "error"]
-    say(f"done: {args.out / REPORT_JSON}" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    note(f"done: {args.out / REPORT_JSON}" + (f"; failed: {', '.join(failed)}" if failed else ""))
     return report
 
 

@@ -1,278 +1,348 @@
-"""The driver: one run per song, its folder written from the events the scheduler brings back."""
+"""The songs of one generate command: checked, planned, placed on workers, rendered, finished.
 
-import sys
-import time
-from dataclasses import dataclass
+Everything a user can get wrong is checked before any model loads: the pictures, then each song
+(decoded, lyrics read, segments and sections planned, its output folder writable), then the
+weights and the picture size."""
+
+import os
+import random
+import warnings
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-from tqdm import tqdm
+from ..errors import UserError
 
-from ..engine.renderer import Finished, Preview, Progress, RenderSpec, Work, work_cost
-from ..files import writing
-from ..output import report, storyboard, subtitles, sync
-from ..song.plan import Plan
-from .folder import REPORT, RunFolder, describe_problems, saved_pictures
-from .workers import Failed
+if TYPE_CHECKING:
+    from ..song.plan import Plan
+    from .job import Outputs
+
+LYRICS_SUFFIXES = (".csv", ".lrc", ".srt")
+
+
+class Fatal(UserError):
+    """A problem the user can fix; printed as one line, exit code 1."""
+
+
+def outputs_for(opts, song: Path):
+    """Where a song's video, preview and run folder go.
+
+    -o as a file (outputs/output.png): the video is its .mp4 sibling, the run folder its stem.
+    -o as a folder (an existing folder that is not itself a run folder, a trailing '/', or a
+    batch of songs): <folder>/<song name>.mp4, .png and <song name>/ inside it."""
+    from .folder import MANIFEST
+    from .job import Outputs
+
+    out = opts.output
+    draft = "_draft" if opts.draft else ""
+    default_batch = len(opts.audio_prompt) > 1 and out == Path("outputs/output.png")
+    as_folder = (default_batch or opts.output_folder or len(opts.audio_prompt) > 1
+                 or (out.is_dir() and not (out / MANIFEST).is_file()))
+    if as_folder:
+        folder = out.parent if default_batch else out
+        if folder.exists() and not folder.is_dir():
+            raise Fatal(f"-o {out}: {folder} is a file, not a folder; with several songs -o "
+                        "names a folder")
+        base = folder / f"{song.stem}{draft}"
+        return Outputs(base.with_name(base.name + ".mp4"), base.with_name(base.name + ".png"),
+                       base)
+    if out.name in ("", ".", "..") or not out.stem:
+        raise Fatal(f"-o {out} names no file; give a picture path such as outputs/output.png")
+    out = out.with_name(f"{out.stem}{draft}{out.suffix}")
+    preview = out if out.suffix.lower() == ".png" else out.with_suffix(".png")
+    return Outputs(out.with_suffix(".mp4"), preview, out.with_suffix(""))
+
+
+def lyrics_for(opts, song: Path, duration: float, outputs) -> Path | None:
+    """The lyrics file of a song: -lyr itself, its <song name>.* in a -lyr folder, or (-lyr auto)
+    the synced lyrics LRCLIB has for it, saved as <song name>.lrc beside the song (else beside
+    the video: the run folder's identity depends on the lyrics, so they come before it)."""
+    from ..song.lrclib import find_lyrics
+
+    if str(opts.lyrics) == "auto":
+        return find_lyrics(song, duration, opts.artist, opts.title,
+                           save_dir_fallback=outputs.video.parent, required=opts.require_lyrics)
+    if opts.lyrics is None or not opts.lyrics.is_dir():
+        return opts.lyrics
+    for suffix in LYRICS_SUFFIXES:
+        if (opts.lyrics / f"{song.stem}{suffix}").is_file():
+            return opts.lyrics / f"{song.stem}{suffix}"
+    warnings.warn(f"{opts.lyrics} holds no {song.stem}.csv, .lrc or .srt; {song.name} gets no "
+                  "lyrics")
+    return None
+
+
+def draft_size(size: tuple[int, int], config: Path) -> tuple[int, int]:
+    """--draft's picture: half the width and height (a quarter of the pixels), at least a cell."""
+    from ..models.networks import cell_size, read_vqgan_config
+
+    factor = cell_size(read_vqgan_config(config)[1])
+    return tuple(max(side // 2 // factor * factor, factor) for side in size)
+
+
+def inputs_of(opts, song: Path) -> list[Path]:
+    """The files a song's run reads: the song, its lyrics file, the start and prompt pictures."""
+    from ..engine.guidance import parse_prompt, split_prompts
+
+    given = [song, opts.init_image, *(Path(parse_prompt(item)[0])
+                                      for item in split_prompts(opts.image_prompts))]
+    if opts.lyrics is not None and str(opts.lyrics) != "auto" and not opts.lyrics.is_dir():
+        given.append(opts.lyrics)
+    return [Path(p) for p in given if p is not None]
+
+
+def check_clashes(outputs, inputs: list[Path]) -> None:
+    """No output of a run may be one of its inputs (a video written over its song, subtitles
+    over the lyrics file, the preview over the start picture)."""
+    from ..files import same_file
+
+    for what, out in {**outputs.written(), "run folder": outputs.run_dir}.items():
+        for given in inputs:
+            if same_file(out, given):
+                raise Fatal(f"-o {outputs.preview} would write the run's {what} over {given}; "
+                            "choose another -o")
+
+
+def check_batch(song: Path, outputs, claimed: dict) -> None:
+    """No output of a song may be another song's of the same batch (song5.mp3's storyboard is
+    song5_storyboard.mp3's preview); `claimed` maps each output taken so far to (song, what)."""
+    mine = {os.path.abspath(path): what
+            for what, path in {**outputs.written(), "run folder": outputs.run_dir}.items()}
+    for path, what in mine.items():
+        if path in claimed:
+            other, other_what = claimed[path]
+            raise Fatal(f"its {what} {path} would be the {other_what} of {other}; rename one of "
+                        "the songs, or render them separately")
+    claimed.update({path: (song, what) for path, what in mine.items()})
+
+
+def check_pictures(opts) -> None:
+    """The -ii and -ip pictures decode in full (a bad CRC or truncated data is caught here)."""
+    from PIL import Image
+
+    from ..engine.guidance import parse_prompt, split_prompts
+
+    paths = [Path(parse_prompt(item)[0]) for item in split_prompts(opts.image_prompts)]
+    for path in paths + ([opts.init_image] if opts.init_image else []):
+        try:
+            with Image.open(path) as img:
+                img.verify()  # chunk checksums
+            with Image.open(path) as img:
+                img.load()  # the pixels themselves
+        except Exception as err:  # OSError, SyntaxError (bad CRC), ValueError, DecompressionBombError
+            reason = str(err).splitlines()[0][:100] if str(err) else "unreadable"
+            raise Fatal(f"cannot read image {path} ({type(err).__name__}: {reason}); give a PNG "
+                        "or JPEG file") from None
+
+
+def read_pictures(opts, size: tuple[int, int]) -> tuple:
+    """The -ii picture and the -ip pictures with their weights, at the picture size."""
+    from ..engine.guidance import parse_prompt, split_prompts
+    from ..engine.optimise import load_image
+
+    prompts = []
+    for item in split_prompts(opts.image_prompts):
+        path, weight, stop = parse_prompt(item)
+        prompts.append((load_image(Path(path), *size), weight, stop))
+    init = load_image(opts.init_image, *size) if opts.init_image else None
+    return init, tuple(prompts)
+
+
+def check_memory(size: tuple[int, int], config: Path, device, num_cuts: int,
+                 clip_model: str) -> None:
+    """Refuses a picture size or cut count whose step could not fit in the device's memory."""
+    from ..engine.modelset import step_bytes
+    from ..models.networks import read_vqgan_config
+
+    need = step_bytes(read_vqgan_config(config)[1], size, num_cuts, clip_model)
+    have = device_memory(device)
+    if have and need > have:
+        raise Fatal(f"-s {size[0]} {size[1]} with -cuts {num_cuts} needs about "
+                    f"{need / 2**30:.0f} GiB for one step (decoder, its attention, cut-outs), "
+                    f"more than the {have / 2**30:.0f} GiB of {device}; use a smaller -s or "
+                    "fewer -cuts")
+
+
+def device_memory(device) -> int | None:
+    """Total memory of a device in bytes (the machine's RAM for the CPU); None when unknown."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    if device.type == "cpu":
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return None
+
+
+def choose_settings(precision: str, sections: int) -> dict:
+    """Settings a new run fixes and a resume keeps: precision and CPU threads per worker.
+
+    CPU results depend on the thread count, so it comes from the plan (cores / sections), never
+    from the number of workers."""
+    import torch
+
+    return {"precision": precision, "threads": max(1, torch.get_num_threads() // sections)}
+
+
+def run_identity(opts, song: Path, lyrics: Path | None, paths: dict) -> dict:
+    """What a resumed run must share with the run it continues: settings, and files by content."""
+    from ..engine.guidance import parse_prompt, split_prompts
+    from .job import digest
+
+    weights = {key: [str(Path(path).resolve()), Path(path).stat().st_size]
+               for key, path in sorted(paths.items())}
+    pictures = [digest(Path(parse_prompt(item)[0])) for item in split_prompts(opts.image_prompts)]
+    return {**opts.identity(), "audio": digest(song), "lyrics": digest(lyrics),
+            "init_image": digest(opts.init_image), "image_prompt_files": pictures,
+            "weights": weights, **({"seed": opts.seed} if opts.seed is not None else {})}
 
 
 @dataclass(frozen=True)
-class Outputs:
-    """Where one song's run writes."""
+class Planned:
+    """A song that passed its checks: its plan, where it goes, its lyrics file."""
 
-    video: Path  # the finished mp4
-    preview: Path  # the -se preview picture
-    run_dir: Path  # chunks, states, manifest
-
-    @property
-    def storyboard(self) -> Path:
-        """The contact sheet beside the video."""
-        return storyboard.storyboard_path(self.video)
-
-    @property
-    def srt(self) -> Path:
-        """The lyrics as subtitles beside the video."""
-        return subtitles.srt_path(self.video)
-
-    def written(self, with_subtitles: bool = True) -> dict[str, Path]:
-        """The final files the run writes beside its folder, by what they are."""
-        files = {"video": self.video, "preview picture": self.preview, "storyboard": self.storyboard}
-        return {**files, "subtitles": self.srt} if with_subtitles else files
+    index: int
+    plan: "Plan"
+    outputs: "Outputs"
+    lyrics: Path | None
 
 
-NAMED_GOALS = 3  # goals a segment's log line names; the rest are counted
-BOARD_SECONDS = 2.0  # the storyboard is rewritten at most this often while segments finish
+def plan_one(index: int, opts, song: Path) -> Planned:
+    """Checks where a song's video goes, decodes it and plans its segments and sections."""
+    from ..files import check_writable
+    from ..output.subtitles import cues
+    from ..song.plan import plan_song, read_song
+    from .folder import RunFolder, check_outputs
+
+    outputs = outputs_for(opts, song)
+    check_clashes(outputs, inputs_of(opts, song))
+    check_writable(outputs.video.parent)
+    check_outputs(RunFolder(outputs.run_dir), outputs.written(), overwrite=True)  # a folder in the way
+    decoded = read_song(song, opts.audio_sampling_freq)
+    lyrics = lyrics_for(opts, song, decoded.duration, outputs)
+    plan = plan_song(opts, decoded, lyrics)
+    written = outputs.written(bool(cues(plan.lyrics, plan.song.duration)))
+    check_outputs(RunFolder(outputs.run_dir), written, opts.overwrite)
+    return Planned(index, plan, outputs, lyrics)
 
 
-def say(quiet: bool, message: str, file=None) -> None:
-    """A log line (stdout, or `file`) that keeps clear of the progress bar, unless quiet."""
-    if not quiet:
-        tqdm.write(message, file=file)
+def render_spec(opts, planned: Planned, manifest: dict, size, placement, pictures,
+                captions: tuple = ()):
+    """The plain-data description a worker renders this song from."""
+    from ..engine.modelset import WeightChoice
+    from ..engine.renderer import RenderSpec, Zoom
+
+    settings, init_image, image_prompts = manifest["settings"], *pictures
+    zoom = (Zoom(opts.zoom_start, opts.zoom_save_every, opts.zoom_scale, opts.zoom_shift_x,
+                 opts.zoom_shift_y) if opts.zoom_video else None)
+    ray_gpu = placement.ray is not None and placement.device.type == "cuda"
+    return RenderSpec(
+        weights=WeightChoice.of(opts), device="cuda" if ray_gpu else str(placement.device),
+        size=size, segments=tuple(planned.plan.segments), seed=manifest["seed"],
+        sr=planned.plan.song.sr, fps=opts.fps, precision=settings["precision"],
+        threads=settings["threads"], num_cuts=opts.num_cuts, cut_method=opts.cut_method,
+        cut_power=opts.cut_power, augments=opts.augments, optimiser=opts.optimiser,
+        learning_rate=opts.learning_rate, init_weight=opts.init_weight, init_image=init_image,
+        init_noise=opts.init_noise, prompts=opts.prompts,
+        change_prompt_every=opts.change_prompt_every, image_prompts=image_prompts,
+        noise_prompts=tuple(zip(opts.noise_prompt_seeds, opts.noise_prompt_weights)),
+        zoom=zoom, save_every=opts.save_every, warmup=opts.warmup, compile=opts.compile,
+        deterministic=opts.deterministic, captions=captions, react=opts.react)
 
 
-def clock(seconds: float) -> str:
-    """M:SS.ss for a log line."""
-    hundredths = round(seconds * 100)
-    return f"{hundredths // 6000}:{hundredths % 6000 / 100:05.2f}"
+def open_job(opts, planned: Planned, paths: dict, size, placement, pictures,
+             precision: str):
+    """Opens (locks) a song's run folder, resuming or starting it, and makes its Job."""
+    from ..output.subtitles import cues as lyric_cues
+    from .folder import RunFolder
+    from .job import Job
+
+    plan, outputs = planned.plan, planned.outputs
+    settings = choose_settings(precision, len(plan.sections))
+    seed = opts.seed if opts.seed is not None else random.randrange(2**31)
+    cues = lyric_cues(plan.lyrics, plan.song.duration)
+    info = {"audio_path": str(plan.song.path.resolve()), "video": str(outputs.video.resolve()),
+            "fps": opts.fps, "output_video_fps": opts.output_video_fps,
+            "cues": [asdict(c) for c in cues], "burn_lyrics": opts.burn_lyrics,
+            "outputs": [p.name for p in outputs.written(bool(cues)).values()]}
+    folder = RunFolder(outputs.run_dir)
+    manifest = folder.open(run_identity(opts, plan.song.path, planned.lyrics, paths),
+                           plan.segments, plan.sections, opts.overwrite, seed, settings, info)
+    spec = render_spec(opts, planned, manifest, size, placement, pictures,
+                       tuple(cues) if opts.burn_lyrics else ())
+    job = Job(planned.index, plan, outputs, folder, manifest, spec, opts.quiet, cues,
+              opts.burn_lyrics)
+    settings = manifest["settings"]
+    job.log(f"{plan.song.path}: {plan.song.duration:.2f} s, {len(plan.segments)} segments in "
+            f"{len(plan.sections)} section(s), {plan.steps} steps, "
+            f"{round(plan.song.duration * opts.fps)} frames at {opts.fps:g} fps; device "
+            f"{placement.device}, {settings['precision']}, seed {manifest['seed']}")
+    job.log(f"video will be written to {outputs.video} (chunks in {folder.path}/)")
+    return job
 
 
-def describe(seg, count: int) -> str:
-    """One line about a segment for the log: time span, steps, frames and goal."""
-    names = [f"lyric {g.text!r}" if g.kind == "text" else "audio" for g in seg.goals]
-    if len(names) > NAMED_GOALS:
-        names = names[:NAMED_GOALS] + [f"{len(names) - NAMED_GOALS} more"]
-    goals = "; ".join(names)
-    return (f"[{seg.index + 1}/{count}] {clock(seg.start)}-{clock(seg.end)} "
-            f"{seg.iterations} it, {seg.frames} frames: {goals}")
+def generate(opts, report, expected: tuple) -> int:
+    """Checks the inputs, plans each song, renders them and joins their videos.
 
+    A song that fails its checks or its render is reported (`report(line)`) and skipped; the
+    others go on. Returns how many songs failed."""
+    from ..engine.modelset import WeightChoice, picture_size, resolve_weights
+    from .job import say
+    from .workers import make_scheduler, place
 
-def save_preview(frame: np.ndarray, path: Path) -> None:
-    """Writes a picture (H, W, 3) uint8 as a PNG, atomically (the seed's -o preview)."""
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with writing(path) as part:
-        Image.fromarray(frame).save(part, format="PNG")
-
-
-def digest(path: Path | None) -> str | None:
-    """SHA-256 of an optional file."""
-    from ..models.download import sha256sum
-
-    return sha256sum(path) if path else None
-
-
-class Job:
-    """One song's run: its plan, its locked folder, and what is left to render."""
-
-    def __init__(self, index: int, plan: Plan, outputs: Outputs, folder: RunFolder,
-                 manifest: dict, spec: RenderSpec, quiet: bool, cues: list = (),
-                 burn_lyrics: bool = False):
-        self.index, self.plan, self.outputs = index, plan, outputs
-        self.folder, self.manifest, self.spec, self.quiet = folder, manifest, spec, quiet
-        self.burn_lyrics = burn_lyrics
-        self.left: set[int] = set()  # segments still to write down
-        self.error: str | None = None
-        self.started = time.monotonic()
-        self.steps_this_run = 0
-        self.peak_gpu_mb: float | None = None  # the workers' peak GPU memory
-        self.cues = list(cues)
-        self.board = storyboard.Storyboard(outputs.storyboard, manifest["segments"],
-                                           title=plan.song.path.name, every=BOARD_SECONDS)
-        done = folder.done()
-        if done:
-            self.board.update(saved_pictures(folder.path, manifest, done))
-            self.board.write()
-
-    @property
-    def name(self) -> str:
-        """The song, for log lines."""
-        return str(self.plan.song.path)
-
-    def log(self, message: str) -> None:
-        """A line above the progress bar, unless -q."""
-        say(self.quiet, message)
-
-    def works(self) -> tuple[list[Work], int]:
-        """What is left to render (resuming where the folder stopped, re-rendering chunks that
-        are lost or damaged), and the steps already done.
-
-        Every finished chunk is decoded and its frames counted against the manifest. A bad one
-        is rendered again by replaying its section from the start (a segment needs the state
-        after the one before it, and only the section's last state is kept); the chunks that
-        are whole are not rewritten."""
-        done = self.folder.done()
-        records, works = self.manifest["segments"], []
-        states = [self.folder.load_state(section) for section in range(len(self.plan.sections))]
-        unjournaled = {state["segment"] for state in states if state} - done
-        bad = self.folder.chunk_problems([records[k] for k in sorted(done | unjournaled)
-                                          if 0 <= k < len(records)])
-        for section, (first, last) in enumerate(self.plan.sections):
-            state = states[section]
-            reached = state["segment"] if state else first - 1
-            if reached in unjournaled and reached not in bad:
-                self.folder.journal(reached)  # stopped between the state and the journal
-                done.add(reached)
-            missing = {k for k in range(first, last + 1) if k in done and k in bad}
-            needs = {k for k in range(first, last + 1) if k not in done} | missing
-            tail = {k for k in needs if k > reached}
-            head = needs - tail
-            if tail:
-                works.append(Work(self.index, section, reached + 1, max(tail), state,
-                                  frozenset(tail)))
-            if head:
-                works.append(Work(self.index, section, first, max(head), None, frozenset(head),
-                                  repair=True))
-            self.left |= needs
-        lost = {k: why for k, why in bad.items() if k in done}
-        if lost:
-            self.log(f"{self.name}: {len(lost)} finished chunk(s) are missing or damaged "
-                     f"({describe_problems(lost, records)}); rendering them again")
-        steps_done = sum(s.iterations for s in self.plan.segments if s.index not in self.left)
-        return works, steps_done
-
-    def handle(self, event) -> None:
-        """Writes down one event of this song's render."""
-        if isinstance(event, Progress):
-            self.steps_this_run += event.steps
-        elif isinstance(event, Finished):
-            self._finished(event)
-        elif isinstance(event, Preview):
-            save_preview(event.frame, self.outputs.preview)
-            self.log(f"step {event.iteration}: loss {event.loss:.4g}")
-        elif isinstance(event, Failed):
-            self.error = event.message
-
-    def _finished(self, event: Finished) -> None:
-        """A finished segment: its files, its section's state, the journal."""
-        state = None if event.repair else event.state
-        if event.peak_gpu_mb is not None:
-            self.peak_gpu_mb = max(self.peak_gpu_mb or 0.0, event.peak_gpu_mb)
-        if event.wanted:
-            self.folder.record(self.manifest, event.index, event.chunk, event.thumb,
-                               event.section, state)
-            self.left.discard(event.index)
-            self.log(describe(self.plan.segments[event.index], len(self.plan.segments)))
-            picture = storyboard.decode_thumbnail(event.thumb) if event.thumb else None
-            if picture is not None:
-                self.board.add(event.index, picture)
-                self.board.refresh()
-        elif state is not None:
-            self.folder.save_state(event.section, state)
-
-    @property
-    def complete(self) -> bool:
-        """Every segment is written down."""
-        return not self.left and self.error is None
-
-    def finish(self, render_seconds: float) -> Path:
-        """Joins the chunks with the song (and the lyrics as subtitles) into the video; writes
-        the storyboard and the run report."""
-        from ..output.video import join
-
-        self.folder.check_present()
-        fps, out = self.manifest["fps"], self.outputs
-        srt = subtitles.write_srt(out.srt, self.cues) if self.cues else None
-        join(self.folder.finished_chunks(self.manifest), self.plan.song.path, out.video,
-             self.manifest.get("output_video_fps", 0),
-             video_seconds=self.plan.segments[-1].frame_end / fps,
-             subtitles=None if self.burn_lyrics else srt)
-        self.board.write()
-        self.report(render_seconds, srt)
-        self.log(f"done: {out.video}")
-        return out.video
-
-    def report(self, render_seconds: float, srt: Path | None) -> None:
-        """report.json in the run folder, and its summary lines."""
-        out = self.outputs
-        fps = self.manifest.get("output_video_fps") or self.manifest["fps"]  # the file's rate
-        rep = report.build(
-            song=self.plan.song.path, song_seconds=self.plan.song.duration, video=out.video,
-            fps=fps, segments=self.manifest["segments"], lyrics=self.plan.lyrics,
-            lyrics_given=self.plan.lyrics_given, steps=self.plan.steps,
-            steps_this_run=self.steps_this_run, render_seconds=render_seconds,
-            wall_seconds=time.monotonic() - self.started, device=self.spec.device,
-            precision=self.spec.precision,
-            outputs={"video": out.video, "storyboard": out.storyboard, "subtitles": srt,
-                     "run_dir": self.folder.path, "report": self.folder.path / REPORT})
-        if self.peak_gpu_mb is not None:
-            rep["peak_gpu_mb"] = self.peak_gpu_mb  # measured where the steps ran
-        song = self.plan.song
-        rep["sync"] = sync.measure_video(out.video, song.samples, song.sr, fps)
-        report.write(self.folder.path / REPORT, rep)
-        for line in [*report.summary(rep), sync.describe(rep["sync"])]:
-            say(self.quiet, line, sys.stderr)
-
-    def close(self) -> None:
-        """Releases the run folder."""
-        self.folder.unlock()
-
-
-def render_jobs(jobs: list[Job], scheduler, quiet: bool) -> dict[int, str]:
-    """Renders every job's remaining work and finishes each song as its last segment arrives.
-
-    Returns {job index: error line} for the songs that failed."""
-    from ..ffmpeg import VideoError
-    from ..files import RunError as FolderError
-
-    plans = {job.index: job for job in jobs}
-    works, done_steps = [], 0
-    for job in jobs:
-        job_works, steps = job.works()
-        works += job_works
-        done_steps += steps
-        first = min((w.first for w in job_works), default=None)
-        if first is not None and steps:
-            job.log(f"{job.name}: resuming at segment {first + 1} of {len(job.plan.segments)}")
-    errors: dict[int, str] = {}
-    total = done_steps + sum(work_cost(plans[w.job].spec, w) for w in works)
-
-    started = time.monotonic()
-
-    def finish(job: Job) -> None:
+    batch = len(opts.audio_prompt) > 1
+    name = lambda song, message: f"{song}: {message}" if batch else message  # noqa: E731
+    placement = place(opts)
+    check_pictures(opts)
+    planned, failed, claimed = [], 0, {}
+    for index, song in enumerate(opts.audio_prompt):
         try:
-            job.finish(time.monotonic() - started)
-        except (FolderError, VideoError) as err:
-            errors[job.index] = str(err)
-
+            one = plan_one(index, opts, song)
+            check_batch(song, one.outputs, claimed)
+            planned.append(one)
+        except expected as err:
+            report(name(song, err))
+            failed += 1
+    if not planned:
+        return failed
+    paths = resolve_weights(WeightChoice.of(opts), opts.quiet)
+    size = picture_size(draft_size(opts.size, paths["config"]) if opts.draft else opts.size,
+                        paths["config"])
+    if placement.device is not None:
+        check_memory(size, paths["config"], placement.device, opts.num_cuts, opts.clip_model)
+    pictures = read_pictures(opts, size)
+    sections = sum(len(song.plan.sections) for song in planned)
+    if placement.workers > 1 and sections < placement.workers:
+        warnings.warn(f"--workers {placement.workers}, but there are {sections} section(s) to "
+                      "render; give --sections auto (or a number) so the workers can share a song")
+    scheduler = make_scheduler(placement)
+    jobs = []
+    try:
+        placement = scheduler.placement(placement)
+        precision = opts.precision
+        if precision == "auto":
+            choice = scheduler.precision(placement.device, size, opts.num_cuts)
+            precision = choice.precision
+            say(opts.quiet, f"precision {precision} (auto: {choice.reason})")
+        for song in planned:
+            try:
+                jobs.append(open_job(opts, song, paths, size, placement, pictures, precision))
+            except expected as err:
+                report(name(song.plan.song.path, err))
+                failed += 1
+        errors = render_all(jobs, scheduler, opts.quiet)
+    finally:
+        scheduler.close()
+        for job in jobs:
+            job.close()
     for job in jobs:
-        if job.complete:
-            finish(job)
-    specs = {w.job: (plans[w.job].spec, plans[w.job].plan.song.samples) for w in works}
-    with tqdm(total=total, initial=done_steps, unit="it", desc="rendering", disable=quiet,
-              dynamic_ncols=True) as bar:
-        for event in scheduler.run(specs, works):
-            job = plans[event.job]
-            job.handle(event)
-            if isinstance(event, Progress):
-                if event.steps < 0:
-                    bar.total -= event.steps  # a dead worker's steps are rendered again
-                    bar.refresh()
-                else:
-                    bar.update(event.steps)
-                continue
-            if isinstance(event, Failed):
-                errors[job.index] = event.message
-            elif job.complete and isinstance(event, Finished) and event.wanted:
-                finish(job)
-    return errors
+        if job.index in errors:
+            report(name(job.plan.song.path, errors[job.index]))
+    return failed + len(errors)
+
+
+def render_all(jobs: list, scheduler, quiet: bool) -> dict:
+    """Renders the jobs (none: nothing to do); {job index: error line} of those that failed."""
+    from .job import render_jobs
+
+    return render_jobs(jobs, scheduler, quiet) if jobs else {}

@@ -60,7 +60,7 @@ def spherical_loss(image_embeds: torch.Tensor, target: Target, weight: float | N
     return abs(weight) * replace_grad(dists, torch.clamp_min(dists, target.stop)).mean()
 
 
-def _augment(code: str, cut_size: int, variant: str) -> nn.Module:
+def augment(code: str, cut_size: int, variant: str) -> nn.Module:
     """One of the seed's kornia augments; 'nr' is the nrupdated method's stronger variant.
 
     The seed's kornia 0.5 ColorJitter is kornia's ColorJiggle now (additive brightness,
@@ -144,7 +144,7 @@ class MakeCutouts(nn.Module):
         self.cut_size, self.cutn, self.method, self.cut_pow = cut_size, cutn, method, cut_pow
         if method in ("latest", "nrupdated"):
             variant = "nr" if method == "nrupdated" else "latest"
-            augs = [_augment(code, cut_size, variant) for code in augments]
+            augs = [augment(code, cut_size, variant) for code in augments]
         elif method in ("updated", "updatedpooling"):
             augs = _fixed_augments(method)
         else:

@@ -16,7 +16,7 @@ OPTIMISERS = ("Adam", "AdamW", "Adagrad", "Adamax", "DiffGrad", "AdamP", "RAdam"
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
-def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
+def make_optimiser(name: str, params, lr: float) -> torch.optim.Optimizer:
     """One of the seed's eight optimisers over the latent."""
     import torch_optimizer
 
@@ -115,12 +115,12 @@ class Optimiser:
         self.z_max = vqgan.codebook.max(dim=0).values.view(1, -1, 1, 1)
         # A contiguous copy: AdamP views the parameter as (batch, -1).
         self.z = z.detach().clone(memory_format=torch.contiguous_format).requires_grad_(True)
-        self.opt = make_optimizer(name, [self.z], lr)
+        self.opt = make_optimiser(name, [self.z], lr)
 
     def restart(self, z: torch.Tensor) -> None:
         """Starts again from a new latent with a fresh optimiser (the seed's zoom motion)."""
         self.z = z.detach().clone(memory_format=torch.contiguous_format).requires_grad_(True)
-        self.opt = make_optimizer(self.name, [self.z], self.lr)
+        self.opt = make_optimiser(self.name, [self.z], self.lr)
 
     def step(self, targets: list[tuple[Target, float]], iteration: int) -> StepResult:
         """One step towards the weighted targets; `iteration` counts from 0 within the segment."""

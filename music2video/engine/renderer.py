@@ -19,8 +19,7 @@ import torch
 from ..errors import UserError
 from ..models.networks import embed_audio
 from ..output.report import peak_gpu_mb
-from ..output.storyboard import encode_thumbnail
-from ..output.storyboard import thumbnail as fit_thumbnail
+from ..output.storyboard import encode_thumbnail, thumbnail
 from ..output.subtitles import Burner
 from ..output.video import FrameWriter
 from ..song.segments import Segment, audio_window, frame_sources
@@ -157,9 +156,9 @@ def section_seed(seed: int, section: int) -> int:
     return int(np.random.SeedSequence([seed, section]).generate_state(1)[0])
 
 
-def thumbnail(image: torch.Tensor) -> bytes:
+def thumbnail_png(image: torch.Tensor) -> bytes:
     """A small PNG of a picture (1, 3, H, W) in [0, 1], as the storyboard shows it."""
-    return encode_thumbnail(fit_thumbnail(to_frame(image).numpy()))
+    return encode_thumbnail(thumbnail(to_frame(image).numpy()))
 
 
 def on_cpu(value):
@@ -327,7 +326,7 @@ class Renderer:
                 state["camera"] = self.camera.state_dict()
             wanted = work.wants(index)
             yield Finished(work.job, work.section, index, chunk,
-                           thumbnail(previous) if wanted else None, state, wanted, work.repair,
+                           thumbnail_png(previous) if wanted else None, state, wanted, work.repair,
                            peak_gpu_mb(self.models.device)[0])
 
     @contextlib.contextmanager

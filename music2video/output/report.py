@@ -114,7 +114,7 @@ def build(*, song: Path, song_seconds: float, video: Path, fps: float, segments:
     }
 
 
-def write(path: Path, report: dict) -> Path:
+def write_report(path: Path, report: dict) -> Path:
     """Writes report.json atomically."""
     write_json(Path(path), report)
     return Path(path)

@@ -57,8 +57,13 @@ class Cell:
     finished: int = 0  # how many of its segments are finished
 
 
-def clock(seconds: float) -> str:
-    """m:ss (h:mm:ss from an hour), rounded down to the second."""
+def clock(seconds: float, places: int = 0) -> str:
+    """m:ss (h:mm:ss from an hour), rounded down to the second; with `places`, m:ss.ss to that
+    many decimals, rounded (for log lines)."""
+    if places:
+        scale = 10**places
+        ticks = round(seconds * scale)
+        return f"{ticks // (60 * scale)}:{ticks % (60 * scale) / scale:0{3 + places}.{places}f}"
     whole = int(seconds)
     if whole >= 3600:
         return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
@@ -234,7 +239,7 @@ def storyboard_path(video: Path) -> Path:
     return video.with_name(f"{video.stem}_storyboard.png")
 
 
-def write(path: Path, image: Image.Image) -> Path:
+def write_sheet(path: Path, image: Image.Image) -> Path:
     """Writes the sheet atomically (never a half-written PNG under its name)."""
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=1)  # fast: it is rewritten during a run
@@ -292,7 +297,7 @@ class Storyboard:
 
     def write(self) -> Path:
         """Writes the sheet atomically, now."""
-        path = write(self.path, self.image())
+        path = write_sheet(self.path, self.image())
         self.written = time.monotonic()
         return path
 

@@ -100,7 +100,7 @@ def measure_video(video_path: Path, samples: np.ndarray, sr: int, fps: float) ->
     return sync_figure(onset_frames(samples, sr, fps), change, fps)
 
 
-def describe(figure: dict) -> str:
+def sync_line(figure: dict) -> str:
     """One log line about a sync figure."""
     if figure["median_offset_frames"] is None:
         return f"sync: {figure['count']} onsets, {figure['peaks']} change peaks: nothing to measure"

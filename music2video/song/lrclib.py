@@ -234,7 +234,7 @@ def _read(url: str, timeout: float) -> bytes:
         return bytes(body)
 
 
-def lookup(artist: str, title: str, album: str | None, duration: float, *,
+def query(artist: str, title: str, album: str | None, duration: float, *,
            base_url: str, timeout: float = TIMEOUT) -> dict:
     """LRCLIB's record for a track (GET /api/get), or LyricsLookupError."""
     query = {"artist_name": artist, "track_name": title}
@@ -336,7 +336,7 @@ def fetch_lyrics(song: Path, duration: float, artist: str | None = None,
         missing = " and ".join(n for n, v in (("artist", artist), ("title", title)) if not v)
         raise LyricsLookupError(f"{song} has no {missing} tag to look its lyrics up by; "
                                 f"{FIX}")
-    record = lookup(artist, title, album, duration, base_url=lrclib_url(base_url),
+    record = query(artist, title, album, duration, base_url=lrclib_url(base_url),
                     timeout=timeout)
     return save_lyrics(synced_text(record, artist, title, duration), song, save_dir_fallback,
                        duration)

@@ -202,7 +202,7 @@ def demo_song(sr: int = DEMO_SR, seed: int = 0) -> np.ndarray:
     return (0.8 * out / np.abs(out).max()).astype(np.float32)
 
 
-def _encoder_args(suffix: str, bitrate: str) -> tuple:
+def _audio_codec(suffix: str, bitrate: str) -> tuple:
     """Container name and codec arguments for writing an audio file with this suffix."""
     if suffix not in _FORMATS:
         raise ValueError(f"cannot write audio format {suffix or '(no suffix)'!r}; "
@@ -227,7 +227,7 @@ def encode_audio(y: np.ndarray, sr: int, path: Path, bitrate: str = "192k") -> P
     if y.ndim != 1:
         raise ValueError(f"encode_audio takes mono audio (a 1-D array), got shape {y.shape}; "
                          "mix the channels first")
-    container, codec = _encoder_args(path.suffix.lower(), bitrate)
+    container, codec = _audio_codec(path.suffix.lower(), bitrate)
     tmp = path.with_name(path.name + ".part")
     cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-y"]
     cmd += ["-f", "f32le", "-ac", "1", "-ar", str(sr), "-i", "-"] + codec

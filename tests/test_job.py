@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from music2video.driver.folder import RunFolder, chunk_name
-from music2video.driver.pipeline import Job, Outputs, clock
+from music2video.driver.job import Job, Outputs
 from music2video.engine.renderer import Finished, Work
+from music2video.output.storyboard import clock
 from music2video.song.plan import Plan, Song
 from music2video.song.segments import Goal, Segment
 
@@ -101,15 +102,15 @@ def test_a_lost_state_renders_the_section_again_writing_only_what_is_missing(tmp
 @pytest.mark.parametrize("seconds,text", [(0.5, "0:00.50"), (59.999, "1:00.00"),
                                           (61.257, "1:01.26"), (3725, "62:05.00")])
 def test_log_clock(seconds, text):
-    assert clock(seconds) == text
+    assert clock(seconds, 2) == text
 
 
 def test_a_segments_log_line_names_a_few_goals_and_counts_the_rest():
-    from music2video.driver.pipeline import describe
+    from music2video.driver.job import segment_line
 
     goals = tuple(Goal("text", text=f"line {k}") for k in range(2000))
-    line = describe(Segment(0, 0.0, 1.0, 5, 0, 30, goals), 1)
+    line = segment_line(Segment(0, 0.0, 1.0, 5, 0, 30, goals), 1)
     assert line == "[1/1] 0:00.00-0:01.00 5 it, 30 frames: lyric 'line 0'; lyric 'line 1'; " \
                    "lyric 'line 2'; 1997 more"
-    assert describe(Segment(0, 0.0, 1.0, 5, 0, 30, (Goal("audio", 0.0, 1.0),)), 2).endswith(
+    assert segment_line(Segment(0, 0.0, 1.0, 5, 0, 30, (Goal("audio", 0.0, 1.0),)), 2).endswith(
         "30 frames: audio")
