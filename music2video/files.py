@@ -25,11 +25,18 @@ class RunError(UserError, RuntimeError):
     """A file or run folder that cannot be used as asked; str() says why and what to do."""
 
 
-def disk_error(path: Path, err: OSError) -> RunError:
-    """The one-line RunError for a write that the disk refused."""
-    reason = err.strerror or type(err).__name__
-    return RunError(f"cannot write {path} ({reason}); free some space or fix the folder's "
-                    "permissions, then run the same command again to resume")
+class DiskError(RunError):
+    """A write the disk refused (full, read-only, not permitted); `reason` is the system's word."""
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"cannot write {path} ({reason}); free some space or fix the folder's "
+                         "permissions, then run the same command again to resume")
+        self.reason = reason
+
+
+def disk_error(path: Path, err: OSError) -> DiskError:
+    """The one-line error for a write that the disk refused."""
+    return DiskError(path, err.strerror or type(err).__name__)
 
 
 @contextlib.contextmanager

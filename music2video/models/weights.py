@@ -9,6 +9,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..files import RunError, write_json
+
 ENV_VAR = "MUSIC2VIDEO_CHECKPOINTS"
 DEFAULT_DIR = Path("checkpoints")
 HEIBOX = "https://heibox.uni-heidelberg.de/d/{share}/files/?p=%2F{path}&dl=1"
@@ -133,12 +135,8 @@ def _remember(path: Path, file: WeightFile) -> None:
     """Records that path passed its check; a folder that cannot be written is checked every time."""
     root = path.parent
     stamps = _stamps(root) | {file.filename: _stamp(path, file)}
-    temp = root / f"{STAMPS}.{os.getpid()}.part"
-    try:
-        temp.write_text(json.dumps(stamps, indent=1))
-        os.replace(temp, root / STAMPS)
-    except OSError:
-        temp.unlink(missing_ok=True)
+    with contextlib.suppress(OSError, RunError):
+        write_json(root / STAMPS, stamps)
 
 
 def _problem(path: Path, file: WeightFile, verify) -> str | None:
