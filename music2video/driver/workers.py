@@ -19,6 +19,8 @@ from ..errors import UserError
 if TYPE_CHECKING:
     import torch
 
+    from ..options import Options
+
 RETRIES = 3  # times a section is resubmitted after its worker died, before the job fails
 WAIT_SECONDS = 1.0  # longest single wait for a worker's next event
 PROBE_SECONDS = 300  # bound on a cluster worker's answer about its device
@@ -81,15 +83,25 @@ class Worker:
         self.models: dict = {}
         self.renderer: tuple | None = None  # (job, Renderer) of the last piece
 
-    def render(self, spec: RenderSpec, samples, work: Work) -> Iterator:
-        """Yields the events of one piece of work."""
+    def _models(self, spec: RenderSpec):
+        """The networks a spec needs, loaded once and kept while specs share them."""
         key = _models_key(spec)
         if key not in self.models:
             self.models, self.renderer = {}, None  # free the old networks before loading
             self.models = {key: load_for(spec)}
+        return self.models[key]
+
+    def render(self, spec: RenderSpec, samples, work: Work) -> Iterator:
+        """Yields the events of one piece of work."""
+        models = self._models(spec)
         if self.renderer is None or self.renderer[0] != work.job:
-            self.renderer = (work.job, Renderer(spec, samples, self.models[key]))
+            self.renderer = (work.job, Renderer(spec, samples, models))
         yield from self.renderer[1].run(work)
+
+    def step_seconds(self, spec: RenderSpec, samples) -> float:
+        """Seconds one of the spec's steps takes here (timed on a renderer of its own, so the
+        render that follows draws the same random numbers as without it)."""
+        return Renderer(spec, samples, self._models(spec)).step_seconds()
 
     def close(self) -> None:
         """Frees the networks."""
@@ -109,6 +121,10 @@ class InProcess:
     def precision(self, device, size: tuple[int, int], cuts: int):
         """--precision auto on this process's device (a precision.Choice)."""
         return choose_precision(device, size, cuts)
+
+    def step_seconds(self, spec: RenderSpec, samples) -> float:
+        """Seconds a step of the spec takes on this process's worker."""
+        return self.worker.step_seconds(spec, samples)
 
     def run(self, jobs: dict, works: list[Work]) -> Iterator:
         """Yields the events of every work; a job that fails yields Failed and is skipped."""
@@ -138,7 +154,7 @@ class Placement:
     gpus: tuple[int, ...]  # GPUs of a local Ray instance
 
 
-def place(opts) -> Placement:
+def place(opts: "Options") -> Placement:
     """Chooses the device and the workers from -cd, -gid, --workers and --ray.
 
     A cluster's device is not known here (device None): the cluster says what it has."""
@@ -173,6 +189,15 @@ def place(opts) -> Placement:
         raise SchedulerError("several workers need CUDA GPUs or the CPU, not Apple MPS; use --workers 1")
     ray = opts.ray or ("local" if workers > 1 else None)
     return Placement(device, workers, ray, gpus)
+
+
+def makespan(costs: list[int], workers: int) -> int:
+    """Steps until the last of these pieces of work ends when `workers` take them longest first,
+    each the next free worker (as the schedulers hand them out)."""
+    loads = [0] * max(1, workers)
+    for cost in sorted(costs, reverse=True):
+        loads[loads.index(min(loads))] += cost
+    return max(loads)
 
 
 def make_scheduler(placement: Placement):
@@ -266,6 +291,18 @@ class RayScheduler:
         except self.ray.exceptions.GetTimeoutError:
             raise SchedulerError(f"no worker of the cluster answered within {PROBE_SECONDS} s; "
                                  "check `ray status`, or give --precision") from None
+
+    def step_seconds(self, spec: RenderSpec, samples) -> float:
+        """Seconds a step of the spec takes on a worker (which keeps the networks it loaded
+        for the render that follows)."""
+        if not self.actors:
+            self.actors.append(self.worker.remote())
+        try:
+            return self.ray.get(self.actors[0].step_seconds.remote(spec, samples),
+                                timeout=PROBE_SECONDS)
+        except self.ray.exceptions.GetTimeoutError:
+            raise SchedulerError(f"no worker of the cluster answered within {PROBE_SECONDS} s; "
+                                 "check `ray status`") from None
 
     def _submit(self, refs: dict, flight: _Flight, idle: list):
         """Starts a piece of work on an idle actor (a new one while there are fewer than

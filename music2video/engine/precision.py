@@ -17,7 +17,9 @@ from pathlib import Path
 
 import torch
 
-CACHE_ENV = "MUSIC2VIDEO_CACHE"  # folder for precision.json (default $XDG_CACHE_HOME/music2video)
+from ..files import user_cache
+
+CACHE_ENV = "MUSIC2VIDEO_CACHE"  # folder for precision.json (default: files.user_cache())
 # /proc/cpuinfo names of bf16 arithmetic: x86 (AVX-512 BF16, AMX) and Arm (BF16, SVE BF16).
 BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16", "svebf16")
 KEY_FLAGS = (*BF16_FLAGS, "amx_tile", "avx512_fp16")  # the flags that can change the answer
@@ -68,12 +70,8 @@ def cpu_info() -> tuple[str, frozenset[str]]:
 
 
 def cache_path() -> Path:
-    """precision.json in $MUSIC2VIDEO_CACHE, else $XDG_CACHE_HOME/music2video, else ~/.cache/..."""
-    folder = os.environ.get(CACHE_ENV)
-    if not folder:
-        root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-        folder = Path(root) / "music2video"
-    return Path(folder) / "precision.json"
+    """precision.json in $MUSIC2VIDEO_CACHE, else in the tool's per-user folder."""
+    return Path(os.environ.get(CACHE_ENV) or user_cache()) / "precision.json"
 
 
 def probe_shapes(size: tuple[int, int], cuts: int) -> tuple[tuple[int, int], int]:
