@@ -148,7 +148,7 @@ def test_seed_readme_commands_run_to_completion(script, extra, tmp_path, short_s
     assert "Traceback" not in result.stderr
     stats = video_stats(tmp_path / "outputs" / "output.mp4")
     assert abs(stats["frames"] / FPS - stats["audio_seconds"]) <= 1 / FPS
-    assert "video will be written to outputs/output.mp4" in result.stdout + result.stderr
+    assert "video: outputs/output.mp4 (run folder outputs/output/)" in result.stderr
 
 
 def test_demo_song_and_lyrics_are_in_the_repo():
