@@ -2,8 +2,7 @@
 # framemd5 of one beats run and one interpolate run with the tiny models and a fixed seed.
 # Usage: bash tools/framemd5.sh REPO_DIR OUT_DIR   (writes OUT_DIR/framemd5-{beats,interp}.txt)
 # Compare two checkouts (before and after a change that must not change frames): it only calls
-# the top-level scripts and
-# `python -m music2video.tiny`.
+# the top-level scripts and `python -m music2video.tiny`.
 set -euo pipefail
 REPO=$(cd "$1" && pwd)
 mkdir -p "$2"
