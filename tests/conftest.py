@@ -9,7 +9,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from pathlib import Path
 
 import pytest
-from helpers import serve
+from helpers import serve, write_lyrics
 
 from music2video.testing import demo, tiny
 
@@ -57,6 +57,12 @@ def model_flags(tiny_models) -> list[str]:
     """The generate flags that select the tiny models, as CI and the README use them."""
     return ["-conf", str(tiny_models["vqgan_config"]), "-ckpt", str(tiny_models["vqgan_checkpoint"]),
             "-m", str(tiny_models["clip"]), "--wav2clip_checkpoint", str(tiny_models["wav2clip"])]
+
+
+@pytest.fixture(scope="module")
+def lyrics_file(request, tmp_path_factory) -> Path:
+    """The test module's LYRICS rows ('M:SS,text') as a CSV lyrics file in the seed's format."""
+    return write_lyrics(tmp_path_factory.mktemp("lyr") / "song.csv", request.module.LYRICS)
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import video_stats, write_lyrics
+from helpers import command, video_stats, write_lyrics
 
 from music2video import cli
 from music2video.driver import pipeline, workers
@@ -40,8 +40,7 @@ def one_error_line(capsys, *expected: str) -> str:
 
 def base_args(tmp_path: Path, song, *extra) -> list[str]:
     """A small generate command line writing into tmp_path."""
-    return ["-o", str(tmp_path / "out" / "v.png"), "-ap", str(song), "-s", "64", "64",
-            "-cuts", "2", "-ips", "2", "-q", *extra]
+    return command(song, tmp_path / "out" / "v.png", "-q", *extra, ips=2)
 
 
 def test_missing_song(tmp_path, capsys, no_models):

@@ -3,23 +3,17 @@ there), a quiet console by default (-v for every segment), human lines on stderr
 
 import re
 
-import pytest
-from helpers import write_lyrics
+from helpers import command
 
 from music2video import cli
 
 LYRICS = ["00:01,a lighthouse at dusk", "00:05,a field of sunflowers"]
 
 
-@pytest.fixture(scope="module")
-def lyrics_file(tmp_path_factory):
-    return write_lyrics(tmp_path_factory.mktemp("lyr") / "song.csv", LYRICS)
-
-
 def small(song, out, model_flags, *extra) -> list[str]:
-    """A small run of the tiny models: 64², 1 step per second of song, fixed seed."""
-    return [str(song), "-o", str(out), "-s", "66", "66", "-cuts", "2", "-ips", "1", "-sd", "5",
-            "--precision", "fp32", *model_flags, *extra]
+    """A small run of the tiny models: 66² (rendered as 64²), 1 step a second, fixed seed."""
+    return command(song, out, "--precision", "fp32", *extra, models=model_flags, size=66, ips=1,
+                   seed=5)
 
 
 def test_plan_prints_the_plan_and_its_estimate_and_writes_nothing(tmp_path, monkeypatch, capsys,
@@ -42,7 +36,7 @@ def test_plan_prints_the_plan_and_its_estimate_and_writes_nothing(tmp_path, monk
 def test_a_run_says_its_estimate_before_the_first_step_and_little_else(tmp_path, capsys,
                                                                       short_song, lyrics_file,
                                                                       model_flags):
-    code = cli.main("beats", ["-ap", *small(short_song, tmp_path / "v.png", model_flags,
+    code = cli.main("beats", [*small(short_song, tmp_path / "v.png", model_flags,
                                             "-lyr", lyrics_file)])
     out, err = capsys.readouterr()
     assert code == 0 and out == ""
@@ -56,7 +50,7 @@ def test_a_run_says_its_estimate_before_the_first_step_and_little_else(tmp_path,
 
 
 def test_verbose_gives_a_line_per_segment_and_the_loss(tmp_path, capsys, short_song, model_flags):
-    code = cli.main("beats", ["-ap", *small(short_song, tmp_path / "v.png", model_flags, "-v",
+    code = cli.main("beats", [*small(short_song, tmp_path / "v.png", model_flags, "-v",
                                             "-se", "2")])
     out, err = capsys.readouterr()
     assert code == 0 and out == ""
@@ -66,7 +60,7 @@ def test_verbose_gives_a_line_per_segment_and_the_loss(tmp_path, capsys, short_s
 
 
 def test_quiet_says_nothing(tmp_path, capsys, short_song, model_flags):
-    assert cli.main("beats", ["-ap", *small(short_song, tmp_path / "v.png", model_flags,
+    assert cli.main("beats", [*small(short_song, tmp_path / "v.png", model_flags,
                                             "-q")]) == 0
     out, err = capsys.readouterr()
     assert out == "" and [line for line in err.splitlines() if not line.startswith("warning:")] == []

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import REPO, decoded_frames, run_script, video_stats, write_lyrics
+from helpers import REPO, command, decoded_frames, run_script, video_stats, write_lyrics
 
 from music2video.driver.folder import RunFolder
 
@@ -22,14 +22,8 @@ LYRICS = ["00:02,a lighthouse", "00:05,a field of sunflowers", "00:07.5,stars ov
 
 def interpolate_args(out: str, song: Path, lyrics: Path, model_flags, *extra) -> list[str]:
     """The seed's interpolate command with small settings and the tiny models."""
-    return ["-vid", "-ips", "6", "-o", out, "-ap", str(song), "-lyr", str(lyrics), "-gid", "0",
-            "-s", "64", "64", "-cuts", "4", "-sd", "3", *model_flags, *extra]
-
-
-@pytest.fixture(scope="module")
-def lyrics_file(tmp_path_factory) -> Path:
-    """Three lines inside the 10-second song."""
-    return write_lyrics(tmp_path_factory.mktemp("lyr") / "song.csv", LYRICS)
+    return command(song, out, "-vid", "-gid", "0", *extra, lyrics=lyrics, models=model_flags,
+                   cuts=4, ips=6, seed=3)
 
 
 @pytest.fixture(scope="module")
