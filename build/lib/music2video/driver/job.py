@@ -204,7 +204,10 @@ class Job:
         segments, lines = self.plan.segments, []
         texts = lambda seg: [g.text for g in seg.goals if g.kind == "text"]  # noqa: E731
         before = set(texts(segments[index - 1])) if index else set()
-        lines += [f"{clock(segments[index].start)} {text!r}" for text in texts(segments[index])
+        seg = segments[index]
+        when = {line.text: line.time for line in self.plan.lyrics  # the line's time, not the cut's
+                if line.time < seg.end}
+        lines += [f"{clock(when.get(text, seg.start))} {text!r}" for text in texts(seg)
                   if text not in before]
         sections = self.plan.sections
         for number, (first, last) in enumerate(sections):
