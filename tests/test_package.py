@@ -2,6 +2,7 @@
 and runs from any folder that write only what was asked for."""
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -73,9 +74,12 @@ def test_a_built_wheel_installs_the_commands(tmp_path):
     music2video, music2video-combine and music2video-download run from an empty folder."""
     wheels, site, empty = tmp_path / "wheels", tmp_path / "site", tmp_path / "empty"
     empty.mkdir()
+    source = tmp_path / "source"  # a copy: building writes build/ and *.egg-info beside the code
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "*.egg-info", "__pycache__", "outputs", "checkpoints", "tests"))
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels),
-                    str(REPO)], check=True, timeout=600, capture_output=True)
+                    str(source)], check=True, timeout=600, capture_output=True)
     (wheel,) = wheels.glob("music2video-*.whl")
     subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)], check=True,
                    timeout=600, capture_output=True)
