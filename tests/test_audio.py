@@ -264,6 +264,21 @@ def test_peak_on_tiny_and_out_of_range_spans():
     assert Loudness(values=np.zeros(0), hop_seconds=0.5).peak(0.0, 1.0) == 0.0
 
 
+def test_peak_windows_start_on_the_seeds_integer_beat_frames():
+    """The seed cut its loudness at integer beat frames, specm[b_k // 512:b_k+1 // 512]; our beat
+    times are those frames in seconds, and dividing back must land on the same frames."""
+    rng = np.random.default_rng(5)
+    sr, hop = 16000, 512
+    values = rng.random(4000)
+    loud = Loudness(values=values, hop_seconds=hop / sr)
+    frames = np.unique(np.concatenate([[51, 60], rng.integers(1, 3999, 300)]))  # 51: 1.632 s
+    times = librosa.frames_to_time(frames, sr=sr, hop_length=hop)
+    assert times[0] / loud.hop_seconds < 51  # the float rounding the seed's integers never had
+    for (a, b), (start, end) in zip(zip(frames, frames[1:]), zip(times, times[1:])):
+        assert loud.peak(start, end) == values[a:b].max()
+    assert loud.peak(times[-1], 4000 * hop / sr) == values[frames[-1]:].max()
+
+
 # --- encode_audio, which writes the files these tests decode ------------------------------------
 
 

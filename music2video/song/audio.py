@@ -19,6 +19,7 @@ MIN_ONSETS = 3  # fewer onsets than this cannot make a beat
 _FORMATS = "mp3, wav, flac, ogg, m4a"
 ONSET_HOP_SECONDS = 0.005  # onset analysis step: well under a frame at any usual fps
 ONSET_WINDOW_SECONDS = 0.032  # onset FFT window; 2048 samples at 16 kHz fire a frame early
+FRAME_SNAP = 1e-6  # a time this close to a whole analysis frame (in frames) is that frame
 STRENGTH_PERCENTILE = 95  # an onset this strong or more in its song counts as strength 1
 
 
@@ -112,13 +113,23 @@ class Loudness:
     values: np.ndarray  # (frames,) in [0, 1]
     hop_seconds: float  # seconds per frame
 
+    def position(self, seconds: float) -> float:
+        """A time in analysis frames, snapped to the whole frame within FRAME_SNAP of it.
+
+        Beat times are whole frames (frame * hop / sr), and dividing back can miss them by a
+        rounding step (1.632 s / 0.032 s = 50.99999999999999): the seed indexed its beats as
+        integer frames, so the window starts on the beat's own frame, not one early."""
+        x = seconds / self.hop_seconds
+        nearest = round(x)
+        return float(nearest) if abs(x - nearest) < FRAME_SNAP else x
+
     def peak(self, start: float, end: float) -> float:
         """Highest normalised loudness in [start, end) seconds (at least the frame containing start)."""
         n = len(self.values)
         if n == 0:
             return 0.0
-        first = min(max(int(np.floor(start / self.hop_seconds)), 0), n - 1)
-        stop = min(max(int(np.ceil(end / self.hop_seconds)), first + 1), n)
+        first = min(max(math.floor(self.position(start)), 0), n - 1)
+        stop = min(max(math.ceil(self.position(end)), first + 1), n)
         return float(self.values[first:stop].max())
 
 
