@@ -1,6 +1,7 @@
 """Tests for music2video.song.audio: decoding, beats and loudness, on signals the tests make."""
 
 import subprocess
+import warnings
 
 import imageio_ffmpeg
 import librosa
@@ -97,6 +98,24 @@ def test_load_audio_accepts_silence(tmp_path):
     sf.write(tmp_path / "silence.wav", np.zeros(16000, np.float32), 16000)
     y = load_audio(tmp_path / "silence.wav", 16000)
     assert len(y) == 16000 and not y.any()
+
+
+@pytest.mark.parametrize("ext", ["wav", "flac", "mp3"])
+def test_load_audio_gives_the_seeds_samples_and_beats(tmp_path, ext):
+    """The seed decoded with librosa.load(path, sr=16000): the file's own rate, then soxr_hq."""
+    song = demo.demo_song(sr=44100)[: 12 * 44100]
+    path = tmp_path / f"song.{ext}"
+    if ext == "mp3":
+        demo.encode_audio(song, 44100, path)
+    else:
+        sf.write(path, np.stack([song, 0.7 * np.roll(song, 29)], axis=1), 44100)
+    with warnings.catch_warnings():  # librosa.load imports audioread, which imports aifc
+        warnings.simplefilter("ignore", DeprecationWarning)
+        seeds, _ = librosa.load(path, sr=16000)
+    ours = load_audio(path, 16000)
+    assert ours.shape == seeds.shape
+    np.testing.assert_allclose(ours, seeds, rtol=0, atol=1e-5 if ext == "mp3" else 0)
+    np.testing.assert_array_equal(beat_times(ours, 16000), beat_times(seeds, 16000))
 
 
 def _text_as_mp3(path):

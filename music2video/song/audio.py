@@ -9,8 +9,9 @@ import librosa
 import numpy as np
 
 from ..errors import UserError
-from ..ffmpeg import ffmpeg_exe, ffmpeg_path
+from ..ffmpeg import ffmpeg_exe, ffmpeg_path, probe
 
+RESAMPLER = "soxr_hq"  # librosa.load's resampler, which decoded the seed's songs
 HOP_LENGTH = 512  # samples between analysis frames, for beats and loudness alike
 N_FFT = 2048  # librosa's default window for the mel spectrograms
 SILENCE_PEAK = 1e-4  # below this peak amplitude (-80 dBFS) the audio counts as silence
@@ -40,7 +41,9 @@ def _ffmpeg_error(path: Path, stderr: bytes) -> AudioError:
 
 
 def load_audio(path: Path, sr: int) -> np.ndarray:
-    """Decodes any file ffmpeg reads to mono float32 at sr Hz (1-D array)."""
+    """Decodes any file ffmpeg reads to mono float32 at sr Hz (1-D array), as the seed's
+    librosa.load(path, sr=sr) did: decoded at the file's own rate, channels averaged, then
+    resampled with soxr_hq (librosa's default)."""
     path = Path(path)
     if int(sr) <= 0:
         raise ValueError(f"sample rate must be a positive number of Hz, got {sr}")
@@ -48,18 +51,26 @@ def load_audio(path: Path, sr: int) -> np.ndarray:
         raise AudioError(f"audio file not found: {path}; check the path")
     if path.stat().st_size == 0:
         raise AudioError(f"audio file {path} is empty (0 bytes); give a file with sound in it")
+    native = probe(path)["sample_rate"] or int(sr)  # none found: ffmpeg's error says why
+    y = _decode(path, native)
+    if y.size == 0:
+        raise AudioError(f"audio file {path} holds no audio samples; give a file with sound in it")
+    if native != int(sr):
+        y = librosa.resample(y, orig_sr=native, target_sr=int(sr), res_type=RESAMPLER)
+    return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def _decode(path: Path, rate: int) -> np.ndarray:
+    """The first audio stream of a file as mono float32 (samples,) at `rate` Hz, by ffmpeg."""
     cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-i", ffmpeg_path(path)]
-    cmd += ["-map", "0:a:0", "-f", "f32le", "-ac", "1", "-ar", str(int(sr))]
+    cmd += ["-map", "0:a:0", "-f", "f32le", "-ac", "1", "-ar", str(int(rate))]
     # Mix stereo as (L + R) / 2, as librosa.load does; ffmpeg's default gives 0.707 each.
     cmd += ["-rematrix_maxval", "1.0", "-"]
     try:
         out = subprocess.run(cmd, capture_output=True, check=True).stdout
     except subprocess.CalledProcessError as e:
         raise _ffmpeg_error(path, e.stderr) from e
-    y = np.frombuffer(out, np.float32).copy()  # (samples,)
-    if y.size == 0:
-        raise AudioError(f"audio file {path} holds no audio samples; give a file with sound in it")
-    return y
+    return np.frombuffer(out, np.float32).copy()
 
 
 def check_mono(y: np.ndarray) -> np.ndarray:
