@@ -288,8 +288,10 @@ def add_seed_flags(p: argparse.ArgumentParser, mode: str) -> None:
     a("--require_lyrics", action="store_true",
       help="-lyr auto: stop when no synced lyrics are found, instead of going on with the audio")
     a("--react", nargs="?", const="", default=None, metavar="KINDS",
-      help="camera motion on the song's onsets and loudness: zoom, rotate, shift, drift, decay, "
-           "each optionally =VALUE (alone: zoom and drift)")
+      help="camera motion driven by the parts of the song: KIND[@PART][=VALUE],... with kinds "
+           "zoom, shift, rotate (pulses on onsets), drift, spin (follow the level), depth, decay "
+           "and parts drums, bass, harmonic, song (alone: zoom@drums=0.02,depth@bass=0.5,"
+           "drift@harmonic=0.0005; see docs/motion.md)")
     a("--burn_lyrics", action="store_true",
       help="draw the lyrics into the frames (bottom centre) instead of a subtitle track")
     a("--draft", action="store_true",
