@@ -9,7 +9,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from music2video.song.audio import AudioError, Loudness, beat_times, load_audio, loudness
+from music2video.song.audio import (
+    PARTS,
+    AudioError,
+    Loudness,
+    beat_times,
+    load_audio,
+    loudness,
+    onsets,
+    split_parts,
+)
 from music2video.testing import demo
 
 pytestmark = pytest.mark.filterwarnings("error")  # no warning may escape the audio stage
@@ -237,6 +246,39 @@ def test_demo_song_has_a_lead_in_then_a_steady_beat():
     assert truth[0] == demo.DEMO_LEAD_IN
     assert beats[0] > demo.DEMO_LEAD_IN - TOLERANCE  # nothing on the beat during the pad
     assert matched(truth, beats) >= 0.9 and matched(beats, truth) >= 0.9
+
+
+def test_split_parts_finds_the_drums_the_harmonic_part_and_the_bass():
+    sr = 16000
+    clicks = demo.click_track(3.0, 120, sr)
+    low, high = sine(60, 3.0, sr, 0.3), sine(440, 3.0, sr, 0.3)
+    song = clicks + low + high
+    parts = split_parts(song, sr, PARTS)
+
+    def likeness(a, b):
+        return float(np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b))
+
+    assert parts["song"] is not None and np.array_equal(parts["song"], song)
+    assert likeness(parts["drums"], clicks) > 0.8 and likeness(parts["drums"], low + high) < 0.2
+    assert likeness(parts["harmonic"], low + high) > 0.95
+    assert likeness(parts["bass"], low) > 0.95 and likeness(parts["bass"], high) < 0.05
+    assert all(part.shape == song.shape and part.dtype == np.float32 for part in parts.values())
+    with pytest.raises(ValueError, match="unknown part"):
+        split_parts(song, sr, ["piano"])
+
+
+def test_groove_song_has_dense_onsets_from_every_part_and_a_quiet_breakdown():
+    y = demo.groove_song(20.0, sr=16000)
+    times, _ = onsets(y, 16000)
+    assert len(times) >= 4 * 20  # drums, bass and chords: at least four onsets a second
+    parts = split_parts(y, 16000, ["drums", "harmonic"])
+    assert all(np.sqrt(np.mean(part ** 2)) > 0.02 for part in parts.values())
+    bar = 2.4  # 100 BPM
+    loud, quiet = y[int(0.5 * 16000):int((0.5 + 4 * bar) * 16000)], y[int(
+        (0.5 + 4 * bar) * 16000):int((0.5 + 6 * bar) * 16000)]
+    level = 20 * np.log10(np.sqrt(np.mean(loud ** 2)) / np.sqrt(np.mean(quiet ** 2)))
+    assert level > 8  # the breakdown is quieter, so -ips 0 gives it few steps
+    assert matched(demo.beat_grid(20.0, 100, 0.5), beat_times(y, 16000)) >= 0.8
 
 
 # --- loudness ---------------------------------------------------------------------------------

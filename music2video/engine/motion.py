@@ -23,8 +23,9 @@ latent shows. Every frame written shows its own pose whatever the step rate: `Ca
 warps the step's picture from the latent's pose to the frame's. And the latent follows, so the
 optimisation goes on from what is shown: before the step whose picture becomes frame f,
 `Camera.move` re-encodes the latent at f's pose when a pulse started since its last move, and
-otherwise once the picture would move min_pixels (each re-encode costs about half a step and
-changes the picture a little by itself). The optimiser keeps its state (z is replaced in
+otherwise once the picture would move min_pixels: each re-encode costs about half a step and
+changes the picture a little by itself, so between pulses (a pulse's tail, the drift) it waits
+for the next pulse, where the picture changes anyway, while `show` keeps the frames exact. The optimiser keeps its state (z is replaced in
 place). The camera's frame is saved with the run's state, so a resumed run moves exactly as an
 uninterrupted one. Nothing here draws random numbers: the same song and settings give the same
 motion.
@@ -45,7 +46,7 @@ from ..song import audio
 
 GOLDEN_ANGLE = math.pi * (3 - math.sqrt(5))  # turn between successive shift pulses
 TRACK_COLUMNS = ("log_zoom", "angle_deg", "shift_x", "shift_y", "cue")
-MIN_PIXELS = 2.0  # between pulses, the latent follows once the picture would move this far
+MIN_PIXELS = 8.0  # between pulses, the latent follows once the picture would move this far
 ONSET_PIXELS = 0.05  # when a pulse started, any move bigger than this is made
 
 PULSES = ("zoom", "shift", "rotate")  # one on each onset of their part
