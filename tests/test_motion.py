@@ -502,6 +502,26 @@ def test_react_puts_the_change_peaks_on_the_clicks_through_generate(tmp_path, cl
     assert figure["count"] >= 10
     assert figure["median_offset_frames"] <= 1
     assert figure["share_within_1"] >= 0.8
+    assert figure["peak_share_within_1"] >= 0.6 > figure["peak_chance_within_1"]
+
+
+@pytest.mark.slow
+def test_react_alone_is_on_the_beat_of_dense_music_through_generate(tmp_path, model_flags):
+    """The issue's goal on the groove song (drums, bass and chords): median <= 1 frame, >= 80 %
+    of onsets within 1 frame of a change peak, >= 60 % of change peaks within 1 of an onset."""
+    import json
+
+    from helpers import run_script
+
+    song = demo.encode_audio(demo.groove_song(8.0), demo.DEMO_SR, tmp_path / "groove.wav")
+    args = ["-ap", str(song), "-o", "o/v.png", "-s", "64", "64", "-cuts", "4", "-ips", "30",
+            "-sd", "4", "--precision", "fp32", "-se", "0", "-q", "--react", *model_flags]
+    result = run_script("generate.py", args, tmp_path)
+    assert result.returncode == 0, result.stderr
+    figure = json.loads((tmp_path / "o" / "v" / "report.json").read_text())["sync"]
+    assert figure["count"] >= 30 and figure["median_offset_frames"] <= 1
+    assert figure["share_within_1"] >= 0.8 > figure["chance_within_1"]
+    assert figure["peak_share_within_1"] >= 0.6 > figure["peak_chance_within_1"]
 
 
 @pytest.mark.slow
