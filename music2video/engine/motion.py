@@ -25,10 +25,10 @@ optimisation goes on from what is shown: before the step whose picture becomes f
 `Camera.move` re-encodes the latent at f's pose when a pulse started since its last move, and
 otherwise once the picture would move min_pixels: each re-encode costs about half a step and
 changes the picture a little by itself, so between pulses (a pulse's tail, the drift) it waits
-for the next pulse, where the picture changes anyway, while `show` keeps the frames exact. The optimiser keeps its state (z is replaced in
-place). The camera's frame is saved with the run's state, so a resumed run moves exactly as an
-uninterrupted one. Nothing here draws random numbers: the same song and settings give the same
-motion.
+for the next pulse, where the picture changes anyway, while `show` keeps the frames exact.
+The optimiser keeps its state (z is replaced in place). The camera's frame is saved with the
+run's state, so a resumed run moves exactly as an uninterrupted one. Nothing here draws random
+numbers: the same song and settings give the same motion.
 
 `Zoom` is the seed's -zvid motion: before every `every`-th step of each segment (counted from the
 segment's start, as the seed counted), the picture is cropped about its centre and scaled back
