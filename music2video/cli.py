@@ -242,8 +242,10 @@ def add_flags(p: argparse.ArgumentParser, mode: str | None) -> None:
 
     g = p.add_argument_group("motion and zoom").add_argument
     g("--react", nargs="?", const="", default=None, metavar="KINDS",
-      help="camera motion on the song's onsets and loudness: zoom, rotate, shift, drift, decay, "
-           "each optionally =VALUE (alone: zoom and drift)")
+      help="camera motion driven by the parts of the song: KIND[@PART][=VALUE],... with kinds "
+           "zoom, shift, rotate (pulses on onsets), drift, spin (follow the level), depth, decay "
+           "and parts drums, bass, harmonic, song (alone: zoom@drums=0.02,depth@bass=0.5,"
+           "drift@harmonic=0.0005; see docs/motion.md)")
     g("-zvid", "--zoom_video", action="store_true", help="zoom/shift the picture as it evolves")
     g("-zs", "--zoom_start", metavar="N", type=RANGES["zoom_start"], default=0, help="zoom from this step on")
     g("-zse", "--zoom_save_every", metavar="N", type=RANGES["zoom_save_every"], default=10, help="zoom every N steps")

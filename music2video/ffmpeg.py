@@ -51,7 +51,8 @@ def run_ffmpeg(args: list[str], what: str, cwd: Path | None = None) -> None:
 
 
 def probe(path: Path) -> dict:
-    """Streams (video, audio and subtitle codecs), picture size and fps, from ffmpeg's report."""
+    """Streams (video, audio and subtitle codecs), picture size, fps and the first audio
+    stream's sample rate, from ffmpeg's report."""
     result = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", ffmpeg_path(path)],
                             capture_output=True, text=True)
     report = result.stderr
@@ -59,9 +60,11 @@ def probe(path: Path) -> dict:
     audio = re.findall(r"Stream #\S+.*?: Audio: (\w+)", report)
     subtitle = re.findall(r"Stream #\S+.*?: Subtitle: (\w+)", report)
     fps = re.search(r"(\d+(?:\.\d+)?) fps", report)
+    rate = re.search(r"Stream #\S+.*?: Audio: .*?, (\d+) Hz", report)
     return {"video": [v[0] for v in video], "audio": audio, "subtitle": subtitle,
             "size": (int(video[0][1]), int(video[0][2])) if video else None,
-            "fps": float(fps.group(1)) if fps else None}
+            "fps": float(fps.group(1)) if fps else None,
+            "sample_rate": int(rate.group(1)) if rate else None}
 
 
 def read_frames(path: Path):

@@ -50,11 +50,20 @@ def split_prompts(text: str | None) -> list[str]:
     return [p.strip() for p in (text or "").split("|") if p.strip()]
 
 
-# Strengths `--react NAME` gives a named setting, and `--react` alone the default set.
-DEFAULTS = {"zoom": 0.02, "rotate": 1.0, "shift": 0.01, "drift": 0.0005, "decay": 4.0}
-DEFAULT_SET = ("zoom", "drift")
-LIMITS = {"zoom": 0.5, "rotate": 45.0, "shift": 0.25, "drift": 0.1, "decay": 120.0}
-EXAMPLE = "e.g. --react zoom=0.02,rotate=1,shift=0.01,drift=0.0005,decay=4 or --react zoom,rotate"
+PARTS = ("song", "drums", "harmonic", "bass")  # the parts of a song --react follows (song.audio)
+# kind: (the part it follows unless named, its value when named without one, lowest, highest)
+KINDS = {
+    "zoom": ("drums", 0.02, -0.5, 0.5),  # log-zoom added on a full-strength onset's frame
+    "shift": ("drums", 0.01, 0.0, 0.25),  # jolt, fraction of the shorter side
+    "rotate": ("drums", 1.0, 0.0, 45.0),  # jolt, degrees
+    "drift": ("harmonic", 0.0005, -0.1, 0.1),  # log-zoom per frame at full level
+    "spin": ("harmonic", 1.0, -90.0, 90.0),  # degrees per second at full level
+    "depth": ("bass", 0.5, 0.0, 1.0),  # share of the zoom pulses' size that follows the level
+}
+DECAY = (4.0, 1.0, 120.0)  # frames a pulse takes to fade: default, lowest, highest
+DEFAULT_SPEC = "zoom@drums=0.02,depth@bass=0.5,drift@harmonic=0.0005"  # --react alone
+EXAMPLE = ("e.g. --react zoom@drums=0.02,depth@bass=0.5,drift@harmonic=0.0005,decay=4 "
+           "or --react zoom,rotate")
 
 
 class ReactError(UserError, ValueError):
@@ -62,50 +71,75 @@ class ReactError(UserError, ValueError):
 
 
 @dataclass(frozen=True)
-class ReactSettings:
-    """Strengths of the song-driven motion; 0 switches a kind off."""
+class Drive:
+    """One --react item: a kind of motion, the part of the song that drives it, how strongly."""
 
-    zoom: float = 0.0  # zoom pulse: log-zoom added on a full-strength onset's frame (<0: out)
-    rotate: float = 0.0  # rotation jolt of a full-strength onset, degrees
-    shift: float = 0.0  # shift jolt of a full-strength onset, fraction of the shorter side
-    drift: float = 0.0  # base log-zoom per frame at full loudness (<0 zooms out)
-    decay: float = DEFAULTS["decay"]  # frames a pulse takes to fade out (1: the onset frame only)
+    kind: str  # a KINDS name
+    part: str  # an PARTS name
+    value: float  # its strength (0: off)
+
+
+@dataclass(frozen=True)
+class ReactSettings:
+    """What moves the camera, driven by what (no drives: no motion)."""
+
+    drives: tuple[Drive, ...] = ()
+    decay: float = DECAY[0]  # frames a pulse takes to fade out (1: the onset frame only)
 
     @property
     def active(self) -> bool:
-        """Whether any motion is switched on."""
-        return any((self.zoom, self.rotate, self.shift, self.drift))
+        """Whether any motion is switched on (depth alone moves nothing)."""
+        return any(d.value for d in self.drives if d.kind != "depth")
+
+    def of(self, *kinds: str) -> list[Drive]:
+        """The drives of these kinds that are on."""
+        return [d for d in self.drives if d.kind in kinds and d.value]
 
 
 def parse_react(spec: str | None) -> ReactSettings:
-    """Settings from 'zoom=0.02,rotate,decay=6'; '' or 'default' gives the default set."""
+    """Settings from 'zoom@drums=0.02,rotate,decay=6'; '' or 'default' gives DEFAULT_SPEC.
+
+    A kind named without a part follows its KINDS part; without a value it gets its KINDS
+    value. Each kind may follow several parts (their motions add), each part once."""
     spec = (spec or "").strip()
-    if spec.lower() in ("", "default"):
-        return ReactSettings(**{name: DEFAULTS[name] for name in DEFAULT_SET})
-    values = {}
-    for item in spec.split(","):
-        name, sep, text = (part.strip() for part in item.strip().partition("="))
-        if name not in DEFAULTS:
-            what = f"unknown name {name!r}" if name else "an empty item"
+    items = DEFAULT_SPEC if spec.lower() in ("", "default") else spec
+    drives, decay, seen = [], DECAY[0], set()
+    for item in items.split(","):
+        head, sep, text = (part.strip() for part in item.strip().partition("="))
+        kind, at, part = (word.strip() for word in head.partition("@"))
+        if kind not in KINDS and kind != "decay":
+            what = f"unknown name {kind!r}" if kind else "an empty item"
             raise ReactError(f"--react {spec}: {what}; use names from "
-                             f"{', '.join(DEFAULTS)}, {EXAMPLE}")
-        if name in values:
+                             f"{', '.join([*KINDS, 'decay'])}, {EXAMPLE}")
+        if kind == "decay" and at:
+            raise ReactError(f"--react {spec}: decay follows no part; give decay=FRAMES, {EXAMPLE}")
+        part = part if at else KINDS.get(kind, ("",))[0]
+        if at and part not in PARTS:
+            raise ReactError(f"--react {spec}: unknown part {part!r} in {head}; the parts are "
+                             f"{', '.join(PARTS)}, {EXAMPLE}")
+        name = f"{kind}@{part}" if kind != "decay" else kind
+        if name in seen or (kind == "depth" and any(d.kind == "depth" for d in drives)):
             raise ReactError(f"--react {spec}: {name} is given twice; give it once, {EXAMPLE}")
-        values[name] = _react_value(spec, name, text) if sep else DEFAULTS[name]
-    return ReactSettings(**values)
+        seen.add(name)
+        value = _react_value(spec, kind, text) if sep else (
+            DECAY[0] if kind == "decay" else KINDS[kind][1])
+        if kind == "decay":
+            decay = value
+        else:
+            drives.append(Drive(kind, part, value))
+    return ReactSettings(tuple(drives), decay)
 
 
-def _react_value(spec: str, name: str, text: str) -> float:
-    """One --react value, checked against its range."""
+def _react_value(spec: str, kind: str, text: str) -> float:
+    """One --react value, checked against its kind's range."""
     try:
         value = float(text)
     except ValueError:
         value = math.nan
-    limit = LIMITS[name]
-    low = 1.0 if name == "decay" else (0.0 if name in ("rotate", "shift") else -limit)
-    if not (math.isfinite(value) and low <= value <= limit):
-        raise ReactError(f"--react {spec}: {name}={text} is not a number from {low:g} to "
-                         f"{limit:g}; {EXAMPLE} (0 switches a kind off)")
+    low, high = DECAY[1:] if kind == "decay" else KINDS[kind][2:]
+    if not (math.isfinite(value) and low <= value <= high):
+        raise ReactError(f"--react {spec}: {kind}={text} is not a number from {low:g} to "
+                         f"{high:g}; {EXAMPLE} (0 switches a kind off)")
     return value
 
 

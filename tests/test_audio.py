@@ -1,6 +1,7 @@
 """Tests for music2video.song.audio: decoding, beats and loudness, on signals the tests make."""
 
 import subprocess
+import warnings
 
 import imageio_ffmpeg
 import librosa
@@ -8,7 +9,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from music2video.song.audio import AudioError, Loudness, beat_times, load_audio, loudness
+from music2video.song.audio import (
+    PARTS,
+    AudioError,
+    Loudness,
+    beat_times,
+    load_audio,
+    loudness,
+    onsets,
+    split_parts,
+)
 from music2video.testing import demo
 
 pytestmark = pytest.mark.filterwarnings("error")  # no warning may escape the audio stage
@@ -97,6 +107,24 @@ def test_load_audio_accepts_silence(tmp_path):
     sf.write(tmp_path / "silence.wav", np.zeros(16000, np.float32), 16000)
     y = load_audio(tmp_path / "silence.wav", 16000)
     assert len(y) == 16000 and not y.any()
+
+
+@pytest.mark.parametrize("ext", ["wav", "flac", "mp3"])
+def test_load_audio_gives_the_seeds_samples_and_beats(tmp_path, ext):
+    """The seed decoded with librosa.load(path, sr=16000): the file's own rate, then soxr_hq."""
+    song = demo.demo_song(sr=44100)[: 12 * 44100]
+    path = tmp_path / f"song.{ext}"
+    if ext == "mp3":
+        demo.encode_audio(song, 44100, path)
+    else:
+        sf.write(path, np.stack([song, 0.7 * np.roll(song, 29)], axis=1), 44100)
+    with warnings.catch_warnings():  # librosa.load imports audioread, which imports aifc
+        warnings.simplefilter("ignore", DeprecationWarning)
+        seeds, _ = librosa.load(path, sr=16000)
+    ours = load_audio(path, 16000)
+    assert ours.shape == seeds.shape
+    np.testing.assert_allclose(ours, seeds, rtol=0, atol=1e-5 if ext == "mp3" else 0)
+    np.testing.assert_array_equal(beat_times(ours, 16000), beat_times(seeds, 16000))
 
 
 def _text_as_mp3(path):
@@ -220,6 +248,39 @@ def test_demo_song_has_a_lead_in_then_a_steady_beat():
     assert matched(truth, beats) >= 0.9 and matched(beats, truth) >= 0.9
 
 
+def test_split_parts_finds_the_drums_the_harmonic_part_and_the_bass():
+    sr = 16000
+    clicks = demo.click_track(3.0, 120, sr)
+    low, high = sine(60, 3.0, sr, 0.3), sine(440, 3.0, sr, 0.3)
+    song = clicks + low + high
+    parts = split_parts(song, sr, PARTS)
+
+    def likeness(a, b):
+        return float(np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b))
+
+    assert parts["song"] is not None and np.array_equal(parts["song"], song)
+    assert likeness(parts["drums"], clicks) > 0.8 and likeness(parts["drums"], low + high) < 0.2
+    assert likeness(parts["harmonic"], low + high) > 0.95
+    assert likeness(parts["bass"], low) > 0.95 and likeness(parts["bass"], high) < 0.05
+    assert all(part.shape == song.shape and part.dtype == np.float32 for part in parts.values())
+    with pytest.raises(ValueError, match="unknown part"):
+        split_parts(song, sr, ["piano"])
+
+
+def test_groove_song_has_dense_onsets_from_every_part_and_a_quiet_breakdown():
+    y = demo.groove_song(20.0, sr=16000)
+    times, _ = onsets(y, 16000)
+    assert len(times) >= 4 * 20  # drums, bass and chords: at least four onsets a second
+    parts = split_parts(y, 16000, ["drums", "harmonic"])
+    assert all(np.sqrt(np.mean(part ** 2)) > 0.02 for part in parts.values())
+    bar = 2.4  # 100 BPM
+    loud, quiet = y[int(0.5 * 16000):int((0.5 + 4 * bar) * 16000)], y[int(
+        (0.5 + 4 * bar) * 16000):int((0.5 + 6 * bar) * 16000)]
+    level = 20 * np.log10(np.sqrt(np.mean(loud ** 2)) / np.sqrt(np.mean(quiet ** 2)))
+    assert level > 8  # the breakdown is quieter, so -ips 0 gives it few steps
+    assert matched(demo.beat_grid(20.0, 100, 0.5), beat_times(y, 16000)) >= 0.8
+
+
 # --- loudness ---------------------------------------------------------------------------------
 
 
@@ -262,6 +323,21 @@ def test_peak_on_tiny_and_out_of_range_spans():
     assert loud.peak(-3.0, 0.1) == 0.1  # clamped into range
     assert loud.peak(50.0, 60.0) == 0.5
     assert Loudness(values=np.zeros(0), hop_seconds=0.5).peak(0.0, 1.0) == 0.0
+
+
+def test_peak_windows_start_on_the_seeds_integer_beat_frames():
+    """The seed cut its loudness at integer beat frames, specm[b_k // 512:b_k+1 // 512]; our beat
+    times are those frames in seconds, and dividing back must land on the same frames."""
+    rng = np.random.default_rng(5)
+    sr, hop = 16000, 512
+    values = rng.random(4000)
+    loud = Loudness(values=values, hop_seconds=hop / sr)
+    frames = np.unique(np.concatenate([[51, 60], rng.integers(1, 3999, 300)]))  # 51: 1.632 s
+    times = librosa.frames_to_time(frames, sr=sr, hop_length=hop)
+    assert times[0] / loud.hop_seconds < 51  # the float rounding the seed's integers never had
+    for (a, b), (start, end) in zip(zip(frames, frames[1:]), zip(times, times[1:])):
+        assert loud.peak(start, end) == values[a:b].max()
+    assert loud.peak(times[-1], 4000 * hop / sr) == values[frames[-1]:].max()
 
 
 # --- encode_audio, which writes the files these tests decode ------------------------------------

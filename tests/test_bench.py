@@ -195,6 +195,17 @@ def test_memory_mode_reports_each_songs_peak():
     assert run["peak_rss_mb"] > 0 and run["song_s"] == pytest.approx(6)
 
 
+@pytest.mark.slow
+def test_sync_mode_reports_both_halves_of_the_figure_with_and_without_react():
+    args = bench.get_parser().parse_args(["--sync", "--rates", "4", "--seconds", "3",
+                                          "--react", "zoom@drums=0.1"])
+    result = bench.sync_table(args)
+    plain, react = result["sync"]
+    assert (plain["react"], react["react"]) == (None, "zoom@drums=0.1") and plain["ips"] == 4
+    assert react["count"] >= 10 and react["peak_share_within_1"] is not None
+    assert bench.sync_cells(react).count("%") == 4
+
+
 HOOK = """
 import importlib.abc, os, runpy, sys
 seen = []

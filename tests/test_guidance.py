@@ -391,6 +391,50 @@ def test_ji_brightness_is_additive():
                                atol=1e-5, rtol=0)
 
 
+# --- Affine and perspective: kornia 0.5.4's warps, which the seed ran ---------------------------
+
+
+def kornia054_warp(image: torch.Tensor, matrix: torch.Tensor, affine: bool,
+                   padding: str = "zeros") -> torch.Tensor:
+    """kornia 0.5.4's warp_affine / warp_perspective at the augments' align_corners=False: the
+    pixel matrix normalised with W - 1, the grid from affine_grid(align_corners=False) (affine)
+    or from a corner-aligned meshgrid (perspective), then grid_sample(align_corners=False)."""
+    n, c, h, w = image.shape
+    norm = torch.tensor([[2 / (w - 1), 0, -1], [0, 2 / (h - 1), -1], [0, 0, 1.0]])
+    back = torch.linalg.inv(norm @ matrix @ torch.linalg.inv(norm))  # (B, 3, 3) dst -> src
+    if affine:
+        grid = F.affine_grid(back[:, :2], [n, c, h, w], align_corners=False)
+    else:
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+        points = torch.stack([xs, ys, torch.ones_like(xs)], -1).view(1, -1, 3)  # (1, HW, 3)
+        moved = points @ back.transpose(1, 2)  # (B, HW, 3)
+        grid = (moved[..., :2] / moved[..., 2:]).view(n, h, w, 2)
+    return F.grid_sample(image, grid, mode="bilinear", padding_mode=padding, align_corners=False)
+
+
+@pytest.mark.parametrize("side", [32, 224])
+@pytest.mark.parametrize("name", ["Af", "Af-nr", "Pe", "Pe-nr", "updated", "updatedpooling"])
+def test_affine_and_perspective_warp_as_kornia_054_did(name, side):
+    import kornia.augmentation as K
+
+    stacks = {"updated": _fixed_augments("updated")[3], "updatedpooling": _fixed_augments(
+        "updatedpooling")[0]}
+    aug = stacks.get(name) or augment(name[:2], side, "nr" if name.endswith("nr") else "latest")
+    aug.p = 1.0
+    image = torch.rand(8, 3, side, side, generator=torch.Generator().manual_seed(side))
+    torch.manual_seed(4)
+    ours = aug(image)
+    affine = isinstance(aug, K.RandomAffine)
+    plain = (K.RandomAffine if affine else K.RandomPerspective).compute_transformation(
+        aug, image, aug._params, aug.flags)  # today's kornia's matrix: the seed's, to 1e-5
+    padding = aug.flags["padding_mode"].name.lower() if affine else "zeros"
+    seeds = kornia054_warp(image, plain, affine, padding)
+    torch.testing.assert_close(ours, seeds, atol=1e-4 if side == 32 else 3e-4, rtol=0)
+    assert (ours - seeds).abs().mean() < 1e-5
+    today = aug.apply_transform(image, aug._params, aug.flags, plain)  # kornia 0.9 as it is
+    assert (today - seeds).abs().mean() > 0.005  # what the seed's arithmetic changes
+
+
 # --- Perceptor --------------------------------------------------------------------------------
 
 

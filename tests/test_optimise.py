@@ -73,15 +73,6 @@ def test_noise_images_are_seeded_and_in_range():
     assert (gradient[0, 0, :, 1:] >= gradient[0, 0, :, :-1]).all()  # red rises left to right
 
 
-def test_zoom_shift_moves_the_picture():
-    image = torch.zeros(1, 3, 8, 8)
-    image[..., 0, 0] = 1
-    shifted = optimise.zoom_shift(image, 1.0, 2, 1)
-    assert shifted[0, 0, 1, 2] == 1 and shifted.sum() == image.sum()
-    zoomed_out = optimise.zoom_shift(torch.ones(1, 3, 16, 16), 0.5, 0, 0)
-    assert zoomed_out[0, 0, 0, 0] == 0 and zoomed_out[0, 0, 8, 8] > 0.9
-
-
 def test_to_frame_is_uint8_hwc():
     frame = optimise.to_frame(torch.tensor([0.0, 0.5, 1.0]).view(1, 3, 1, 1).expand(1, 3, 2, 4))
     assert frame.dtype == torch.uint8 and frame.shape == (2, 4, 3)

@@ -6,6 +6,8 @@ import torch
 
 from music2video.engine.guidance import Target
 from music2video.engine.modelset import WeightChoice
+from music2video.engine.motion import Zoom
+from music2video.engine.optimise import Optimiser
 from music2video.engine.renderer import (
     Finished,
     Preview,
@@ -111,3 +113,28 @@ def test_a_failed_allocation_is_one_line(renderer, monkeypatch, error, section):
                        ) as caught:
         list(renderer.run(Work(0, section, section, section, write=frozenset({section}))))
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("zoom_start, zoom_every", [(0, 2), (3, 2), (1, 4)])
+def test_the_seeds_zoom_counts_the_steps_of_each_segment(spec, samples, renderer, monkeypatch,
+                                                           zoom_start, zoom_every):
+    """The seed counted i from 0 in every segment and zoomed before train(i) when
+    i % zoom_frequency == 0 and zoom_start <= i: so also at every segment's start."""
+    from dataclasses import replace
+
+    steps = [3, 5, 1, 6]
+    plan = tuple(replace(s, iterations=n) for s, n in zip(segments(), steps))
+    events, step = [], Optimiser.step
+    monkeypatch.setattr(Zoom, "move", lambda self, vqgan, z: events.append("zoom") or z.detach())
+    monkeypatch.setattr(Optimiser, "step",
+                        lambda self, *args: events.append("step") or step(self, *args))
+    zoomed = Renderer(replace(spec, segments=plan, zoom=Zoom(zoom_start, zoom_every, 1.1, 1, 0)),
+                      samples, renderer.models)
+    list(zoomed.run(Work(0, 0, 0, 3)))
+    seeds = []
+    for iterations in steps:  # the seed's loop, for the steps we take
+        for i in range(iterations):
+            if i % zoom_every == 0 and zoom_start <= i:
+                seeds.append("zoom")
+            seeds.append("step")
+    assert events == seeds and "zoom" in events

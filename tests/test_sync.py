@@ -71,6 +71,25 @@ def test_sync_figure_counts_offsets_to_the_nearest_peak():
     assert "nothing to measure" in sync.sync_line(empty)
 
 
+def test_second_half_counts_change_peaks_near_an_onset():
+    change = np.ones(100)
+    peaks = np.array([10, 30, 52, 80])
+    change[peaks] = 10.0
+    onsets = np.array([10, 29, 50, 55, 84, 99])
+    figure = sync.sync_figure(onsets, change, FPS)
+    # nearest onsets: 10 -> 0, 30 -> -1, 52 -> -2, 80 -> +4: two of four within 1 frame
+    assert figure["peak_share_within_1"] == pytest.approx(2 / 4)
+    # frames 9-11, 28-30, 49-51, 54-56, 83-85, 98-99 of 1..99 are within 1 frame of an onset
+    assert figure["peak_chance_within_1"] == pytest.approx(17 / 99)
+    assert "50% of 4 change peaks within 1 frame of an onset (chance 17%)" in sync.sync_line(figure)
+    # a picture that changes on every frame: every onset is near a peak, few peaks near an onset
+    every = np.tile([1.0, 1.0, 6.0], 34)[:100]  # a change peak on every third frame
+    busy = sync.sync_figure(np.arange(10, 100, 20), every, FPS)
+    assert busy["peaks"] == 33 and busy["share_within_1"] == 1.0
+    assert busy["peak_share_within_1"] == pytest.approx(5 / 33)
+    assert busy["peak_chance_within_1"] == pytest.approx(15 / 99)
+
+
 def test_onset_frames_of_a_click_track_are_its_beat_frames():
     y = demo.click_track(4.0, 100, SR, start=0.37)
     expected = np.round(demo.beat_grid(4.0, 100, 0.37) * FPS).astype(int)

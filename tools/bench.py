@@ -5,6 +5,7 @@
     python -m tools.bench --levers     # one row per lever, each against the same baseline
     python -m tools.bench --memory     # peak RSS of generating a 1- and a 10-minute song
     python -m tools.bench --scaling --size 128 128   # 1 against 2 workers (in unshare -n)
+    python -m tools.bench --sync       # the sync figure at -ips 0, 4, 30, 100, with and without --react
 
 The networks have the real architectures (VQGAN ImageNet f16-16384, CLIP ViT-B/32) and random
 weights, so nothing is downloaded: the timings are real, the pictures are noise. Both loops run
@@ -568,6 +569,45 @@ def scaling(args) -> dict:
     return result
 
 
+SYNC_RATES = (0.0, 4.0, 30.0, 100.0)  # -ips of the sync table: the seed's default, few, one a frame, many
+
+
+def sync_table(args) -> dict:
+    """The sync figure of the groove song (testing/demo.py: drums, bass and chords with dense
+    onsets) through generate.py at each -ips, without and with --react (tiny models, 64x64)."""
+    from music2video.driver.folder import REPORT
+    from music2video.testing import demo
+
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="m2v-sync-") as tmp:
+        tmp = Path(tmp)
+        flags = _tiny_flags(tmp / "models")
+        song = demo.encode_audio(demo.groove_song(args.seconds), demo.DEMO_SR, tmp / "groove.wav")
+        for ips in args.rates:
+            for react in (None, args.react):
+                out = tmp / f"ips{ips:g}{'' if react is None else 'react'}" / "v.png"
+                extra = [] if react is None else ["--react", *([react] if react else [])]
+                run = ["-ap", song, "-o", out, "-s", "64", "64", "-cuts", "4", "-ips", f"{ips:g}",
+                       "--precision", "fp32", "-se", "0", "-sd", str(args.seed), "-q", *extra,
+                       *flags]
+                wall, _ = _generate(run, tmp / "stderr.txt")
+                figure = json.loads((out.with_suffix("") / REPORT).read_text())["sync"]
+                runs.append({"ips": ips, "react": react, "wall_s": wall, **figure})
+                print(f"-ips {ips:g} {'--react ' + (react or '') if react is not None else ''}: "
+                      f"{sync_cells(figure)} ({wall:.0f} s)", flush=True)
+    return {"sync": runs, "seconds": args.seconds, "seed": args.seed, "size": [64, 64],
+            "cuts": 4}
+
+
+def sync_cells(figure: dict) -> str:
+    """A sync figure as table cells: median, onsets within 1 (chance), peaks on an onset (chance)."""
+    if figure["median_offset_frames"] is None:
+        return f"nothing to measure ({figure['peaks']} change peaks) | |"
+    return (f"{figure['median_offset_frames']:g} | {100 * figure['share_within_1']:.0f} % "
+            f"({100 * figure['chance_within_1']:.0f} %) | {100 * figure['peak_share_within_1']:.0f}"
+            f" % ({100 * figure['peak_chance_within_1']:.0f} %)")
+
+
 class StandInWorker:
     """A worker that renders nothing: it yields the segments of a work at once, each with a
     chunk and a state of the sizes a real segment at the spec's picture size has."""
@@ -644,6 +684,15 @@ def get_parser() -> argparse.ArgumentParser:
                         "--cuts, --ips, --sections")
     p.add_argument("--ips", type=float, default=10, help="steps per second of song for --scaling")
     p.add_argument("--sections", type=int, default=4, help="sections for --scaling")
+    p.add_argument("--sync", action="store_true",
+                   help="the sync figure of the groove song at --rates, without and with --react "
+                        "(tiny models) instead")
+    p.add_argument("--rates", nargs="+", type=float, default=list(SYNC_RATES),
+                   help="-ips values for --sync")
+    p.add_argument("--react", default="", metavar="KINDS",
+                   help="--sync's --react settings ('': --react alone)")
+    p.add_argument("--seconds", type=float, default=20.0, help="length of --sync's song")
+    p.add_argument("--seed", type=int, default=4, help="-sd of --sync's runs")
     return p
 
 
@@ -652,7 +701,7 @@ def main(argv=None) -> dict:
     args = get_parser().parse_args(argv)
     device = torch.device(args.device)
     reason = f"--precision {args.precision}"
-    if args.precision == "auto" and not (args.memory or args.scaling):
+    if args.precision == "auto" and not (args.memory or args.scaling or args.sync):
         choice = precision.decide(device, args.size, args.cuts)
         args.precision, reason = choice.precision, f"auto: {choice.reason}"
         print(f"precision {args.precision} ({reason})", flush=True)
@@ -660,6 +709,8 @@ def main(argv=None) -> dict:
         result = memory(args.minutes)
     elif args.scaling:
         result = scaling(args)
+    elif args.sync:
+        result = sync_table(args)
     elif args.levers:
         result = levers(args)
     else:

@@ -234,7 +234,8 @@ def render_spec(opts: "Options", planned: Planned, manifest: dict, size, placeme
                 captions: tuple = ()):
     """The plain-data description a worker renders this song from."""
     from ..engine.modelset import WeightChoice
-    from ..engine.renderer import RenderSpec, Zoom
+    from ..engine.motion import Zoom
+    from ..engine.renderer import RenderSpec
 
     settings, init_image, image_prompts = manifest["settings"], *pictures
     zoom = (Zoom(opts.zoom_start, opts.zoom_save_every, opts.zoom_scale, opts.zoom_shift_x,

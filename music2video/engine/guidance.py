@@ -1,5 +1,6 @@
 """Guidance: what the picture is pulled towards (goals) and how CLIP looks at it (cut-outs)."""
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass
@@ -36,23 +37,67 @@ def spherical_loss(image_embeds: torch.Tensor, target: Target, weight: float | N
     return abs(weight) * replace_grad(dists, torch.clamp_min(dists, target.stop)).mean()
 
 
+def seed_pixel_map(height: int, width: int, like: torch.Tensor) -> torch.Tensor:
+    """(1, 3, 3) pixel map p -> p * W / (W - 1) - 0.5 on each axis, and its inverse (1, 3, 3).
+
+    kornia 0.5.4-0.6.5 normalised a warp's pixels with W - 1 (corners aligned) and then sampled
+    with grid_sample(align_corners=False), which reads the same numbers as if normalised with W:
+    the pixel it fetched was this map of the one the matrix named."""
+    sx, sy = width / max(width - 1, 1), height / max(height - 1, 1)
+    forward = like.new_tensor([[[sx, 0.0, -0.5], [0.0, sy, -0.5], [0.0, 0.0, 1.0]]])
+    inverse = like.new_tensor([[[1 / sx, 0.0, 0.5 / sx], [0.0, 1 / sy, 0.5 / sy], [0.0, 0.0, 1.0]]])
+    return forward, inverse
+
+
+@functools.cache
+def seed_augments():
+    """kornia's RandomAffine and RandomPerspective, warping as the seed's kornia 0.5.4 did.
+
+    Same draws, same matrix; only the warp differs. The seed's affine warp built its sampling
+    grid with affine_grid(align_corners=False), so its pixel matrix M acted as D M D^-1 (D:
+    seed_pixel_map): translations W / (W - 1) larger, turned about a point half a pixel off.
+    Its perspective warp built the grid from corner-aligned pixel centres, so M acted as
+    M D^-1: every view zoomed out by (W - 1) / W, shifted half a pixel, with a dark 1-px
+    border. Measured against kornia 0.5.4 itself: docs/motion.md."""
+    import kornia.augmentation as K
+
+    class SeedAffine(K.RandomAffine):
+        """RandomAffine with kornia 0.5.4's warp."""
+
+        def compute_transformation(self, input, params, flags):
+            matrix = super().compute_transformation(input, params, flags)  # (B, 3, 3)
+            forward, inverse = seed_pixel_map(*input.shape[-2:], matrix)
+            return forward @ matrix @ inverse
+
+    class SeedPerspective(K.RandomPerspective):
+        """RandomPerspective with kornia 0.5.4's warp."""
+
+        def compute_transformation(self, input, params, flags):
+            matrix = super().compute_transformation(input, params, flags)  # (B, 3, 3)
+            return matrix @ seed_pixel_map(*input.shape[-2:], matrix)[1]
+
+    return SeedAffine, SeedPerspective
+
+
 def augment(code: str, cut_size: int, variant: str) -> nn.Module:
     """One of the seed's kornia augments; 'nr' is the nrupdated method's stronger variant.
 
     The seed's kornia 0.5 ColorJitter is kornia's ColorJiggle now (additive brightness,
-    multiplicative contrast); today's ColorJitter follows torchvision's formulas instead."""
+    multiplicative contrast); today's ColorJitter follows torchvision's formulas instead. Its
+    affine and perspective warps are seed_augments()'."""
     import kornia.augmentation as K
 
+    affine, perspective = seed_augments()
     nr = variant == "nr"
     size = (cut_size, cut_size)
     factories = {
         "Ji": lambda: K.ColorJiggle(brightness=0.1, contrast=0.1, saturation=0.1, hue=0.1, p=0.7),
         "Sh": lambda: K.RandomSharpness(sharpness=0.3, p=0.5),
         "Gn": lambda: K.RandomGaussianNoise(mean=0.0, std=1.0, p=0.5),
-        "Pe": lambda: K.RandomPerspective(distortion_scale=0.5 if nr else 0.7, p=0.7),
+        "Pe": lambda: perspective(distortion_scale=0.5 if nr else 0.7, p=0.7),
         "Ro": lambda: K.RandomRotation(degrees=15, p=0.7),
-        "Af": lambda: K.RandomAffine(degrees=30 if nr else 15, translate=0.1, shear=5, p=0.7,
-                                     padding_mode="zeros", keepdim=True),
+        "Af": lambda: affine(degrees=30 if nr else 15, translate=0.1, shear=5, p=0.7,
+                             padding_mode="zeros", keepdim=True),
         "Et": lambda: K.RandomElasticTransform(p=0.7),
         "Ts": lambda: K.RandomThinPlateSpline(scale=0.8, same_on_batch=True, p=0.7),
         "Cr": lambda: K.RandomCrop(size=size, pad_if_needed=True, padding_mode="reflect", p=0.5),
@@ -68,13 +113,14 @@ def _fixed_augments(method: str) -> list[nn.Module]:
     """The augment stacks the 'updated' and 'updatedpooling' methods hard-wire."""
     import kornia.augmentation as K
 
+    affine, perspective = seed_augments()
     if method == "updated":
         return [K.RandomHorizontalFlip(p=0.5), K.ColorJiggle(hue=0.01, saturation=0.01, p=0.7),
                 K.RandomSharpness(0.3, p=0.4),
-                K.RandomAffine(degrees=30, translate=0.1, p=0.8, padding_mode="border"),
-                K.RandomPerspective(0.2, p=0.4)]
-    return [K.RandomAffine(degrees=15, translate=0.1, p=0.7, padding_mode="border"),
-            K.RandomPerspective(0.7, p=0.7), K.ColorJiggle(hue=0.1, saturation=0.1, p=0.7),
+                affine(degrees=30, translate=0.1, p=0.8, padding_mode="border"),
+                perspective(0.2, p=0.4)]
+    return [affine(degrees=15, translate=0.1, p=0.7, padding_mode="border"),
+            perspective(0.7, p=0.7), K.ColorJiggle(hue=0.1, saturation=0.1, p=0.7),
             K.RandomErasing((0.1, 0.4), (0.3, 1 / 0.3), same_on_batch=True, p=0.7)]
 
 

@@ -115,7 +115,8 @@ class Optimiser:
         self.opt = make_optimiser(name, [self.z], lr)
 
     def restart(self, z: torch.Tensor) -> None:
-        """Starts again from a new latent with a fresh optimiser (the seed's zoom motion)."""
+        """Starts again from a new latent with a fresh optimiser (the seed's zoom motion, a
+        section's start)."""
         self.z = z.detach().clone(memory_format=torch.contiguous_format).requires_grad_(True)
         self.opt = make_optimiser(self.name, [self.z], self.lr)
 
@@ -146,14 +147,3 @@ class Optimiser:
         self.restart(state["z"].to(self.device))
         self.opt.load_state_dict(state["optimiser"])
 
-
-def zoom_shift(image: torch.Tensor, scale: float, shift_x: int, shift_y: int) -> torch.Tensor:
-    """The seed's zoom motion: scale about the centre (<1 zooms out), then shift with wrap-around."""
-    from kornia.geometry.transform import scale as kornia_scale
-
-    if scale != 1:
-        factor = torch.tensor([[scale, scale]], device=image.device, dtype=image.dtype)
-        image = kornia_scale(image, factor, padding_mode="zeros")
-    if shift_x or shift_y:
-        image = torch.roll(image, shifts=(shift_y, shift_x), dims=(2, 3))
-    return image

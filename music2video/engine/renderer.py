@@ -26,8 +26,8 @@ from ..output.video import FrameWriter
 from ..song.segments import Segment, audio_window, frame_sources
 from .guidance import Target, noise_target
 from .modelset import Models, WeightChoice, first_latent, load_models, resolve_weights
-from .motion import Camera, react_track
-from .optimise import Optimiser, to_frame, zoom_shift
+from .motion import Camera, Zoom, react_track
+from .optimise import Optimiser, to_frame
 
 PROGRESS_SECONDS = 0.25  # how often progress is reported while a segment renders
 TIMED_STEPS = 2  # steps timed for the estimate before a render, after one untimed step
@@ -44,17 +44,6 @@ def out_of_memory(err: BaseException) -> bool:
     return isinstance(err, (torch.OutOfMemoryError, MemoryError)) or (
         isinstance(err, RuntimeError)
         and ("DefaultCPUAllocator" in text or "can't allocate memory" in text))
-
-
-@dataclass(frozen=True)
-class Zoom:
-    """The seed's zoom motion (-zvid): every `every` steps from `start`, scale and shift."""
-
-    start: int
-    every: int
-    scale: float
-    shift_x: int
-    shift_y: int
 
 
 @dataclass(frozen=True)
@@ -379,15 +368,13 @@ class Renderer:
                 targets = [(t, g.weight_at(i, n)) for t, g in pairs] + self._style_at(iteration)
                 if i == 0 and continuity is not None:
                     targets.append((continuity, continuity.weight))
-                if counts[i] and self.camera:  # the move shows in this step's frame
-                    self.camera.move(m.vqgan, opt.z, seg.frame_start + written)
+                self._move(opt, i, seg.frame_start + written if counts[i] else None)
                 result = opt.step(targets, i)
                 finite &= torch.isfinite(result.loss)
                 if counts[i] and path:
-                    self._write(writer, to_frame(result.image, cpu=False),
-                                seg.frame_start + written, counts[i])
+                    self._frames(writer, result.image, seg.frame_start + written, counts[i])
                 written += counts[i]
-                preview = self._after_step(opt, result, iteration, job)
+                preview = self._preview(result, iteration, job)
                 if preview is not None:
                     yield preview
                 iteration += 1
@@ -402,6 +389,24 @@ class Renderer:
             yield Progress(job, pending)
         return result.image, iteration
 
+    def _move(self, opt: Optimiser, step: int, frame: int | None) -> None:
+        """Before a segment's step: the seed's zoom when due; the camera's move to the pose of
+        the frame the step's picture becomes (None: it becomes none)."""
+        zoom = self.spec.zoom
+        if zoom and zoom.due(step):
+            opt.restart(zoom.move(self.models.vqgan, opt.z))  # a fresh optimiser, as the seed's
+        if frame is not None and self.camera:
+            self.camera.move(self.models.vqgan, opt.z, frame)
+
+    def _frames(self, writer: FrameWriter, image: torch.Tensor, first: int, count: int) -> None:
+        """Queues a step's picture (1, 3, H, W) as frames first .. first + count - 1, each at
+        its own camera pose."""
+        if self.camera is None:
+            self._write(writer, to_frame(image, cpu=False), first, count)
+            return
+        for frame in range(first, first + count):
+            self._write(writer, to_frame(self.camera.show(image, frame), cpu=False), frame, 1)
+
     def _write(self, writer: FrameWriter, frame, first: int, count: int) -> None:
         """Queues a picture as frames first .. first + count - 1, with their burnt-in lyrics."""
         if self.burner is None:
@@ -410,15 +415,9 @@ class Renderer:
         for piece, repeat in self.burner.pieces(frame, first, count):
             writer.write(piece, repeat)
 
-    def _after_step(self, opt: Optimiser, result, iteration: int, job: int):
-        """The zoom motion every -zse steps; a Preview every -se steps (else None)."""
+    def _preview(self, result, iteration: int, job: int):
+        """A Preview every -se steps (else None)."""
         s = self.spec
-        zoom = s.zoom
-        if zoom and iteration >= zoom.start and (iteration + 1) % zoom.every == 0:
-            with torch.no_grad():
-                moved = zoom_shift(self.models.vqgan.synth(opt.z), zoom.scale, zoom.shift_x,
-                                   zoom.shift_y)
-                opt.restart(self.models.vqgan.encode(moved))
         if s.save_every and iteration % s.save_every == 0:
             return Preview(job, iteration, to_frame(result.image).numpy(), result.loss.item())
         return None

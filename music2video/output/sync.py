@@ -3,10 +3,13 @@
 Visual change of frame i is the mean absolute difference between frames i-1 and i (0-255
 scale; 0 for frame 0). Its peaks are the frames that change clearly more than the frames
 around them. For each onset of the song (audio.onsets, on frame round(time * fps)) the
-offset to the nearest peak is taken, in frames (positive: the picture moves late). The figure
-is the median of the absolute offsets and the share within +-1 frame; `chance_within_1` is
-the share a song with onsets on random frames would get from the same peaks, so a figure can
-be told from luck.
+offset to the nearest peak is taken, in frames (positive: the picture moves late). The first
+half of the figure is the median of the absolute offsets and the share within +-1 frame;
+`chance_within_1` is the share a song with onsets on random frames would get from the same
+peaks, so a figure can be told from luck. A picture that changes on every frame would score
+well there, so the second half counts the other way: the share of change peaks within +-1
+frame of an onset (`peak_share_within_1`), against peaks on random frames
+(`peak_chance_within_1`). A good result has both: changes on the onsets, and few elsewhere.
 """
 
 from collections.abc import Iterable
@@ -60,28 +63,43 @@ def onset_frames(samples: np.ndarray, sr: int, fps: float, min_strength: float =
 
 def sync_figure(frames_of_onsets: np.ndarray, change: np.ndarray, fps: float = 30.0,
                 peaks: np.ndarray | None = None) -> dict:
-    """Median offset from each onset to the nearest visual-change peak, and the share within 1."""
+    """Both halves of the figure: from each onset to the nearest visual-change peak (median
+    offset, share within 1 frame), and from each peak to the nearest onset (share within 1
+    frame); each share with what chance gives."""
     change = np.asarray(change, dtype=float)
     peaks = change_peaks(change, fps) if peaks is None else np.sort(np.asarray(peaks, dtype=int))
-    hits = np.asarray(frames_of_onsets, dtype=int)
+    hits = np.unique(np.asarray(frames_of_onsets, dtype=int))
     hits = hits[(hits >= 1) & (hits < change.size)]  # frame 0 cannot change
     figure = {"count": int(hits.size), "peaks": int(peaks.size), "median_offset_frames": None,
               "median_signed_offset_frames": None, "share_within_1": None,
-              "chance_within_1": None}
+              "chance_within_1": None, "peak_share_within_1": None, "peak_chance_within_1": None}
     if hits.size == 0 or peaks.size == 0:
         return figure
-    right = np.clip(np.searchsorted(peaks, hits), 0, peaks.size - 1)  # peaks are sorted
-    left = np.clip(right - 1, 0, peaks.size - 1)
-    offsets = np.where(np.abs(peaks[left] - hits) <= np.abs(peaks[right] - hits),
-                       peaks[left] - hits, peaks[right] - hits)  # (onsets,) frames
-    near = np.zeros(change.size, dtype=bool)
-    for d in (-1, 0, 1):
-        near[np.clip(peaks + d, 0, change.size - 1)] = True
+    offsets = nearest_offsets(hits, peaks)  # (onsets,) frames, + when the picture moves late
     figure.update(median_offset_frames=float(np.median(np.abs(offsets))),
                   median_signed_offset_frames=float(np.median(offsets)),
                   share_within_1=float(np.mean(np.abs(offsets) <= 1)),
-                  chance_within_1=float(near[1:].mean()))
+                  chance_within_1=_near_share(peaks, change.size),
+                  peak_share_within_1=float(np.mean(np.abs(nearest_offsets(peaks, hits)) <= 1)),
+                  peak_chance_within_1=_near_share(hits, change.size))
     return figure
+
+
+def nearest_offsets(frames: np.ndarray, marks: np.ndarray) -> np.ndarray:
+    """For each frame, the offset (mark - frame) to the nearest of the sorted marks."""
+    right = np.clip(np.searchsorted(marks, frames), 0, marks.size - 1)
+    left = np.clip(right - 1, 0, marks.size - 1)
+    return np.where(np.abs(marks[left] - frames) <= np.abs(marks[right] - frames),
+                    marks[left] - frames, marks[right] - frames)
+
+
+def _near_share(marks: np.ndarray, size: int) -> float:
+    """The share of frames 1 .. size - 1 within 1 frame of a mark: what a figure counting
+    things on random frames would get."""
+    near = np.zeros(size, dtype=bool)
+    for d in (-1, 0, 1):
+        near[np.clip(marks + d, 0, size - 1)] = True
+    return float(near[1:].mean())
 
 
 def video_frames(path: Path) -> Iterable[np.ndarray]:
@@ -104,7 +122,11 @@ def sync_line(figure: dict) -> str:
     """One log line about a sync figure."""
     if figure["median_offset_frames"] is None:
         return f"sync: {figure['count']} onsets, {figure['peaks']} change peaks: nothing to measure"
-    return (f"sync: median {figure['median_offset_frames']:g} frames from onset to change peak "
+    line = (f"sync: median {figure['median_offset_frames']:g} frames from onset to change peak "
             f"(signed {figure['median_signed_offset_frames']:+g}), "
-            f"{100 * figure['share_within_1']:.0f}% within 1 frame "
-            f"(chance {100 * figure['chance_within_1']:.0f}%), {figure['count']} onsets")
+            f"{100 * figure['share_within_1']:.0f}% of {figure['count']} onsets within 1 frame "
+            f"(chance {100 * figure['chance_within_1']:.0f}%)")
+    if figure.get("peak_share_within_1") is None:  # a report from before the second half
+        return line
+    return (f"{line}, {100 * figure['peak_share_within_1']:.0f}% of {figure['peaks']} change "
+            f"peaks within 1 frame of an onset (chance {100 * figure['peak_chance_within_1']:.0f}%)")

@@ -3,6 +3,7 @@
 import argparse
 import csv
 import io
+import math
 import subprocess
 from pathlib import Path
 
@@ -16,6 +17,7 @@ DEMO_BPM = 120.0
 DEMO_SECONDS = 30.0
 DEMO_LEAD_IN = 1.5  # seconds of soft pad before the first drum hit
 DEMO_FADE = 3.0  # seconds of fade-out at the end
+GROOVE_BREAKDOWN_GAIN = 0.3  # the groove song's quiet bars: about 10 dB down, without the kick
 
 # I–V–vi–IV in C major, one chord per bar, as MIDI note numbers (root first).
 PROGRESSION = ((60, 64, 67), (55, 59, 62), (57, 60, 64), (53, 57, 60))
@@ -167,6 +169,66 @@ def tonal_song(duration: float, bpm: float, sr: int, start: float = 0.5, seed: i
     beats = beat_grid(duration, bpm, start)
     _drums(out, beats, sr, rng)
     _bass_and_chords(out, beats, sr)
+    return (0.8 * out / max(np.abs(out).max(), 1e-9)).astype(np.float32)
+
+
+def _groove_drums(out: np.ndarray, bars: int, bar: float, start: float, sr: int,
+                  rng: np.random.Generator) -> None:
+    """Kick on 1, the 'and' of 2 and on 3, snare on 2 and 4 with a ghost note before 4, eighth
+    hats of varying loudness, and a sixteenth hat fill closing every fourth bar; in the
+    breakdown bars, soft hats and snare only."""
+    kick, snare, step = _kick(sr), _snare(sr, rng), bar / 16  # step: one sixteenth
+    for k in range(bars):
+        t0, gain = start + k * bar, _groove_gain(k)
+        for sixteenth in (0, 6, 8) if gain == 1 else ():
+            _place(out, rng.uniform(0.75, 0.95) * kick, t0 + sixteenth * step, sr)
+        for sixteenth, level in ((4, 0.6), (11, 0.15), (12, 0.6)):
+            _place(out, gain * rng.uniform(0.85, 1.0) * level * snare, t0 + sixteenth * step, sr)
+        fill = k % 4 == 3
+        for sixteenth in range(0, 16, 1 if fill else 2):
+            accent = 0.3 if sixteenth % 4 == 0 else 0.18
+            _place(out, gain * rng.uniform(0.6, 1.0) * accent * _hat(sr, rng),
+                   t0 + sixteenth * step, sr)
+
+
+def _groove_gain(bar: int) -> float:
+    """The loudness of a bar of the groove song: two quiet bars (a breakdown) in every eight."""
+    return GROOVE_BREAKDOWN_GAIN if bar % 8 in (4, 5) else 1.0
+
+
+def _groove_bass_and_chords(out: np.ndarray, bars: int, bar: float, start: float,
+                            sr: int) -> None:
+    """An eighth-note bass line that anticipates the next chord, and chord stabs off the beat."""
+    step = bar / 16
+    line = ((0, 0, 3), (3, 0, 2), (6, 7, 2), (8, 0, 3), (11, 12, 1), (14, 0, 2))  # (at, interval, length)
+    for k in range(bars):
+        t0, gain = start + k * bar, _groove_gain(k)
+        chord = PROGRESSION[k % len(PROGRESSION)]
+        following = PROGRESSION[(k + 1) % len(PROGRESSION)]
+        for at, interval, length in line:
+            root = following[0] if at == 14 else chord[0]  # the last note leads into the next bar
+            note = _tone(midi_hz(root - 24 + interval), length * step, sr, (1.0, 0.5, 0.2))
+            note *= _adsr(len(note), sr, 0.004, 0.03)
+            _place(out, 0.4 * gain * note, t0 + at * step, sr)
+        for at in (2, 10):
+            stab = sum(_tone(midi_hz(n + 12), 1.5 * step, sr, (1.0, 0.3)) for n in chord)
+            stab *= _adsr(len(stab), sr, 0.003, 0.04) * _decay(1.5 * step, 0.08, sr)[: len(stab)]
+            _place(out, 0.12 * gain * stab, t0 + at * step, sr)
+
+
+def groove_song(duration: float = 20.0, bpm: float = 100.0, sr: int = DEMO_SR,
+                start: float = 0.5, seed: int = 0) -> np.ndarray:
+    """Dense onsets for the sync figure: drums, bass and chords together, with syncopation, a
+    bass line off the drums' grid, chord stabs off the beat, fills, hits of varying strength
+    (about five onsets a second at 100 BPM), and a quieter breakdown of two bars in every
+    eight, as real music has quiet stretches (where -ips 0 gives few steps)."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros(int(duration * sr))
+    bar = 4 * 60.0 / bpm
+    bars = max(0, math.ceil((duration - start) / bar))
+    _groove_drums(out, bars, bar, start, sr, rng)
+    _groove_bass_and_chords(out, bars, bar, start, sr)
+    out += 0.03 * _pad(duration, bpm, sr, start)
     return (0.8 * out / max(np.abs(out).max(), 1e-9)).astype(np.float32)
 
 
