@@ -391,7 +391,7 @@ def step_rate_renders(tiny_models):
         models = models or load_for(spec)
         renderer = Capture(spec, y, models)
         renderer.frames, renderer.poses = [], []
-        list(renderer.run(Work(0, 0, 0, 6, write=frozenset(range(7)))))
+        list(renderer.render(Work(0, 0, 0, 6, write=frozenset(range(7)))))
         renders[name] = renderer.frames, renderer.poses
     return y, renders
 

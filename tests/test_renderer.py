@@ -54,7 +54,7 @@ def finished(events) -> list[Finished]:
 
 
 def test_a_section_yields_each_segment_with_its_chunk_and_state(renderer):
-    events = list(renderer.run(Work(0, 0, 0, 3, write=frozenset(range(4)))))
+    events = list(renderer.render(Work(0, 0, 0, 3, write=frozenset(range(4)))))
     done = finished(events)
     assert [f.index for f in done] == [0, 1, 2, 3]
     assert all(f.chunk and f.chunk[4:8] == b"ftyp" and f.thumb[:4] == b"\x89PNG" for f in done)
@@ -64,24 +64,24 @@ def test_a_section_yields_each_segment_with_its_chunk_and_state(renderer):
 
 
 def test_only_wanted_chunks_are_encoded_and_the_rest_replayed(renderer):
-    full = finished(renderer.run(Work(0, 0, 0, 3, write=frozenset(range(4)))))
-    replay = finished(renderer.run(Work(0, 0, 0, 2, write=frozenset({2}), repair=True)))
+    full = finished(renderer.render(Work(0, 0, 0, 3, write=frozenset(range(4)))))
+    replay = finished(renderer.render(Work(0, 0, 0, 2, write=frozenset({2}), repair=True)))
     assert [(f.index, f.wanted, f.chunk is not None) for f in replay] == [
         (0, False, False), (1, False, False), (2, True, True)]
     assert replay[-1].repair and replay[-1].chunk == full[2].chunk
 
 
 def test_resuming_from_a_state_gives_the_same_chunks(renderer):
-    full = finished(renderer.run(Work(0, 0, 0, 3, write=frozenset(range(4)))))
-    tail = finished(renderer.run(Work(0, 0, 2, 3, state=full[1].state,
+    full = finished(renderer.render(Work(0, 0, 0, 3, write=frozenset(range(4)))))
+    tail = finished(renderer.render(Work(0, 0, 2, 3, state=full[1].state,
                                       write=frozenset({2, 3}))))
     assert [f.chunk for f in tail] == [full[2].chunk, full[3].chunk]
 
 
 def test_a_later_section_warms_up_and_does_not_open_on_the_start(renderer):
     """Section 1 starting at segment 2: warm-up steps pull it to a picture before frame one."""
-    first = finished(renderer.run(Work(0, 1, 2, 2, write=frozenset({2}))))[0]
-    again = finished(renderer.run(Work(0, 1, 2, 2, write=frozenset({2}))))[0]
+    first = finished(renderer.render(Work(0, 1, 2, 2, write=frozenset({2}))))[0]
+    again = finished(renderer.render(Work(0, 1, 2, 2, write=frozenset({2}))))[0]
     assert first.chunk == again.chunk  # seeded from the run seed and the section's index
     start = renderer.start_latent
     assert not torch.equal(first.state["optimiser"]["z"], start.cpu())
@@ -95,7 +95,7 @@ def test_a_non_finite_loss_stops_with_one_line(spec, samples, tiny_models):
     renderer = Renderer(bad, samples, load_for(bad))
     renderer.style = [[Target(torch.full((1, renderer.models.embed_dim), float("nan")))]]
     with pytest.raises(RenderError, match="non-finite") as caught:
-        list(renderer.run(Work(0, 0, 0, 0, write=frozenset({0}))))
+        list(renderer.render(Work(0, 0, 0, 0, write=frozenset({0}))))
     assert "\n" not in str(caught.value) and "-lr" in str(caught.value)
 
 
@@ -111,7 +111,7 @@ def test_a_failed_allocation_is_one_line(renderer, monkeypatch, error, section):
     monkeypatch.setattr(renderer.models.vqgan, "synth", allocate)
     with pytest.raises(RenderError, match="out of memory at -s 64 64, -cuts 2; use a smaller -s"
                        ) as caught:
-        list(renderer.run(Work(0, section, section, section, write=frozenset({section}))))
+        list(renderer.render(Work(0, section, section, section, write=frozenset({section}))))
     assert "\n" not in str(caught.value)
 
 
@@ -130,7 +130,7 @@ def test_the_seeds_zoom_counts_the_steps_of_each_segment(spec, samples, renderer
                         lambda self, *args: events.append("step") or step(self, *args))
     zoomed = Renderer(replace(spec, segments=plan, zoom=Zoom(zoom_start, zoom_every, 1.1, 1, 0)),
                       samples, renderer.models)
-    list(zoomed.run(Work(0, 0, 0, 3)))
+    list(zoomed.render(Work(0, 0, 0, 3)))
     seeds = []
     for iterations in steps:  # the seed's loop, for the steps we take
         for i in range(iterations):

@@ -96,7 +96,7 @@ class Worker:
         models = self._models(spec)
         if self.renderer is None or self.renderer[0] != work.job:
             self.renderer = (work.job, Renderer(spec, samples, models))
-        yield from self.renderer[1].run(work)
+        yield from self.renderer[1].render(work)
 
     def step_seconds(self, spec: RenderSpec, samples) -> float:
         """Seconds one of the spec's steps takes here (timed on a renderer of its own, so the

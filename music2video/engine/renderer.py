@@ -210,7 +210,7 @@ def load_for(spec: RenderSpec, quiet: bool = True) -> Models:
 
 
 class Renderer:
-    """Renders sections of one song with loaded models; `run(work)` yields its events."""
+    """Renders sections of one song with loaded models; `render(work)` yields its events."""
 
     def __init__(self, spec: RenderSpec, samples: np.ndarray, models: Models):
         self.spec, self.samples, self.models = spec, samples, models
@@ -320,7 +320,7 @@ class Renderer:
         for i in range(n):
             opt.step([(t, g.weight_at(0, 1)) for t, g in pairs] + style, i)
 
-    def run(self, work: Work) -> Iterator:
+    def render(self, work: Work) -> Iterator:
         """Renders the work's segments, yielding Progress, Preview and Finished events."""
         with self._memory_errors():
             opt, previous, iteration = self._start(work)
