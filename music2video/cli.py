@@ -26,7 +26,7 @@ AUDIO_SUFFIXES = (".mp3", ".wav", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aa
 # Settings that change how a run is shown, where it lives or who renders it, not what it renders:
 # a resumed run may differ in these.
 NOT_IDENTITY = {"output", "output_folder", "quiet", "overwrite", "save_every", "cuda_device", "gpu_id",
-                "deterministic", "video", "output_video_fps", "compile", "workers", "ray",
+                "deterministic", "video", "output_video_fps", "compile", "workers", "ray", "ray_device",
                 # files: compared by content (song, lyrics, start picture) or by resolved path
                 # and size (weights) in run_identity, not by how they were spelled
                 "audio_prompt", "lyrics", "init_image", "seed", "checkpoints", "clip_model",
@@ -198,6 +198,7 @@ class Options:
     draft: bool  # a quarter of the pixels and a fifth of the steps, to *_draft.mp4
     workers: int | None  # parallel workers (None: one per -gid GPU, else 1)
     ray: str | None  # None: in this process for one worker, else 'local', 'auto' or an address
+    ray_device: str  # a cluster's workers: 'auto' (GPUs while it has any, else CPUs), 'gpu', 'cpu'
     overwrite: bool
     quiet: bool
 
@@ -282,7 +283,11 @@ def add_seed_flags(p: argparse.ArgumentParser, mode: str) -> None:
     a("--workers", type=RANGES["workers"], default=None,
       help="sections rendered at once (default: one per -gid GPU, else 1)")
     a("--ray", default=None, metavar="ADDRESS",
-      help="run the workers on Ray: local (default for several workers), auto or a cluster address")
+      help="run the workers on Ray: local (default for several workers, or to ignore "
+           "$RAY_ADDRESS), auto or a cluster address (default: $RAY_ADDRESS when set)")
+    a("--ray_device", choices=("auto", "gpu", "cpu"), default="auto",
+      help="what a Ray cluster's workers render on: auto (GPUs while the cluster has any, else "
+           "CPUs, looked at again as nodes come and go), gpu (wait for GPU nodes) or cpu")
     a("--artist", default=None, help="-lyr auto: the artist (default: the song's tags)")
     a("--title", default=None, help="-lyr auto: the title (default: the song's tags)")
     a("--require_lyrics", action="store_true",

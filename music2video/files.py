@@ -18,6 +18,18 @@ def part_path(path: Path) -> Path:
     return path.with_name(f".{path.stem}.{os.getpid()}.part{path.suffix}")
 
 
+CACHE_ENV = "MUSIC2VIDEO_CACHE"  # this machine's cache folder (default $XDG_CACHE_HOME/music2video)
+
+
+def cache_folder() -> Path:
+    """$MUSIC2VIDEO_CACHE, else $XDG_CACHE_HOME/music2video, else ~/.cache/music2video."""
+    folder = os.environ.get(CACHE_ENV)
+    if not folder:
+        root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        folder = Path(root) / "music2video"
+    return Path(folder)
+
+
 DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EIO, errno.EFBIG)
 
 

@@ -216,7 +216,8 @@ def _field_problem(manifest: dict) -> str | None:
         frame = r["frame_end"]
     settings = manifest["settings"]
     if not isinstance(settings.get("precision", ""), str) or not (
-            _is_int(settings.get("threads", 1)) and settings.get("threads", 1) >= 1):
+            _is_int(settings.get("threads", 1)) and settings.get("threads", 1) >= 0) or not (
+            _is_number(settings.get("seam_seconds", 0), 0)):
         return "bad settings"
     for key in ("audio_path", "video"):
         if not isinstance(manifest.get(key, ""), str):
@@ -300,16 +301,27 @@ class RunFolder:
                            f"video is {self.video.name}; the manifest was edited or the folder "
                            "renamed: give the folder back its name, or pass --output")
 
-    def done(self) -> set[int]:
-        """Indices of the segments the journal records as finished (a torn last line is skipped)."""
+    def entries(self) -> list[dict]:
+        """The journal's lines, in order: {"segment": k, ...} (a torn line is skipped)."""
         data = read_own(self.journal_path)
         if data is None:
-            return set()
-        done = set()
+            return []
+        found = []
         for line in data.decode("utf-8", errors="replace").splitlines():
             with contextlib.suppress(ValueError, TypeError, KeyError):
-                done.add(int(json.loads(line)["segment"]))
-        return done
+                entry = json.loads(line)
+                found.append({**entry, "segment": int(entry["segment"])})
+        return found
+
+    def done(self) -> set[int]:
+        """Indices of the segments the journal records as finished."""
+        return {entry["segment"] for entry in self.entries()}
+
+    def setups(self) -> dict[int, dict]:
+        """{section: its journal entry}: the threads and precision each section that wrote a
+        segment rendered with, and which worker did (journals of older runs record neither)."""
+        return {e["section"]: e for e in self.entries()
+                if _is_int(e.get("section")) and _is_int(e.get("threads"))}
 
     def chunk(self, record: dict) -> Path | None:
         """Path of a segment's chunk (None for a segment with no frames)."""
@@ -553,8 +565,10 @@ class RunFolder:
         write_bytes(self.path / state_name(section), buffer.getvalue())
 
     def record(self, manifest: dict, index: int, chunk: bytes | None, thumb: bytes | None,
-               section: int | None = None, state: dict | None = None) -> None:
-        """Writes a finished segment: its chunk, thumbnail and section state, then the journal.
+               section: int | None = None, state: dict | None = None,
+               extra: dict | None = None) -> None:
+        """Writes a finished segment: its chunk, thumbnail and section state, then the journal
+        (with `extra`: its section, threads, precision, worker).
 
         In that order, so a segment the journal lists always has its files."""
         self.check_present()
@@ -567,12 +581,12 @@ class RunFolder:
             write_bytes(self.path / thumb_name(index, len(manifest["segments"])), thumb)
         if state is not None:
             self.save_state(section, state)
-        self.journal(index)
+        self.journal(index, extra)
 
-    def journal(self, index: int) -> None:
-        """Appends a finished segment to the journal, durably (after a line a crash tore, on a
-        line of its own)."""
-        line = (json.dumps({"segment": index}) + "\n").encode("utf-8")
+    def journal(self, index: int, extra: dict | None = None) -> None:
+        """Appends a finished segment (and `extra` facts about it) to the journal, durably (after
+        a line a crash tore, on a line of its own)."""
+        line = (json.dumps({"segment": index, **(extra or {})}) + "\n").encode("utf-8")
         try:
             flags = os.O_RDWR | os.O_CREAT | os.O_APPEND
             with os.fdopen(open_own(self.journal_path, flags), "r+b") as f:

@@ -117,6 +117,7 @@ class Job:
         are whole are not rewritten."""
         done = self.folder.done()
         records, works = self.manifest["segments"], []
+        setups = self.folder.setups()
         states = [self.folder.load_state(section) for section in range(len(self.plan.sections))]
         unjournaled = {state["segment"] for state in states if state} - done
         bad = self.folder.chunk_problems([records[k] for k in sorted(done | unjournaled)
@@ -131,12 +132,14 @@ class Job:
             needs = {k for k in range(first, last + 1) if k not in done} | missing
             tail = {k for k in needs if k > reached}
             head = needs - tail
+            setup = setups.get(section, {})  # what the section began with, kept
+            fixed = {"threads": setup.get("threads"), "precision": setup.get("precision")}
             if tail:
                 works.append(Work(self.index, section, reached + 1, max(tail), state,
-                                  frozenset(tail)))
+                                  frozenset(tail), **fixed))
             if head:
                 works.append(Work(self.index, section, first, max(head), None, frozenset(head),
-                                  repair=True))
+                                  repair=True, **fixed))
             self.left |= needs
         lost = {k: why for k, why in bad.items() if k in done}
         if lost:
@@ -163,8 +166,10 @@ class Job:
         if event.peak_gpu_mb is not None:
             self.peak_gpu_mb = max(self.peak_gpu_mb or 0.0, event.peak_gpu_mb)
         if event.wanted:
+            facts = {"section": event.section, "threads": event.threads,
+                     "precision": event.precision, **(event.worker or {})}
             self.folder.record(self.manifest, event.index, event.chunk, event.thumb,
-                               event.section, state)
+                               event.section, state, facts)
             self.left.discard(event.index)
             self.log(segment_line(self.plan.segments[event.index], len(self.plan.segments)))
             picture = storyboard.decode_thumbnail(event.thumb) if event.thumb else None
@@ -200,15 +205,20 @@ class Job:
         """report.json in the run folder, and its summary lines."""
         out = self.outputs
         fps = self.manifest.get("output_video_fps") or self.manifest["fps"]  # the file's rate
+        workers = report.workers(self.folder.entries())
+        used = sorted({str(w["precision"]) for w in workers})  # 'auto' was decided per section
+        precision = self.spec.precision if self.spec.precision != "auto" or not used else \
+            "/".join(used)
         rep = report.build(
             song=self.plan.song.path, song_seconds=self.plan.song.duration, video=out.video,
             fps=fps, segments=self.manifest["segments"], lyrics=self.plan.lyrics,
             lyrics_given=self.plan.lyrics_given, steps=self.plan.steps,
             steps_this_run=self.steps_this_run, render_seconds=render_seconds,
             wall_seconds=time.monotonic() - self.started, device=self.spec.device,
-            precision=self.spec.precision,
+            precision=precision,
             outputs={"video": out.video, "storyboard": out.storyboard, "subtitles": srt,
-                     "run_dir": self.folder.path, "report": self.folder.path / REPORT})
+                     "run_dir": self.folder.path, "report": self.folder.path / REPORT},
+            workers=workers)
         if self.peak_gpu_mb is not None:
             rep["peak_gpu_mb"] = self.peak_gpu_mb  # measured where the steps ran
         song = self.plan.song
@@ -222,12 +232,28 @@ class Job:
         self.folder.unlock()
 
 
-def render_jobs(jobs: list[Job], scheduler, quiet: bool) -> dict[int, str]:
-    """Renders every job's remaining work and finishes each song as its last segment arrives.
+def resume_line(job: Job) -> str | None:
+    """'resuming at segment k of n (d done)' for a job that has finished segments, k the first
+    segment still to render; None for a job starting afresh."""
+    count = len(job.plan.segments)
+    if not job.left or len(job.left) == count:
+        return None
+    return (f"{job.name}: resuming at segment {min(job.left) + 1} of {count} "
+            f"({count - len(job.left)} done)")
 
-    Returns {job index: error line} for the songs that failed."""
+
+def render_jobs(jobs: list[Job], scheduler, quiet: bool) -> dict[int, str]:
+    """Renders every job's remaining work and finishes each song as its last segment arrives:
+    joined, its storyboard and report written on a thread of its own, so other songs' segments
+    keep arriving meanwhile.
+
+    Returns {job index: error line} for the songs that failed. When the workers stop for good
+    (no worker left, the cluster's head lost), every song not finished gets that line."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from ..ffmpeg import VideoError
     from ..files import RunError as FolderError
+    from .workers import SchedulerError
 
     plans = {job.index: job for job in jobs}
     works, done_steps = [], 0
@@ -235,12 +261,11 @@ def render_jobs(jobs: list[Job], scheduler, quiet: bool) -> dict[int, str]:
         job_works, steps = job.works()
         works += job_works
         done_steps += steps
-        first = min((w.first for w in job_works), default=None)
-        if first is not None and steps:
-            job.log(f"{job.name}: resuming at segment {first + 1} of {len(job.plan.segments)}")
+        line = resume_line(job)
+        if line:
+            job.log(line)
     errors: dict[int, str] = {}
     total = done_steps + sum(work_cost(plans[w.job].spec, w) for w in works)
-
     started = time.monotonic()
 
     def finish(job: Job) -> None:
@@ -249,24 +274,26 @@ def render_jobs(jobs: list[Job], scheduler, quiet: bool) -> dict[int, str]:
         except (FolderError, VideoError) as err:
             errors[job.index] = str(err)
 
-    for job in jobs:
-        if job.complete:
-            finish(job)
     specs = {w.job: (plans[w.job].spec, plans[w.job].plan.song.samples) for w in works}
-    with tqdm(total=total, initial=done_steps, unit="it", desc="rendering", disable=quiet,
-              dynamic_ncols=True) as bar:
-        for event in scheduler.run(specs, works):
-            job = plans[event.job]
-            job.handle(event)
-            if isinstance(event, Progress):
-                if event.steps < 0:
-                    bar.total -= event.steps  # a dead worker's steps are rendered again
-                    bar.refresh()
-                else:
-                    bar.update(event.steps)
-                continue
-            if isinstance(event, Failed):
-                errors[job.index] = event.message
-            elif job.complete and isinstance(event, Finished) and event.wanted:
-                finish(job)
+    finishing = []
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="finish") as pool, \
+            tqdm(total=total, initial=done_steps, unit="it", desc="rendering", disable=quiet,
+                 dynamic_ncols=True) as bar:
+        finishing += [pool.submit(finish, job) for job in jobs if job.complete]
+        try:
+            for event in scheduler.run(specs, works):
+                job = plans[event.job]
+                job.handle(event)
+                if isinstance(event, Progress):
+                    bar.update(event.steps)  # below 0: a lost worker's steps, rendered again
+                elif isinstance(event, Failed):
+                    errors[job.index] = event.message
+                elif job.complete and isinstance(event, Finished) and event.wanted:
+                    finishing.append(pool.submit(finish, job))
+        except SchedulerError as err:
+            for job in jobs:
+                if not job.complete and job.index not in errors:
+                    errors[job.index] = str(err)
+    for future in finishing:
+        future.result()  # a bug in finishing a song is a traceback, as before
     return errors

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .job import Outputs
 
 LYRICS_SUFFIXES = (".csv", ".lrc", ".srt")
+SEAM_SECONDS = 0.5  # a section's last half second cross-fades into the next section's opening
 
 
 class Fatal(UserError):
@@ -174,14 +175,18 @@ def device_memory(device) -> int | None:
     return None
 
 
-def choose_settings(precision: str, sections: int) -> dict:
-    """Settings a new run fixes and a resume keeps: precision and CPU threads per worker.
+def choose_settings(precision: str, sections: int, cluster: bool) -> dict:
+    """Settings a new run fixes and a resume keeps: precision, CPU threads per section, and how
+    long a section's end cross-fades into the next one's opening.
 
     CPU results depend on the thread count, so it comes from the plan (cores / sections), never
-    from the number of workers."""
+    from the number of workers. On a cluster the cores are each worker's own (threads 0), and
+    --precision auto is decided where each section renders: the journal keeps both per section,
+    so a resume renders each section as it began."""
     import torch
 
-    return {"precision": precision, "threads": max(1, torch.get_num_threads() // sections)}
+    threads = 0 if cluster else max(1, torch.get_num_threads() // sections)
+    return {"precision": precision, "threads": threads, "seam_seconds": SEAM_SECONDS}
 
 
 def run_identity(opts, song: Path, lyrics: Path | None, paths: dict) -> dict:
@@ -227,8 +232,9 @@ def plan_one(index: int, opts, song: Path) -> Planned:
 
 
 def render_spec(opts, planned: Planned, manifest: dict, size, placement, pictures,
-                captions: tuple = ()):
-    """The plain-data description a worker renders this song from."""
+                captions: tuple = (), prints: tuple = ()):
+    """The plain-data description a worker renders this song from (`prints`: the weight files'
+    fingerprints a cluster's workers check theirs against)."""
     from ..engine.modelset import WeightChoice
     from ..engine.renderer import RenderSpec, Zoom
 
@@ -247,18 +253,20 @@ def render_spec(opts, planned: Planned, manifest: dict, size, placement, picture
         change_prompt_every=opts.change_prompt_every, image_prompts=image_prompts,
         noise_prompts=tuple(zip(opts.noise_prompt_seeds, opts.noise_prompt_weights)),
         zoom=zoom, save_every=opts.save_every, warmup=opts.warmup, compile=opts.compile,
-        deterministic=opts.deterministic, captions=captions, react=opts.react)
+        deterministic=opts.deterministic, captions=captions, react=opts.react,
+        sections=tuple(tuple(s) for s in manifest["sections"]),
+        seam=settings.get("seam_seconds", 0.0), fingerprints=prints)
 
 
 def open_job(opts, planned: Planned, paths: dict, size, placement, pictures,
-             precision: str):
+             precision: str, prints: tuple = ()):
     """Opens (locks) a song's run folder, resuming or starting it, and makes its Job."""
     from ..output.subtitles import cues as lyric_cues
     from .folder import RunFolder
     from .job import Job
 
     plan, outputs = planned.plan, planned.outputs
-    settings = choose_settings(precision, len(plan.sections))
+    settings = choose_settings(precision, len(plan.sections), on_cluster(placement))
     seed = opts.seed if opts.seed is not None else random.randrange(2**31)
     cues = lyric_cues(plan.lyrics, plan.song.duration)
     info = {"audio_path": str(plan.song.path.resolve()), "video": str(outputs.video.resolve()),
@@ -269,7 +277,7 @@ def open_job(opts, planned: Planned, paths: dict, size, placement, pictures,
     manifest = folder.open(run_identity(opts, plan.song.path, planned.lyrics, paths),
                            plan.segments, plan.sections, opts.overwrite, seed, settings, info)
     spec = render_spec(opts, planned, manifest, size, placement, pictures,
-                       tuple(cues) if opts.burn_lyrics else ())
+                       tuple(cues) if opts.burn_lyrics else (), prints)
     job = Job(planned.index, plan, outputs, folder, manifest, spec, opts.quiet, cues,
               opts.burn_lyrics)
     settings = manifest["settings"]
@@ -277,8 +285,17 @@ def open_job(opts, planned: Planned, paths: dict, size, placement, pictures,
             f"{len(plan.sections)} section(s), {plan.steps} steps, "
             f"{round(plan.song.duration * opts.fps)} frames at {opts.fps:g} fps; device "
             f"{placement.device}, {settings['precision']}, seed {manifest['seed']}")
+    if on_cluster(placement):
+        kinds = {"auto": "GPUs while it has any, else CPUs", "gpu": "GPUs", "cpu": "CPUs"}
+        job.log(f"rendering on the Ray cluster at {placement.ray}"
+                f"{' (from $RAY_ADDRESS)' if placement.from_env else ''}: {kinds[placement.kind]}")
     job.log(f"video will be written to {outputs.video} (chunks in {folder.path}/)")
     return job
+
+
+def on_cluster(placement) -> bool:
+    """Whether the workers run on a Ray cluster (not in this process, nor a local instance)."""
+    return placement.ray not in (None, "local")
 
 
 def generate(opts, report, expected: tuple) -> int:
@@ -286,7 +303,7 @@ def generate(opts, report, expected: tuple) -> int:
 
     A song that fails its checks or its render is reported (`report(line)`) and skipped; the
     others go on. Returns how many songs failed."""
-    from ..engine.modelset import WeightChoice, picture_size, resolve_weights
+    from ..engine.modelset import WeightChoice, fingerprints, picture_size, resolve_weights
     from .job import say
     from .workers import make_scheduler, place
 
@@ -311,6 +328,7 @@ def generate(opts, report, expected: tuple) -> int:
     if placement.device is not None:
         check_memory(size, paths["config"], placement.device, opts.num_cuts, opts.clip_model)
     pictures = read_pictures(opts, size)
+    prints = fingerprints(paths) if on_cluster(placement) else ()
     sections = sum(len(song.plan.sections) for song in planned)
     if placement.workers > 1 and sections < placement.workers:
         warnings.warn(f"--workers {placement.workers}, but there are {sections} section(s) to "
@@ -322,11 +340,15 @@ def generate(opts, report, expected: tuple) -> int:
         precision = opts.precision
         if precision == "auto":
             choice = scheduler.precision(placement.device, size, opts.num_cuts)
-            precision = choice.precision
-            say(opts.quiet, f"precision {precision} (auto: {choice.reason})")
+            if choice is None:
+                say(opts.quiet, "precision auto: decided where each section renders")
+            else:
+                precision = choice.precision
+                say(opts.quiet, f"precision {precision} (auto: {choice.reason})")
         for song in planned:
             try:
-                jobs.append(open_job(opts, song, paths, size, placement, pictures, precision))
+                jobs.append(open_job(opts, song, paths, size, placement, pictures, precision,
+                                     prints))
             except expected as err:
                 report(name(song.plan.song.path, err))
                 failed += 1

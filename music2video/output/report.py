@@ -26,6 +26,9 @@ Fields of report.json (all plain JSON values):
     precision           fp32, bf16 or fp16
     outputs             paths written: video, storyboard, subtitles (null without lyrics),
                         run_dir, report
+    workers             who rendered the segments, one item per node, hardware, precision and
+                        CPU threads: its sections and segment count (from the run's journal, so
+                        a resumed run lists the earlier run's workers too; [] for older runs)
 """
 
 from __future__ import annotations
@@ -87,12 +90,13 @@ def _path(path) -> str | None:
 def build(*, song: Path, song_seconds: float, video: Path, fps: float, segments: list,
           lyrics: list, lyrics_given: int, steps: int, steps_this_run: int,
           render_seconds: float, wall_seconds: float, device: str, precision: str,
-          outputs: dict[str, Path | None]) -> dict:
+          outputs: dict[str, Path | None], workers: list | None = None) -> dict:
     """The report of a finished run; the video's frames are counted from the file itself.
 
     `segments` is the plan (manifest records or schedule.Segments); `lyrics` the lines kept for
     the song and `lyrics_given` how many the file held; `outputs` maps video, storyboard,
-    subtitles, run_dir and report to their paths (None for one not written)."""
+    subtitles, run_dir and report to their paths (None for one not written); `workers` is
+    workers() of the run's journal."""
     frames, seconds = count_frames(video)
     song_frames = round(song_seconds * fps)
     gpu, gpu_reserved = peak_gpu_mb(device)
@@ -111,7 +115,40 @@ def build(*, song: Path, song_seconds: float, video: Path, fps: float, segments:
         "peak_gpu_mb": gpu, "peak_gpu_reserved_mb": gpu_reserved,
         "device": str(device), "precision": precision,
         "outputs": {key: _path(path) for key, path in outputs.items()},
+        "workers": list(workers or []),
     }
+
+
+def workers(entries: list[dict]) -> list[dict]:
+    """Who rendered a run's segments, from its journal entries: one item per node, hardware,
+    precision and threads, with the sections it rendered and its segment count."""
+    groups: dict[tuple, dict] = {}
+    for entry in entries:
+        if "hardware" not in entry:
+            continue  # written by an older version
+        key = (entry.get("node"), entry["hardware"], entry.get("precision"), entry.get("threads"))
+        group = groups.setdefault(key, {"node": key[0], "hardware": key[1], "precision": key[2],
+                                        "threads": key[3], "sections": set(), "segments": 0})
+        group["sections"].add(entry.get("section"))
+        group["segments"] += 1
+    return [{**g, "sections": sorted(s for s in g["sections"] if s is not None)}
+            for g in groups.values()]
+
+
+def mixed_line(report: dict) -> str | None:
+    """A summary line naming the hardware when the sections rendered on more than one kind
+    (None otherwise): the same frames hold only on the same hardware."""
+    kinds: dict[str, set] = {}
+    for group in report.get("workers", []):
+        kinds.setdefault(f"{group['hardware']} {group['precision']}", set()).update(
+            group["sections"])
+    if len(kinds) < 2:
+        return None
+    named = "; ".join(f"{kind} (section{'s' if len(sections) > 1 else ''} "
+                      f"{', '.join(str(s + 1) for s in sorted(sections))})"
+                      for kind, sections in sorted(kinds.items()))
+    return (f"mixed hardware: {named}; another run gives the same frames only where each "
+            "section renders on the same hardware")
 
 
 def write_report(path: Path, report: dict) -> Path:
@@ -147,5 +184,6 @@ def summary(report: dict) -> list[str]:
         f"{r['steps']} steps{this_run} rendered in {clock(r['render_seconds'])}, {rate}; wall "
         f"{clock(r['wall_seconds'])}, {r['realtime_factor']:.2f}x the song's length",
         f"{memory}; {r['device']}, {r['precision']}",
+        *([mixed_line(r)] if mixed_line(r) else []),
         f"wrote {written}",
     ]
