@@ -1,5 +1,6 @@
 """Tests for music2video.song.sections: balanced sections cut where the song changes."""
 
+import json
 import warnings
 
 import numpy as np
@@ -218,10 +219,13 @@ def test_a_window_without_a_segment_start_takes_the_nearest():
     assert balanced_cuts(steps, starts, np.zeros(4), 4, 40.0) == [1, 2, 3]
 
 
-def test_cuts_leaving_a_short_section_are_dropped():
+def test_cuts_keep_sections_long_enough_and_stop_when_none_fits():
     steps, starts = [1] * 40, [float(t) for t in range(40)]
     assert balanced_cuts(steps, starts, np.zeros(40), 20, 40.0, min_seconds=8.0) == [
         8, 16, 24, 32]
+    # 64 asked of a 300-second song: as many as 4-second sections allow, each near its share
+    many = balanced_cuts([1] * 300, [float(t) for t in range(300)], np.zeros(300), 64, 300.0)
+    assert len(many) == 63 and min(np.diff([0, *many, 300])) >= MIN_SECTION_SECONDS
 
 
 def test_sections_do_not_depend_on_anything_but_the_song_and_the_request(three_part):
@@ -316,4 +320,29 @@ def test_bad_request_names_the_fix(text):
 def test_the_minimum_section_is_read_when_planning(monkeypatch):
     steps, starts = [1] * 40, [float(t) for t in range(40)]
     monkeypatch.setattr(sections, "MIN_SECTION_SECONDS", 15.0)  # as a caller may tune it
-    assert balanced_cuts(steps, starts, np.zeros(40), 4, 40.0) == [20]
+    assert balanced_cuts(steps, starts, np.zeros(40), 4, 40.0) == [15]  # then no room left
+
+
+@pytest.mark.slow
+def test_eight_sections_share_the_steps_and_their_seams_move_no_more_than_a_beat_cut(
+        tmp_path, model_flags):
+    """A generated 40-second song in parts with --sections 8, through generate.py: no section
+    holds more than 1.2/8 of the steps, and the picture changes at the seams (cross-faded)
+    about as much as at an ordinary beat cut (BENCHMARKS.md has the figures of a longer song,
+    and of the same song cut without the fade: about twice a beat cut)."""
+    from helpers import run_script
+
+    from tools import bench
+
+    song = demo.encode_audio(bench.structured_song(40.0, 22050, part=10.0), 22050,
+                             tmp_path / "parts.mp3")
+    args = ["-ap", str(song), "-o", "o/v.png", "-ips", "2", "-s", "64", "64", "-cuts", "2",
+            "-sd", "4", "--sections", "8", "--warmup", "10", "-se", "0", "--precision", "fp32",
+            "-q", *model_flags]
+    result = run_script("generate.py", args, tmp_path)
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((tmp_path / "o" / "v" / "manifest.json").read_text())
+    figures = bench.seam_figures(tmp_path / "o" / "v.mp4", manifest)
+    assert figures["sections"] == 8
+    assert figures["largest_share"] <= (1 + BALANCE) / 8 + 0.01
+    assert figures["seam"] <= 1.2 * figures["beat_cut"], figures

@@ -122,32 +122,34 @@ def balanced_cuts(steps: list[int], starts: list[float], scores, count: int, end
                   min_seconds: float | None = None) -> list[int]:
     """The segments that open sections 2..count: each cut near j/count of the song's steps.
 
-    Cut j may fall where the steps before it are within BALANCE/2 of the song's share of one
-    section from j shares, so no section holds more than (1 + BALANCE)/count of the steps where
-    the segments are short enough to allow it. In that window it takes the segment start with
-    the best score (the song's change there, 0 to 1) less DRIFT for each window's half-width it
-    lies from the even split; a window with no segment start takes the nearest one. Cuts that
-    would leave a section shorter than min_seconds (None: MIN_SECTION_SECONDS) are dropped."""
+    Cut j may fall where the steps before it are within BALANCE/2 of one section's share from
+    j shares, so no section holds more than (1 + BALANCE)/count of the steps where the segments
+    are short enough to allow it. In that window it takes the segment start with the best score
+    (the song's change there, 0 to 1) less DRIFT for each window's half-width it lies from the
+    even split; with no segment start in the window, the nearest to it. Cuts are taken in order,
+    each at least min_seconds (None: MIN_SECTION_SECONDS) after the one before and before the
+    song's end; one that cannot be is left out."""
     min_seconds = MIN_SECTION_SECONDS if min_seconds is None else min_seconds
     share = sum(steps) / count
     before = np.concatenate([[0], np.cumsum(steps)])[:-1]  # steps before segment k
+    starts, scores = np.asarray(starts, dtype=float), np.asarray(scores, dtype=float)
     reach = max(BALANCE / 2 * share, 1e-9)
-    inner = np.arange(1, len(steps))  # a cut opens one of these segments
-    cuts = []
+    cuts: list[int] = []
     for j in range(1, count):
-        off = np.abs(before[inner] - j * share) / reach  # in half-widths of the window
-        inside = inner[off <= 1 + 1e-9]
-        if not len(inside):
-            cuts.append(int(inner[np.argmin(off)]))
-            continue
-        value = np.asarray(scores)[inside] - DRIFT * off[off <= 1 + 1e-9]
-        cuts.append(int(inside[np.argmax(value)]))  # the earliest of equals
-    kept: list[int] = []
-    for k in sorted(set(cuts)):
-        opens = starts[k] - (starts[kept[-1]] if kept else 0.0)
-        if opens >= min_seconds - 1e-9 and end - starts[k] >= min_seconds - 1e-9:
-            kept.append(k)
-    return kept
+        opened = starts[cuts[-1]] if cuts else 0.0
+        room = np.flatnonzero((starts >= opened + min_seconds - 1e-9)
+                              & (starts <= end - min_seconds + 1e-9))
+        room = room[room > (cuts[-1] if cuts else 0)]
+        if not len(room):
+            break
+        off = np.abs(before[room] - j * share) / reach  # in half-widths of the window
+        inside = off <= 1 + 1e-9
+        if inside.any():
+            value = scores[room] - DRIFT * off
+            cuts.append(int(room[inside][np.argmax(value[inside])]))  # the earliest of equals
+        else:
+            cuts.append(int(room[np.argmin(off)]))
+    return sorted(set(cuts))
 
 
 def tile(segments: list, cuts: list[int]) -> list[Section]:
