@@ -126,3 +126,25 @@ def test_a_resume_says_where_it_goes_on_and_how_much_is_done():
     assert resume_line(job) is None  # nothing done: a fresh start
     job.left = {0}
     assert resume_line(job) == "song.mp3: resuming at segment 1 of 48 (47 done)"
+
+
+def bare_scheduler(kind: str, requested: int, gpus: int, cpus: int) -> RayScheduler:
+    """A RayScheduler's bookkeeping without Ray: what it would ask for, given the live nodes."""
+    scheduler = RayScheduler.__new__(RayScheduler)
+    scheduler.kind, scheduler.requested, scheduler.warned = kind, requested, set()
+    scheduler.capacity = {"GPU": gpus, "CPU": cpus, "nodes": 1}
+    return scheduler
+
+
+def test_workers_take_gpus_while_the_cluster_has_any_and_follow_its_size():
+    auto = bare_scheduler("AUTO", 0, gpus=0, cpus=16)
+    assert (auto._kind(), auto._target("CPU")) == ("CPU", 16)  # GPU nodes at zero: CPU workers
+    auto.capacity.update(GPU=4)  # GPU nodes came up
+    assert (auto._kind(), auto._target("GPU")) == ("GPU", 4)
+    assert bare_scheduler("CPU", 0, gpus=4, cpus=16)._kind() == "CPU"  # --ray_device cpu
+    wants_gpus = bare_scheduler("GPU", 0, gpus=0, cpus=16)
+    assert (wants_gpus._kind(), wants_gpus._target("GPU")) == ("GPU", 1)  # one asks: autoscale
+    few = bare_scheduler("AUTO", 3, gpus=0, cpus=2)
+    with pytest.warns(UserWarning, match="--workers 3: the Ray cluster has 2 CPU"):
+        assert few._target("CPU") == 3  # the third waits for a node, holding no work
+    assert few._target("CPU") == 3  # said once

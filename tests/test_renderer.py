@@ -105,6 +105,11 @@ def test_threads_and_precision_are_the_sections_once_fixed(spec, samples, render
                    renderer.models)
     assert own.setup(Work(0, 0, 0, 0)) == (max(1, machine_cores() // 2), "fp32")
     assert own.setup(Work(0, 0, 0, 0, threads=3, precision="bf16")) == (3, "bf16")
+    # --precision auto on a cluster: decided where the section renders, as precision.decide does
+    from music2video.engine.precision import decide
+
+    probe = Renderer(replace(spec, precision="auto"), samples, renderer.models)
+    assert probe.setup(Work(0, 0, 0, 0))[1] == decide("cpu", (64, 64), 2).precision
 
 
 def decoded(chunk: bytes, tmp_path, name: str) -> np.ndarray:

@@ -624,6 +624,39 @@ def structured_song(seconds: float, sr: int, part: float = 30.0) -> np.ndarray:
     return np.concatenate(parts).astype(np.float32)
 
 
+def balance(seconds: tuple = (180, 240, 270, 290, 300, 441),
+            requests: tuple = (2, 4, 8, 16, 64, "auto")) -> dict:
+    """Plans generated songs (structured_song) as generate.py does at -ips 0, without rendering:
+    each request's sections, the largest one's share of the steps, and each section's steps
+    with its warm-ups (50 after the first; 50 more before the last, for the next one's
+    opening, where this tree cross-fades). Run with PYTHONPATH at another tree's music2video/
+    to plan as it did."""
+    import inspect
+
+    from music2video.engine import renderer
+    from music2video.song import audio, sections
+    from music2video.song import segments as schedule
+
+    fades = "_opening" in dict(inspect.getmembers(renderer.Renderer))
+    sr, plans = 16000, {}
+    for length in seconds:
+        y = structured_song(float(length), sr)
+        bounds = schedule.beat_bounds(audio.beat_times(y, sr), float(length))
+        segs = schedule.beat_schedule(bounds, [], 30.0, 0.0, audio.loudness(y, sr))
+        total = sum(s.iterations for s in segs)
+        for request in requests:
+            plan = sections.sections_for(y, sr, segs, request)
+            steps = [sum(segs[k].iterations for k in s.segments) for s in plan]
+            costs = [n + 50 * (i > 0) + 50 * (fades and i < len(plan) - 1)
+                     for i, n in enumerate(steps)]
+            plans[f"{length}/{request}"] = {"sections": len(plan), "largest": max(steps) / total,
+                                            "steps": total, "segments": len(segs),
+                                            "costs": costs}
+            print(f"{length} s, --sections {request}: {len(plan)} sections, the largest "
+                  f"{100 * max(steps) / total:.1f} % of {total} steps", flush=True)
+    return {"balance": plans}
+
+
 def seams(args) -> dict:
     """A generated song of args.song_seconds rendered with --sections args.sections twice (tiny
     models, in one process): sections cut as now with their ends cross-faded, and as cuts (the
@@ -752,6 +785,9 @@ def get_parser() -> argparse.ArgumentParser:
                         "change at seams and at beat cuts (tiny models) instead; use --size, "
                         "--cuts, --ips, --sections, --song_seconds")
     p.add_argument("--song_seconds", type=float, default=270, help="song length for --seams")
+    p.add_argument("--balance", action="store_true",
+                   help="plan generated songs of several lengths into sections (no rendering): "
+                        "the largest section's share of the steps, instead")
     p.add_argument("--ips", type=float, default=10, help="steps per second of song for --scaling")
     p.add_argument("--sections", type=int, default=4, help="sections for --scaling")
     return p
@@ -763,7 +799,7 @@ def main(argv=None) -> dict:
     device = torch.device(args.device)
     reason = f"--precision {args.precision}"
     if args.precision == "auto" and not (args.memory or args.scaling or args.traffic
-                                         or args.seams):
+                                         or args.seams or args.balance):
         choice = precision.decide(device, args.size, args.cuts)
         args.precision, reason = choice.precision, f"auto: {choice.reason}"
         print(f"precision {args.precision} ({reason})", flush=True)
@@ -775,6 +811,8 @@ def main(argv=None) -> dict:
         result = traffic()
     elif args.seams:
         result = seams(args)
+    elif args.balance:
+        result = balance()
     elif args.levers:
         result = levers(args)
     else:
