@@ -1,13 +1,9 @@
-"""Make a music video cut on the song's beats: python generate.py -ap song.mp3 -lyr lyrics.csv"""
+"""Make a music video cut on the song's beats (the seed's script; `music2video SONG` is the same):
+python generate.py -ap song.mp3 -lyr lyrics.csv"""
 
-import os
 import sys
 
-# Before torch loads OpenMP: idle OpenMP threads sleep instead of spinning at barriers, which
-# made CPU steps several times slower on a machine shared with other programs (BENCHMARKS.md).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-from music2video.cli import main  # noqa: E402
+from music2video.cli import main
 
 if __name__ == "__main__":
     sys.exit(main("beats"))

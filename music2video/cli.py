@@ -1,4 +1,6 @@
-"""Command lines of generate.py and generate_interpolate.py: the seed's flags, checked up front."""
+"""The command lines: `music2video SONG [flags]`, and the seed's generate.py and
+generate_interpolate.py, with the seed's flags, checked up front. Parsing (and --help) loads
+neither torch nor numpy."""
 
 import argparse
 import contextlib
@@ -7,31 +9,45 @@ import os
 import signal
 import sys
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from . import __version__
 from .errors import UserError
+from .options import (
+    AUGMENTS,
+    CUT_METHODS,
+    DEFAULT_AUGMENTS,
+    DEFAULT_IPS,
+    MODES,
+    OPTIMISERS,
+    PRECISIONS,
+    Options,
+    ReactError,
+    parse_prompt,
+    parse_react,
+    split_prompts,
+)
 
-if TYPE_CHECKING:
-    from .engine.motion import ReactSettings
-from .engine.guidance import AUGMENTS, CUT_METHODS, DEFAULT_AUGMENTS
-from .engine.optimise import OPTIMISERS, PRECISIONS
-
-MODES = {"beats": "generate.py", "interpolate": "generate_interpolate.py"}
-# The seed's -ips default for each script: generate.py's loudness rule, generate_interpolate.py's 100.
-DEFAULT_IPS = {"beats": 0.0, "interpolate": 100.0}
+PROG = "music2video"  # the installed command; MODES names the seed's two scripts
 AUDIO_SUFFIXES = (".mp3", ".wav", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".wma",
                   ".aif", ".aiff")
-# Settings that change how a run is shown, where it lives or who renders it, not what it renders:
-# a resumed run may differ in these.
-NOT_IDENTITY = {"output", "output_folder", "quiet", "overwrite", "save_every", "cuda_device", "gpu_id",
-                "deterministic", "video", "output_video_fps", "compile", "workers", "ray", "ray_device",
-                # files: compared by content (song, lyrics, start picture) or by resolved path
-                # and size (weights) in run_identity, not by how they were spelled
-                "audio_prompt", "lyrics", "init_image", "seed", "checkpoints", "clip_model",
-                "artist", "title", "require_lyrics",
-                "vqgan_config", "vqgan_checkpoint", "wav2clip_checkpoint"}
+ZOOM_DEFAULTS = (0, 10, 0.99, 0, 0)  # -zs -zse -zsc -zsx -zsy
+EXAMPLES = """examples:
+  {prog} song.mp3                                  video named after the song, in outputs/
+  {prog} song.mp3 -lyr song.lrc -s 256 256 --plan  the plan and its time estimate, no render
+  {prog} song.mp3 -lyr auto --react                lyrics from LRCLIB, camera on the beat
+  {prog} album/ -gid 0,1,2,3 --sections auto       an album's sections on four GPUs
+  music2video-download --list                           where the weights go, what is there
+
+the seed's commands work as they did:
+  {seed}"""
+SEED_EXAMPLE = {
+    "beats": "python generate.py -vid -o outputs/output.png -ap song.mp3 -lyr lyrics/song.csv "
+             "-gid 0 -ips 100",
+    "interpolate": "python generate_interpolate.py -vid -o outputs/output.png -ap song.mp3 "
+                   "-lyr lyrics/song.csv",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -137,187 +153,180 @@ def section_count(text: str) -> str | int:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-@dataclass(frozen=True)
-class Options:
-    """Everything a run needs, checked; field names follow the seed's argparse dests."""
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Help that shows each flag's default once: only a real one, and only where the text does
+    not already say it."""
 
-    mode: str  # 'beats' (generate.py) or 'interpolate' (generate_interpolate.py)
-    audio_prompt: tuple[Path, ...]  # the songs (files; folders already listed)
-    lyrics: Path | None  # timestamped lyrics (csv, lrc, srt); a folder of them for several songs
-    output: Path  # the seed's -o PNG; the video is its .mp4 sibling, the run folder its stem
-    output_folder: bool  # -o was written with a trailing '/': a folder
-    prompts: str | None  # style prompts 'a:w:s|b', '^' separating -cpe phrases
-    image_prompts: str | None  # style images 'path:w|path'
-    iterations: int | None  # total steps for the song (sets the per-second rate)
-    iterations_per_second: float  # steps per second of song; 0: loudness-driven
-    save_every: int  # preview PNG and loss line every N steps (0: never)
-    size: tuple[int, int]  # width, height in pixels (rounded down to the VQGAN's cell)
-    init_image: Path | None  # start picture
-    init_noise: str | None  # 'pixels' or 'gradient' start
-    init_weight: float  # pull of the latent towards zero, fading over each segment
-    clip_model: str  # CLIP name or checkpoint path
-    vqgan_config: Path | None  # taming yaml (None: the default model in the checkpoints folder)
-    vqgan_checkpoint: Path | None  # taming ckpt
-    wav2clip_checkpoint: Path | None  # Wav2CLIP.pt
-    checkpoints: Path | None  # weights folder
-    noise_prompt_seeds: tuple[int, ...]  # noise prompts
-    noise_prompt_weights: tuple[float, ...]
-    learning_rate: float
-    cut_method: str
-    num_cuts: int
-    cut_power: float
-    augments: tuple[str, ...]
-    seed: int | None
-    optimiser: str
-    video: bool  # the seed's -vid; a video is always made
-    zoom_video: bool  # zoom/shift motion
-    zoom_start: int
-    zoom_save_every: int
-    zoom_scale: float
-    zoom_shift_x: int
-    zoom_shift_y: int
-    change_prompt_every: int  # -cpe: cycle the '^' phrases of -p every N steps
-    video_length: float  # chunk seconds when there are no beats (or no lyrics, interpolate)
-    output_video_fps: float  # motion-interpolate the final video to this fps (0: off)
-    fps: float  # frames per second of the rendered video
-    deterministic: bool
-    cuda_device: str | None
-    gpu_id: tuple[int, ...]  # CUDA GPU indices; several: one worker each
-    audio_sampling_freq: int
-    lyric_beats: int  # beat segments each lyric line guides (beats mode)
-    blend: bool  # cross-fade text into audio instead of halves (interpolate mode)
-    precision: str  # 'auto', 'fp32', 'bf16', 'fp16'
-    compile: str | None  # torch.compile mode for the decoder and CLIP, or None
-    sections: str | int  # 'auto' or a number: parts of the song that render in parallel
-    warmup: int  # unrendered steps that open each section after the first
-    artist: str | None  # -lyr auto: the song's artist (else its tags)
-    title: str | None  # -lyr auto: the song's title (else its tags)
-    require_lyrics: bool  # -lyr auto: stop when no synced lyrics are found
-    react: "ReactSettings | None"  # --react's settings, or None
-    burn_lyrics: bool  # draw the lyrics into the frames instead of a subtitle track
-    draft: bool  # a quarter of the pixels and a fifth of the steps, to *_draft.mp4
-    workers: int | None  # parallel workers (None: one per -gid GPU, else 1)
-    ray: str | None  # None: in this process for one worker, else 'local', 'auto' or an address
-    ray_device: str  # a cluster's workers: 'auto' (GPUs while it has any, else CPUs), 'gpu', 'cpu'
-    overwrite: bool
-    quiet: bool
-
-    def identity(self) -> dict:
-        """The settings a resumed run must share with the run it continues."""
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()
-                if k not in NOT_IDENTITY}
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        quiet = default is None or default is False or default == [] or default is argparse.SUPPRESS
+        if quiet or "default" in text or not action.option_strings:
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else default
+        return f"{text} (default: {shown})"
 
 
-def add_seed_flags(p: argparse.ArgumentParser, mode: str) -> None:
-    """The seed's flags (and ours), shared by both generate scripts."""
-    a = p.add_argument
-    a("-ap", "--audio_prompt", type=Path, nargs="+", required=True,
+def add_flags(p: argparse.ArgumentParser, mode: str | None) -> None:
+    """Every flag of a generate command, in groups (the seed's flags keep their names); mode
+    None is the music2video command, which takes both modes' flags and --interpolate."""
+    ips = (f"default {DEFAULT_IPS[mode]:g}" if mode else
+           f"default {DEFAULT_IPS['beats']:g}; {DEFAULT_IPS['interpolate']:g} with --interpolate")
+    g = p.add_argument_group("input").add_argument
+    g("songs", nargs="*", type=Path, metavar="SONG",
       help="the song (any format ffmpeg reads); several files or a folder make a batch")
-    a("-lyr", "--lyrics", type=Path, default=None,
+    g("-ap", "--audio_prompt", type=Path, nargs="+", default=None, metavar="SONG",
+      help="the song, as the seed's scripts take it (same as SONG)")
+    if mode is None:
+        g("--interpolate", action="store_true",
+          help="cut at lyric lines, text then audio (generate_interpolate.py); else on beats")
+    g("-sf", "--audio_sampling_freq", metavar="HZ", type=RANGES["audio_sampling_freq"], default=16000,
+      help="sample rate for beats and the audio embeddings")
+    g("-vsd", "--video_style_dir", metavar="DIR", default=None,
+      help="not supported: it styles a video's frames, not a song")
+
+    g = p.add_argument_group("lyrics").add_argument
+    g("-lyr", "--lyrics", metavar="FILE", type=Path, default=None,
       help="timestamped lyrics: .csv, .lrc or .srt (a batch: a folder of <song name>.lrc/.csv/"
            ".srt); auto: synced lyrics from LRCLIB, saved as <song name>.lrc and reused")
-    a("-o", "--output", default="outputs/output.png",
-      help="preview picture; the video is written beside it as .mp4, chunks in its folder "
-           "(a folder: <song name>.mp4 inside it)")
-    a("-p", "--prompts", default=None, help="style prompts for the whole video, 'text:weight:stop|...'")
-    a("-ip", "--image_prompts", default=None, help="style images, 'path:weight|...'")
-    a("-i", "--iterations", type=RANGES["iterations"], default=None, help="total steps for the song (instead of -ips)")
-    a("-ips", "--iterations_per_second", type=RANGES["iterations_per_second"], default=None,
-      help=f"steps per second of song; 0: 10-120 by loudness (default {DEFAULT_IPS[mode]:g})")
-    a("-se", "--save_every", type=RANGES["save_every"], default=50, help="preview picture and loss every N steps")
-    a("-s", "--size", nargs=2, type=RANGES["size"], default=[512, 512], metavar=("W", "H"), help="picture size")
-    a("-ii", "--init_image", type=Path, default=None, help="start from this picture")
-    a("-in", "--init_noise", choices=["pixels", "gradient"], default=None, help="start from noise")
-    a("-iw", "--init_weight", type=RANGES["init_weight"], default=0.0,
-      help="pull of the latent towards zero (the seed's rule), fading within each segment")
-    a("-m", "--clip_model", default="ViT-B/32", help="CLIP model name or checkpoint path")
-    a("-conf", "--vqgan_config", type=Path, default=None,
-      help="VQGAN yaml (default: checkpoints/vqgan_imagenet_f16_16384.yaml)")
-    a("-ckpt", "--vqgan_checkpoint", type=Path, default=None,
-      help="VQGAN ckpt (default: checkpoints/vqgan_imagenet_f16_16384.ckpt)")
-    a("--wav2clip_checkpoint", type=Path, default=None, help="Wav2CLIP weights (default: checkpoints/Wav2CLIP.pt)")
-    a("--checkpoints", type=Path, default=None,
-      help="weights folder (default: $MUSIC2VIDEO_CHECKPOINTS or ./checkpoints)")
-    a("-nps", "--noise_prompt_seeds", nargs="*", type=seed_value, default=[], help="noise prompt seeds")
-    a("-npw", "--noise_prompt_weights", nargs="*", type=WEIGHT, default=[], help="noise prompt weights")
-    a("-lr", "--learning_rate", type=RANGES["learning_rate"], default=0.1, help="learning rate")
-    a("-cutm", "--cut_method", choices=CUT_METHODS, default="latest", help="cut-out method")
-    a("-cuts", "--num_cuts", type=RANGES["num_cuts"], default=32, help="cut-outs per step")
-    a("-cutp", "--cut_power", type=RANGES["cut_power"], default=1.0, help="cut size power (crop methods)")
-    a("-aug", "--augments", nargs="+", action="append", choices=AUGMENTS, default=None,
-      help=f"augments for the latest/nrupdated methods (default: {' '.join(DEFAULT_AUGMENTS)})")
-    a("-sd", "--seed", type=seed_value, default=None, help="random seed (same seed, same frames on the CPU)")
-    a("-opt", "--optimiser", choices=OPTIMISERS, default="Adam", help="optimiser")
-    a("-vid", "--video", action="store_true", help="accepted for the seed's commands; a video is always made")
-    a("-zvid", "--zoom_video", action="store_true", help="zoom/shift the picture as it evolves")
-    a("-zs", "--zoom_start", type=RANGES["zoom_start"], default=0, help="zoom from this step on")
-    a("-zse", "--zoom_save_every", type=RANGES["zoom_save_every"], default=10, help="zoom every N steps")
-    a("-zsc", "--zoom_scale", type=RANGES["zoom_scale"], default=0.99, help="zoom factor per zoom (<1 zooms out)")
-    a("-zsx", "--zoom_shift_x", type=RANGES["zoom_shift_x"], default=0, help="shift right per zoom, pixels")
-    a("-zsy", "--zoom_shift_y", type=RANGES["zoom_shift_y"], default=0, help="shift down per zoom, pixels")
-    a("-cpe", "--change_prompt_every", type=RANGES["change_prompt_every"], default=0,
-      help="cycle the '^' phrases of -p every N steps")
-    a("-vl", "--video_length", type=RANGES["video_length"], default=10,
-      help="chunk seconds when there is no beat/lyric to cut at")
-    a("-ofps", "--output_video_fps", type=RANGES["output_video_fps"], default=0,
-      help="motion-interpolate the video to this fps")
-    a("-ifps", "--input_video_fps", type=RANGES["input_video_fps"], default=None,
-      help="rendered fps before -ofps (same as --fps)")
-    a("--fps", type=RANGES["fps"], default=None, help="frames per second of the rendered video (default 30)")
-    a("-d", "--deterministic", action="store_true", help="cudnn deterministic mode")
-    a("-vsd", "--video_style_dir", default=None, help="not supported: styles a video's frames, not a song")
-    a("-cd", "--cuda_device", default=None, help="device, e.g. cuda:1, mps or cpu (overrides -gid)")
-    a("-gid", "--gpu_id", type=gpu_list, default=(0,),
-      help="CUDA GPU index, or a list (0,1,2,3): one worker per GPU")
-    a("-sf", "--audio_sampling_freq", type=RANGES["audio_sampling_freq"], default=16000,
-      help="sample rate for the audio embeddings")
-    a("--precision", choices=("auto", *PRECISIONS), default="auto",
-      help="arithmetic of the loop; auto: bf16 where it is native and faster here, else fp32")
-    a("--compile", default=None, choices=("default", "reduce-overhead", "max-autotune-no-cudagraphs"),
-      help="torch.compile the decoder and CLIP with this mode (minutes of compiling first)")
-    a("--sections", type=section_count, default=1,
-      help="parts of the song cut at its structure that render in parallel: a number, or auto "
-           "(about one per 30 s)")
-    a("--warmup", type=RANGES["warmup"], default=50,
-      help="unrendered steps that open each section after the first, so it starts on a picture")
-    a("--workers", type=RANGES["workers"], default=None,
-      help="sections rendered at once (default: one per -gid GPU, else 1)")
-    a("--ray", default=None, metavar="ADDRESS",
-      help="run the workers on Ray: local (default for several workers, or to ignore "
-           "$RAY_ADDRESS), auto or a cluster address (default: $RAY_ADDRESS when set)")
-    a("--ray_device", choices=("auto", "gpu", "cpu"), default="auto",
-      help="what a Ray cluster's workers render on: auto (GPUs while the cluster has any, else "
-           "CPUs, looked at again as nodes come and go), gpu (wait for GPU nodes) or cpu")
-    a("--artist", default=None, help="-lyr auto: the artist (default: the song's tags)")
-    a("--title", default=None, help="-lyr auto: the title (default: the song's tags)")
-    a("--require_lyrics", action="store_true",
+    if mode in ("beats", None):
+        g("--lyric_beats", metavar="N", type=RANGES["lyric_beats"], default=1,
+          help="beat segments each lyric line guides")
+    if mode in ("interpolate", None):
+        g("--blend", action="store_true",
+          help="cross-fade text into audio over each stretch (interpolate mode)")
+    g("--artist", metavar="NAME", default=None, help="-lyr auto: the artist (default: the song's tags)")
+    g("--title", metavar="NAME", default=None, help="-lyr auto: the title (default: the song's tags)")
+    g("--require_lyrics", action="store_true",
       help="-lyr auto: stop when no synced lyrics are found, instead of going on with the audio")
-    a("--react", nargs="?", const="", default=None, metavar="KINDS",
+
+    g = p.add_argument_group("prompts and style").add_argument
+    g("-p", "--prompts", metavar="TEXT", default=None, help="style prompts for the whole video, 'text:weight:stop|...'")
+    g("-cpe", "--change_prompt_every", metavar="N", type=RANGES["change_prompt_every"], default=0,
+      help="cycle the '^' phrases of -p every N steps")
+    g("-ip", "--image_prompts", metavar="TEXT", default=None, help="style images, 'path:weight:stop|...'")
+    g("-nps", "--noise_prompt_seeds", metavar="SEED", nargs="*", type=seed_value, default=[], help="noise prompt seeds")
+    g("-npw", "--noise_prompt_weights", metavar="W", nargs="*", type=WEIGHT, default=[],
+      help="noise prompt weights, one per seed")
+    g("-ii", "--init_image", metavar="FILE", type=Path, default=None, help="start from this picture")
+    g("-in", "--init_noise", metavar="KIND", choices=["pixels", "gradient"], default=None, help="start from noise")
+    g("-iw", "--init_weight", metavar="W", type=RANGES["init_weight"], default=0.0,
+      help="pull of the latent towards zero (the seed's rule), fading within each segment")
+
+    g = p.add_argument_group("models").add_argument
+    g("-m", "--clip_model", metavar="NAME", default="ViT-B/32", help="CLIP model name or checkpoint path")
+    g("-conf", "--vqgan_config", metavar="FILE", type=Path, default=None,
+      help="VQGAN yaml (default: vqgan_imagenet_f16_16384.yaml in the weights folder)")
+    g("-ckpt", "--vqgan_checkpoint", metavar="FILE", type=Path, default=None,
+      help="VQGAN ckpt (default: vqgan_imagenet_f16_16384.ckpt in the weights folder)")
+    g("--wav2clip_checkpoint", metavar="FILE", type=Path, default=None,
+      help="Wav2CLIP weights (default: Wav2CLIP.pt in the weights folder)")
+    g("--checkpoints", metavar="DIR", type=Path, default=None,
+      help="weights folder (default: $MUSIC2VIDEO_CHECKPOINTS, else ./checkpoints when it holds "
+           "the files, else $MUSIC2VIDEO_HOME or ~/.cache/music2video)")
+
+    g = p.add_argument_group("optimisation").add_argument
+    g("-i", "--iterations", metavar="N", type=RANGES["iterations"], default=None,
+      help="total steps for the song (instead of -ips)")
+    g("-ips", "--iterations_per_second", metavar="N", type=RANGES["iterations_per_second"], default=None,
+      help=f"steps per second of song; 0: 10-120 by loudness ({ips})")
+    g("-lr", "--learning_rate", metavar="LR", type=RANGES["learning_rate"], default=0.1, help="learning rate")
+    g("-opt", "--optimiser", metavar="NAME", choices=OPTIMISERS, default="Adam", help="optimiser")
+    g("-cutm", "--cut_method", metavar="NAME", choices=CUT_METHODS, default="latest", help="cut-out method")
+    g("-cuts", "--num_cuts", metavar="N", type=RANGES["num_cuts"], default=32, help="cut-outs per step")
+    g("-cutp", "--cut_power", metavar="P", type=RANGES["cut_power"], default=1.0, help="cut size power (crop methods)")
+    g("-aug", "--augments", metavar="CODE", nargs="+", action="append", choices=AUGMENTS, default=None,
+      help=f"augments of the cut-outs (latest/nrupdated; default {' '.join(DEFAULT_AUGMENTS)})")
+    g("-sd", "--seed", metavar="N", type=seed_value, default=None,
+      help="random seed (same seed, same frames on the CPU; default: drawn and printed)")
+
+    g = p.add_argument_group("motion and zoom").add_argument
+    g("--react", nargs="?", const="", default=None, metavar="KINDS",
       help="camera motion on the song's onsets and loudness: zoom, rotate, shift, drift, decay, "
            "each optionally =VALUE (alone: zoom and drift)")
-    a("--burn_lyrics", action="store_true",
+    g("-zvid", "--zoom_video", action="store_true", help="zoom/shift the picture as it evolves")
+    g("-zs", "--zoom_start", metavar="N", type=RANGES["zoom_start"], default=0, help="zoom from this step on")
+    g("-zse", "--zoom_save_every", metavar="N", type=RANGES["zoom_save_every"], default=10, help="zoom every N steps")
+    g("-zsc", "--zoom_scale", metavar="F", type=RANGES["zoom_scale"], default=0.99,
+      help="zoom factor per zoom (<1 zooms out)")
+    g("-zsx", "--zoom_shift_x", metavar="PX", type=RANGES["zoom_shift_x"], default=0,
+      help="shift right per zoom, pixels")
+    g("-zsy", "--zoom_shift_y", metavar="PX", type=RANGES["zoom_shift_y"], default=0,
+      help="shift down per zoom, pixels")
+
+    g = p.add_argument_group("video and outputs").add_argument
+    g("-o", "--output", metavar="FILE", default=None,
+      help="preview picture; the video is written beside it as .mp4, chunks in its folder (a "
+           "folder: <song name>.mp4 inside it; default: outputs/<song name>.mp4)")
+    g("-s", "--size", nargs=2, type=RANGES["size"], default=[512, 512], metavar=("W", "H"),
+      help="picture size, rounded down to whole VQGAN cells")
+    g("--fps", metavar="FPS", type=RANGES["fps"], default=None, help="frames per second of the video (default: 30)")
+    g("-ifps", "--input_video_fps", metavar="FPS", type=RANGES["input_video_fps"], default=None,
+      help="the seed's name for --fps")
+    g("-ofps", "--output_video_fps", metavar="FPS", type=RANGES["output_video_fps"], default=0,
+      help="motion-interpolate the finished video to this fps (0: off)")
+    g("-vl", "--video_length", metavar="S", type=RANGES["video_length"], default=10,
+      help="chunk seconds when there is no beat/lyric to cut at")
+    g("-se", "--save_every", metavar="N", type=RANGES["save_every"], default=50,
+      help="refresh the preview picture every N steps (0: never)")
+    g("--burn_lyrics", action="store_true",
       help="draw the lyrics into the frames (bottom centre) instead of a subtitle track")
-    a("--draft", action="store_true",
+    g("--draft", action="store_true",
       help="a quick check of timing and lyrics: a quarter of the pixels and a fifth of the "
            "steps, written to <output>_draft.mp4 with its own run folder")
-    a("--overwrite", action="store_true", help="replace a different earlier run in the run folder")
-    a("-q", "--quiet", action="store_true", help="no progress bar or log lines")
+    g("-vid", "--video", action="store_true", help="accepted for the seed's commands; a video is always made")
+
+    g = p.add_argument_group("devices, sections and workers").add_argument
+    g("-gid", "--gpu_id", metavar="IDS", type=gpu_list, default=(0,),
+      help="CUDA GPU index, or a list (0,1,2,3): one worker per GPU")
+    g("-cd", "--cuda_device", metavar="DEVICE", default=None, help="device, e.g. cuda:1, mps or cpu (overrides -gid)")
+    g("--precision", metavar="P", choices=("auto", *PRECISIONS), default="auto",
+      help="arithmetic of the loop (auto: bf16 where it is native and faster here, else fp32)")
+    g("--compile", metavar="MODE", default=None, choices=("default", "reduce-overhead", "max-autotune-no-cudagraphs"),
+      help="torch.compile the decoder and CLIP with this mode (minutes of compiling first)")
+    g("-d", "--deterministic", action="store_true", help="cudnn deterministic mode")
+    g("--sections", metavar="N", type=section_count, default=1,
+      help="parts of the song cut at its structure that render in parallel: a number, or auto "
+           "(about one per 30 s)")
+    g("--warmup", metavar="N", type=RANGES["warmup"], default=50,
+      help="unrendered steps that open each section after the first, so it starts on a picture")
+    g("--workers", metavar="N", type=RANGES["workers"], default=None,
+      help="sections rendered at once (default: one per -gid GPU, else 1)")
+    g("--ray", default=None, metavar="ADDRESS",
+      help="run the workers on Ray: $RAY_ADDRESS when set, else local for several workers; "
+           "local (here, whatever $RAY_ADDRESS says), auto or a cluster address")
+    g("--ray_device", default="auto", choices=("auto", "gpu", "cpu"),
+      help="what a Ray cluster's workers render on: auto (GPUs while the cluster has any, else "
+           "CPUs, looked at again as nodes come and go), gpu (wait for GPU nodes) or cpu")
+
+    g = p.add_argument_group("run control").add_argument
+    g("--plan", dest="plan_only", action="store_true",
+      help="print the plan and its time estimate, then stop without rendering")
+    g("--overwrite", action="store_true",
+      help="replace a different earlier run in the run folder, and files beside -o it did not write")
+    g("-q", "--quiet", action="store_true", help="no progress, log or summary lines")
+    g("-v", "--verbose", action="store_true", help="a line per segment, and the loss every -se steps")
+    g("--version", action="version", version=f"{PROG} {__version__}")
 
 
-def get_parser(mode: str) -> argparse.ArgumentParser:
-    """The parser of one generate script."""
+def get_parser(mode: str | None = None) -> argparse.ArgumentParser:
+    """The parser of one command: generate.py ('beats'), generate_interpolate.py
+    ('interpolate'), or the music2video command (None: --interpolate picks the mode)."""
     about = {"beats": "Music video cut on the song's beats, guided by its audio and lyrics.",
-             "interpolate": "Music video cut at lyric lines: text leads each stretch, audio ends it."}
-    p = _Parser(prog=MODES[mode], description=about[mode],
-                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_seed_flags(p, mode)
-    if mode == "beats":
-        p.add_argument("--lyric_beats", type=RANGES["lyric_beats"], default=1, help="beat segments each lyric guides")
-    else:
-        p.add_argument("--blend", action="store_true", help="cross-fade text into audio over each stretch")
-    for action in p._actions:  # every number's range, in --help
+             "interpolate": "Music video cut at lyric lines: text leads each stretch, audio ends it.",
+             None: "Turn a song into a music video, cut on its beats (or, with --interpolate, at "
+                   "its lyric lines) and guided by its audio and lyrics."}
+    prog = MODES.get(mode, PROG)
+    seed = SEED_EXAMPLE[mode or "beats"]
+    usage = f"{prog} SONG [SONG ...] [options]" if mode is None else f"{prog} -ap SONG [options]"
+    p = _Parser(prog=prog, usage=usage, description=about[mode], formatter_class=_Help,
+                epilog=EXAMPLES.format(prog=PROG, seed=seed))
+    add_flags(p, mode)
+    for action in p._actions:  # every number's range and every choice, in --help
         if isinstance(action.type, Range):
             action.help = f"{action.help}; {action.type}"
+        elif action.choices and action.metavar:
+            action.help = f"{action.help}: {', '.join(action.choices)}"
     return p
 
 
@@ -338,7 +347,7 @@ def _check_flags(p: argparse.ArgumentParser, args, mode: str) -> None:
         p.error("-ii and -in both set the start picture; give one of them")
     if args.cuda_device and (len(args.gpu_id) > 1 or (args.workers or 1) > 1):
         p.error("-cd picks one device; for several GPUs give -gid 0,1,... instead")
-    for path in (args.output, *args.audio_prompt):
+    for path in (args.output or "", *args.audio_prompt):
         if any(ord(c) < 32 for c in str(path)):
             p.error(f"{str(path)!r} holds a control character (a newline?); give a plain path")
     _check_prompts(p, args)
@@ -352,8 +361,6 @@ def _check_flags(p: argparse.ArgumentParser, args, mode: str) -> None:
 
 def _check_lyrics_lookup(p: argparse.ArgumentParser, args) -> None:
     """--react parsed; --artist/--title/--require_lyrics only with -lyr auto."""
-    from .engine.motion import ReactError, parse_react
-
     if args.react is not None:
         try:
             args.react = parse_react(args.react)
@@ -368,8 +375,6 @@ def _check_lyrics_lookup(p: argparse.ArgumentParser, args) -> None:
 
 def _check_prompts(p: argparse.ArgumentParser, args) -> None:
     """Every prompt weight and stop is a finite number."""
-    from .engine.guidance import parse_prompt, split_prompts
-
     for flag, text in (("-p", args.prompts), ("-ip", args.image_prompts)):
         for item in split_prompts((text or "").replace("^", "|")):
             _, weight, stop = parse_prompt(item)
@@ -391,32 +396,50 @@ def _check_fps(p: argparse.ArgumentParser, args) -> None:
 
 
 def list_songs(p: argparse.ArgumentParser, items: list[Path]) -> tuple[Path, ...]:
-    """The song files of -ap: files as given, folders listed (audio files, sorted)."""
+    """The song files of the command: files as given, folders listed (audio files, sorted)."""
     songs = []
     for item in items:
         if item.is_dir():
             found = sorted(f for f in item.iterdir()
                            if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES)
             if not found:
-                p.error(f"-ap {item}: the folder holds no audio file ({', '.join(AUDIO_SUFFIXES)})")
+                p.error(f"{item}: the folder holds no audio file ({', '.join(AUDIO_SUFFIXES)})")
             songs += found
         else:
             songs.append(item)
     stems = [s.stem for s in songs]
     twice = sorted({s for s in stems if stems.count(s) > 1})
     if twice:
-        p.error(f"-ap: several songs are named {twice[0]!r}; their videos would share a name, "
+        p.error(f"several songs are named {twice[0]!r}; their videos would share a name, "
                 "so rename one or render them separately")
     return tuple(songs)
 
 
-def parse_options(mode: str, argv=None) -> Options:
-    """Parses and checks a generate command line."""
+def _check_mode(p: argparse.ArgumentParser, args, mode: str | None) -> str:
+    """The mode the command runs in; a flag of the other mode is refused."""
+    if mode is not None:
+        return mode
+    mode = "interpolate" if args.interpolate else "beats"
+    if mode == "beats" and args.blend:
+        p.error("--blend cross-fades the stretches of --interpolate; add --interpolate")
+    if mode == "interpolate" and args.lyric_beats != 1:
+        p.error("--lyric_beats sets how many beat segments a line guides; drop --interpolate")
+    return mode
+
+
+def parse_options(mode: str | None, argv=None) -> Options:
+    """Parses and checks a command line: generate.py ('beats'), generate_interpolate.py
+    ('interpolate') or music2video (None)."""
     p = get_parser(mode)
     args = p.parse_args(None if argv is None else [str(a) for a in argv])
+    mode = _check_mode(p, args, mode)
+    songs = [*args.songs, *(args.audio_prompt or [])]
+    if not songs:
+        p.error(f"give a song: {PROG} song.mp3 (or -ap song.mp3)")
+    args.audio_prompt = songs
     _check_flags(p, args, mode)
-    args.output_folder = args.output.endswith(("/", os.sep))
-    args.output = Path(args.output)
+    args.output_folder = args.output is not None and args.output.endswith(("/", os.sep))
+    args.output = None if args.output is None else Path(args.output)
     args.audio_prompt = list_songs(p, args.audio_prompt)
     if (len(args.audio_prompt) > 1 and args.lyrics is not None and not args.lyrics.is_dir()
             and str(args.lyrics) != "auto"):
@@ -428,8 +451,6 @@ def parse_options(mode: str, argv=None) -> Options:
     values["noise_prompt_weights"] = tuple(args.noise_prompt_weights)
     values.setdefault("lyric_beats", 1)
     values.setdefault("blend", False)
-    values.pop("input_video_fps")
-    values.pop("video_style_dir")
     return Options(mode=mode, **{f.name: values[f.name] for f in fields(Options) if f.name != "mode"})
 
 
@@ -448,28 +469,32 @@ def terminate_as_interrupt():
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """Warnings as one 'warning: ...' line that does not break the progress bar."""
+    """Warnings as one 'warning: ...' line on stderr that does not break the progress bar."""
     from tqdm import tqdm
 
     tqdm.write(f"warning: {message}", file=sys.stderr)
 
 
-def main(mode: str, argv=None) -> int:
-    """Runs a generate command line; user errors are one stderr line and a non-zero exit."""
-    prog = MODES[mode]
+def main(mode: str | None = None, argv=None) -> int:
+    """Runs a command line ('beats': generate.py, 'interpolate': generate_interpolate.py, None:
+    music2video); user errors are one stderr line and a non-zero exit."""
+    # Before torch loads OpenMP: idle OpenMP threads sleep instead of spinning at barriers, which
+    # made CPU steps several times slower on a machine shared with other programs (BENCHMARKS.md).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    prog = MODES.get(mode, PROG)
 
     def report(message: str) -> None:
         print(f"{prog}: error: {message}", file=sys.stderr)
-
-    from .driver.pipeline import generate
 
     with warnings.catch_warnings(), terminate_as_interrupt():
         warnings.simplefilter("ignore")
         warnings.filterwarnings("default", module=r"music2video\.")
         warnings.showwarning = _show_warning
         opts = parse_options(mode, argv)
+        from .driver.pipeline import generate
+
         try:
-            failed = generate(opts, report, (UserError,))
+            failed = generate(opts, report)
         except UserError as err:
             report(str(err))
             return 1
@@ -478,3 +503,8 @@ def main(mode: str, argv=None) -> int:
                   "to resume", file=sys.stderr)
             return 130
     return 1 if failed else 0
+
+
+def run() -> None:
+    """The music2video console command (and python -m music2video)."""
+    sys.exit(main(None))

@@ -18,16 +18,22 @@ def part_path(path: Path) -> Path:
     return path.with_name(f".{path.stem}.{os.getpid()}.part{path.suffix}")
 
 
-CACHE_ENV = "MUSIC2VIDEO_CACHE"  # this machine's cache folder (default $XDG_CACHE_HOME/music2video)
+HOME_VAR = "MUSIC2VIDEO_HOME"  # the tool's per-user folder (downloaded weights, machine cache)
+CACHE_ENV = "MUSIC2VIDEO_CACHE"  # this machine's cache files (default: user_cache())
+
+
+def user_cache() -> Path:
+    """The tool's per-user folder: $MUSIC2VIDEO_HOME, else $XDG_CACHE_HOME/music2video, else
+    ~/.cache/music2video (as whisper and CLIP keep theirs)."""
+    if os.environ.get(HOME_VAR):
+        return Path(os.environ[HOME_VAR])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "music2video"
 
 
 def cache_folder() -> Path:
-    """$MUSIC2VIDEO_CACHE, else $XDG_CACHE_HOME/music2video, else ~/.cache/music2video."""
-    folder = os.environ.get(CACHE_ENV)
-    if not folder:
-        root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-        folder = Path(root) / "music2video"
-    return Path(folder)
+    """Where this machine's cache files go (the precision timing, weights' digests):
+    $MUSIC2VIDEO_CACHE, else user_cache()."""
+    return Path(os.environ.get(CACHE_ENV) or user_cache())
 
 
 DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EIO, errno.EFBIG)
@@ -37,11 +43,18 @@ class RunError(UserError, RuntimeError):
     """A file or run folder that cannot be used as asked; str() says why and what to do."""
 
 
-def disk_error(path: Path, err: OSError) -> RunError:
-    """The one-line RunError for a write that the disk refused."""
-    reason = err.strerror or type(err).__name__
-    return RunError(f"cannot write {path} ({reason}); free some space or fix the folder's "
-                    "permissions, then run the same command again to resume")
+class DiskError(RunError):
+    """A write the disk refused (full, read-only, not permitted); `reason` is the system's word."""
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"cannot write {path} ({reason}); free some space or fix the folder's "
+                         "permissions, then run the same command again to resume")
+        self.reason = reason
+
+
+def disk_error(path: Path, err: OSError) -> DiskError:
+    """The one-line error for a write that the disk refused."""
+    return DiskError(path, err.strerror or type(err).__name__)
 
 
 @contextlib.contextmanager
@@ -88,10 +101,23 @@ def same_file(a: Path, b: Path) -> bool:
 
 
 def check_writable(folder: Path) -> None:
-    """Makes a folder (and its parents) and checks it takes files, or raises a one-line RunError."""
+    """Checks that a folder takes files, or that it could be made where it is, without making
+    it (a run makes its folders when it first writes); else a one-line RunError."""
     folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing != folder:
+        if not existing.is_dir():
+            raise RunError(f"cannot write to {folder}: part of that path is a file, not a "
+                           f"folder ({existing}); choose another output path")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            reason = ("Read-only file system" if os.statvfs(existing).f_flag & os.ST_RDONLY
+                      else "Permission denied")
+            raise RunError(f"cannot write to {folder} ({reason} in {existing}); choose another "
+                           "output path")
+        return
     try:
-        folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".music2video.{os.getpid()}.probe"
         probe.unlink(missing_ok=True)
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))

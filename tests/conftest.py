@@ -9,7 +9,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from pathlib import Path
 
 import pytest
-from helpers import serve
+from helpers import serve, write_lyrics
 
 from music2video.testing import demo, tiny
 
@@ -30,15 +30,20 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session", autouse=True)
 def machine_cache(tmp_path_factory):
-    """Keeps the per-machine precision timing (precision.py) out of the user's home."""
+    """Keeps the tool's per-user folder (weights, the precision timing) out of the user's home,
+    and every weight download on a local port where nothing listens: no test reaches a real
+    host, and a missing weight file fails at once, as offline. Subprocesses inherit this."""
     folder = tmp_path_factory.mktemp("cache")
-    old = os.environ.get("MUSIC2VIDEO_CACHE")
-    os.environ["MUSIC2VIDEO_CACHE"] = str(folder)
+    values = {"MUSIC2VIDEO_CACHE": str(folder), "MUSIC2VIDEO_HOME": str(folder / "home"),
+              "MUSIC2VIDEO_WEIGHTS_URL": "http://127.0.0.1:9/weights"}
+    old = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
     yield folder
-    if old is None:
-        os.environ.pop("MUSIC2VIDEO_CACHE", None)
-    else:
-        os.environ["MUSIC2VIDEO_CACHE"] = old
+    for key, value in old.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @pytest.fixture(scope="session")
@@ -52,6 +57,12 @@ def model_flags(tiny_models) -> list[str]:
     """The generate flags that select the tiny models, as CI and the README use them."""
     return ["-conf", str(tiny_models["vqgan_config"]), "-ckpt", str(tiny_models["vqgan_checkpoint"]),
             "-m", str(tiny_models["clip"]), "--wav2clip_checkpoint", str(tiny_models["wav2clip"])]
+
+
+@pytest.fixture(scope="module")
+def lyrics_file(request, tmp_path_factory) -> Path:
+    """The test module's LYRICS rows ('M:SS,text') as a CSV lyrics file in the seed's format."""
+    return write_lyrics(tmp_path_factory.mktemp("lyr") / "song.csv", request.module.LYRICS)
 
 
 @pytest.fixture(scope="session")

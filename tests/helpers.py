@@ -34,6 +34,15 @@ def decoded_frames(path: Path) -> list[bytes]:
     return [frame.tobytes() for frame in ffmpeg.read_frames(path)]
 
 
+def command(song: Path, out, *extra: str, lyrics: Path | None = None, models=(), size: int = 64,
+            cuts: int = 2, ips: float = 3, seed: int | None = None) -> list[str]:
+    """The one builder of a small generate command line: the song, -o, a small picture with few
+    cut-outs and steps, the (tiny) models' flags, then `extra` and the lyrics."""
+    args = ["-ap", str(song), "-o", str(out), "-s", str(size), str(size), "-cuts", str(cuts),
+            "-ips", str(ips), *(["-sd", str(seed)] if seed is not None else []), *models, *extra]
+    return args + (["-lyr", str(lyrics)] if lyrics else [])
+
+
 def write_lyrics(path: Path, rows: list[str]) -> Path:
     """A CSV lyrics file in the seed's format."""
     path.write_text("timestamp,text\n" + "\n".join(rows) + "\n", encoding="utf-8")

@@ -203,7 +203,11 @@ class Spy(importlib.abc.MetaPathFinder):
         if name == "torch" and not seen:
             seen.append(os.environ.get("OMP_WAIT_POLICY"))
 sys.meta_path.insert(0, Spy())
-runpy.run_path(sys.argv[1], run_name="imported")
+sys.argv = [sys.argv[1], "-ap", "/nonexistent/song.mp3", "-q"]
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")  # the script as users run it
+except SystemExit:
+    pass
 import torch
 print(seen[0])
 """

@@ -4,25 +4,27 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import video_stats, write_lyrics
+from helpers import command, video_stats, write_lyrics
 
 from music2video import cli
 from music2video.driver import pipeline, workers
 from music2video.engine import modelset, renderer
-from music2video.models import weights
 
 FPS = 30
 
 
 @pytest.fixture
-def no_models(monkeypatch):
-    """Makes loading (or fetching) any model a test failure: errors must come first."""
+def no_models(monkeypatch, tiny_models):
+    """Makes loading any model a test failure: errors must come first. The weight files are
+    found (here: the tiny ones), as a run finds them before it analyses the song."""
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded before the input was checked")
 
+    found = {"config": tiny_models["vqgan_config"], "ckpt": tiny_models["vqgan_checkpoint"],
+             "clip": tiny_models["clip"], "wav2clip": tiny_models["wav2clip"]}
     monkeypatch.setattr(renderer, "load_for", refuse)
     monkeypatch.setattr(workers, "load_for", refuse)
-    monkeypatch.setattr(modelset, "resolve_weights", refuse)
+    monkeypatch.setattr(modelset, "resolve_weights", lambda *args, **kwargs: found)
 
 
 def one_error_line(capsys, *expected: str) -> str:
@@ -38,8 +40,7 @@ def one_error_line(capsys, *expected: str) -> str:
 
 def base_args(tmp_path: Path, song, *extra) -> list[str]:
     """A small generate command line writing into tmp_path."""
-    return ["-o", str(tmp_path / "out" / "v.png"), "-ap", str(song), "-s", "64", "64",
-            "-cuts", "2", "-ips", "2", "-q", *extra]
+    return command(song, tmp_path / "out" / "v.png", "-q", *extra, ips=2)
 
 
 def test_missing_song(tmp_path, capsys, no_models):
@@ -95,19 +96,18 @@ def test_size_smaller_than_a_cell(tmp_path, capsys, short_song, model_flags):
 
 
 def test_no_weights_and_no_network(tmp_path, capsys, short_song, monkeypatch):
-    """Missing default weights with no network: the download error names file, URL and fix."""
-    def offline_registry():
-        return {name: weights.Model(m.name, m.kind, tuple(
-            weights.WeightFile(f.filename, f"http://127.0.0.1:9/{f.filename}", f.sha256)
-            for f in m.files), m.size_mb, m.licence) for name, m in real().items()}
+    """Missing default weights with no network (conftest points downloads at a closed local
+    port): one short line, the problem first and the fix last, before the song is analysed."""
+    from music2video.song import plan
 
-    real = weights.registry
-    monkeypatch.setattr(weights, "registry", offline_registry)
-    args = base_args(tmp_path, short_song, "--checkpoints", str(tmp_path / "ck"))
-    assert cli.main("beats", args) == 1
-    one_error_line(capsys, "vqgan_imagenet_f16_16384.yaml", "http://127.0.0.1:9/",
-                   "bash download_models.sh")
-    assert [p.name for p in (tmp_path / "ck").iterdir()] == []
+    monkeypatch.setattr(plan, "read_song", lambda *a: pytest.fail("the song was analysed"))
+    ck = tmp_path / "ck"
+    assert cli.main("beats", base_args(tmp_path, short_song, "--checkpoints", str(ck))) == 1
+    line = one_error_line(capsys, "error: cannot download vqgan_imagenet_f16_16384.yaml into "
+                          f"{ck} (", "refused")
+    assert line.endswith("; connect to the internet, or give -conf and -ckpt")
+    assert len(line) - len(str(ck)) < 160
+    assert [p.name for p in ck.iterdir()] == []
 
 
 @pytest.mark.parametrize("flags,expected", [
@@ -172,7 +172,7 @@ def test_help_shows_every_numbers_range(capsys):
         cli.get_parser("beats").parse_args(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     for shown in ("learning rate; above 0, at most 100", "0.5 to 3600", "8000 to 192000",
-                  "video (default 30); 1 to 240"):
+                  "of the video (default: 30); 1 to 240"):
         assert shown in text, shown
 
 
@@ -187,7 +187,12 @@ def test_options_keep_the_seeds_flags(short_song):
     opts = cli.parse_options("beats", ["-ap", str(short_song), "-aug", "Ji", "Sh", "-aug", "Gn",
                                        "-ifps", "15", "-gid", "2", "-cd", "cpu"])
     assert opts.augments == ("Ji", "Sh", "Gn") and opts.fps == 15 and opts.gpu_id == (2,)
-    outputs = pipeline.outputs_for(opts, short_song)
+    outputs = pipeline.outputs_for(opts, short_song)  # no -o: named after the song
+    assert outputs.video == Path(f"outputs/{short_song.stem}.mp4")
+    assert outputs.run_dir == Path(f"outputs/{short_song.stem}")
+    assert outputs.preview == Path(f"outputs/{short_song.stem}.png")
+    seed = cli.parse_options("beats", ["-ap", str(short_song), "-o", "outputs/output.png"])
+    outputs = pipeline.outputs_for(seed, short_song)  # the seed's -o, as it always was
     assert outputs.video == Path("outputs/output.mp4")
     assert outputs.run_dir == Path("outputs/output") and outputs.preview == Path("outputs/output.png")
     default = cli.parse_options("beats", ["-ap", str(short_song)])
@@ -514,7 +519,8 @@ def test_a_folder_where_an_output_goes_is_refused_up_front(tmp_path, capsys, sho
     assert (tmp_path / "out" / name / "inside.txt").read_text() == "keep"
 
 
-def test_outputs_of_songs_of_one_batch_never_collide(tmp_path, capsys, short_song, monkeypatch):
+def test_outputs_of_songs_of_one_batch_never_collide(tmp_path, capsys, short_song, monkeypatch,
+                                                    no_models):
     """song5_storyboard.mp3's preview would be song5.mp3's storyboard: refused up front."""
     import shutil
 
@@ -524,7 +530,7 @@ def test_outputs_of_songs_of_one_batch_never_collide(tmp_path, capsys, short_son
     def loading(*args, **kwargs):
         raise Loading
 
-    monkeypatch.setattr(modelset, "resolve_weights", loading)
+    monkeypatch.setattr(workers, "load_for", loading)
     for name in ("song5.mp3", "song5_storyboard.mp3"):
         shutil.copy(short_song, tmp_path / name)
     args = ["-o", str(tmp_path / "out") + "/", "-ap", str(tmp_path / "song5.mp3"),

@@ -25,7 +25,7 @@ def test_packaged_fonts_cover_accents_and_cjk():
 def test_a_missing_character_warns_once_and_is_still_drawn():
     pytest.importorskip("fontpkg_noto_sans")
     fonts = Fonts(20, files=font_files()[:1])  # Noto Sans only: no CJK
-    with pytest.warns(UserWarning, match=r"no installed font has '三' \(U\+4E09\)") as caught:
+    with pytest.warns(UserWarning, match=r"no font here has '三' \(U\+4E09") as caught:
         runs = fonts.runs("a 三日 b 本")
         fonts.width("語")
     assert len(caught) == 1
@@ -37,7 +37,7 @@ def test_without_packaged_fonts_pillow_draws_ascii_silently():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert fonts.width("plain ascii") > 0
-    with pytest.warns(UserWarning, match="no installed font has 'é'"):
+    with pytest.warns(UserWarning, match="no font here has 'é'"):
         fonts.width("café")
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import decoded_frames, run_script, video_stats, write_lyrics
+from helpers import command, decoded_frames, run_script, video_stats
 
 from music2video import cli, ffmpeg
 
@@ -18,15 +18,8 @@ LYRICS = ["00:02.10,a red fox: running", "00:02.30,a blue whale", "00:06,the moo
 
 def generate_args(out: Path, song: Path, lyrics: Path | None, model_flags, *extra) -> list[str]:
     """A generate command line with small settings."""
-    args = ["-vid", "-o", str(out), "-ap", str(song), "-ips", "4", "-s", "64", "64",
-            "-cuts", "4", "-sd", "7", "-q", *model_flags, *extra]
-    return args + (["-lyr", str(lyrics)] if lyrics else [])
-
-
-@pytest.fixture(scope="module")
-def lyrics_file(tmp_path_factory) -> Path:
-    """Three lines, two of them in one beat window, one with a colon."""
-    return write_lyrics(tmp_path_factory.mktemp("lyr") / "song.csv", LYRICS)
+    return command(song, out, "-vid", "-q", *extra, lyrics=lyrics, models=model_flags, cuts=4,
+                   ips=4, seed=7)
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +141,7 @@ def test_seed_readme_commands_run_to_completion(script, extra, tmp_path, short_s
     assert "Traceback" not in result.stderr
     stats = video_stats(tmp_path / "outputs" / "output.mp4")
     assert abs(stats["frames"] / FPS - stats["audio_seconds"]) <= 1 / FPS
-    assert "video will be written to outputs/output.mp4" in result.stdout + result.stderr
+    assert "video: outputs/output.mp4 (run folder outputs/output/)" in result.stderr
 
 
 def test_demo_song_and_lyrics_are_in_the_repo():

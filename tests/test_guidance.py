@@ -7,9 +7,6 @@ import torch
 import torch.nn.functional as F
 
 from music2video.engine.guidance import (
-    AUGMENTS,
-    CUT_METHODS,
-    DEFAULT_AUGMENTS,
     MakeCutouts,
     Perceptor,
     Target,
@@ -17,13 +14,12 @@ from music2video.engine.guidance import (
     augment,
     lanczos_taps,
     noise_target,
-    parse_prompt,
     resample,
     spherical_loss,
-    split_prompts,
 )
 from music2video.models import networks
 from music2video.models.autograd import clamp_with_grad
+from music2video.options import AUGMENTS, CUT_METHODS, DEFAULT_AUGMENTS, parse_prompt, split_prompts
 
 CUT = 32  # the tiny CLIP's input resolution
 CUTN = 4

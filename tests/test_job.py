@@ -157,7 +157,8 @@ def test_a_segment_is_journaled_with_who_rendered_it_and_a_resume_keeps_its_setu
     job.handle(Finished(0, 1, 3, video_chunk(15), None, None, wanted=True, threads=4,
                         precision="bf16", worker=worker))
     (entry,) = job.folder.entries()
-    assert entry == {"segment": 3, "section": 1, "threads": 4, "precision": "bf16", **worker}
+    expected = {"segment": 3, "section": 1, "threads": 4, "precision": "bf16", **worker}
+    assert {key: entry[key] for key in expected} == expected
     job.folder.unlock()
     works, _ = make_job(tmp_path, [(0, 2), (3, 5)]).works()
     assert [(w.section, w.threads, w.precision) for w in works] == [(0, None, None),

@@ -13,6 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "music2video"
 RANKS = {
     "__init__": 0, "errors": 0,  # the version; the one UserError base
     "files": 1, "ffmpeg": 1,  # atomic writes; ffmpeg plumbing
+    "options": 1,  # what a run was asked for, as plain data
     "song": 2, "models": 2,  # the song's analysis / files on disk -> networks (neither needs the other)
     "output": 3,  # the files beside the video
     "engine": 4,  # a section -> events

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from music2video import options
 from music2video.engine import motion, optimise
 from music2video.engine.guidance import MakeCutouts, Perceptor
 from music2video.models import networks
@@ -23,18 +24,18 @@ FPS = 30.0
 
 def test_react_alone_gives_the_default_set():
     for spec in ("", None, "default"):
-        s = motion.parse_react(spec)
-        assert (s.zoom, s.drift) == (motion.DEFAULTS["zoom"], motion.DEFAULTS["drift"])
-        assert (s.rotate, s.shift) == (0, 0) and s.decay == motion.DEFAULTS["decay"]
+        s = options.parse_react(spec)
+        assert (s.zoom, s.drift) == (options.DEFAULTS["zoom"], options.DEFAULTS["drift"])
+        assert (s.rotate, s.shift) == (0, 0) and s.decay == options.DEFAULTS["decay"]
         assert s.active
 
 
 def test_named_kinds_get_their_defaults_and_the_rest_zero():
-    s = motion.parse_react("zoom, rotate")
-    assert s == motion.ReactSettings(zoom=motion.DEFAULTS["zoom"], rotate=motion.DEFAULTS["rotate"])
-    s = motion.parse_react("zoom=0.04,rotate=2,shift=0.02,drift=-0.001,decay=6")
+    s = options.parse_react("zoom, rotate")
+    assert s == options.ReactSettings(zoom=options.DEFAULTS["zoom"], rotate=options.DEFAULTS["rotate"])
+    s = options.parse_react("zoom=0.04,rotate=2,shift=0.02,drift=-0.001,decay=6")
     assert (s.zoom, s.rotate, s.shift, s.drift, s.decay) == (0.04, 2, 0.02, -0.001, 6)
-    assert not motion.parse_react("zoom=0").active
+    assert not options.parse_react("zoom=0").active
 
 
 @pytest.mark.parametrize("spec, words", [
@@ -45,7 +46,7 @@ def test_named_kinds_get_their_defaults_and_the_rest_zero():
 ])
 def test_bad_react_settings_name_the_fix(spec, words):
     with pytest.raises(ValueError) as err:
-        motion.parse_react(spec)
+        options.parse_react(spec)
     assert words in str(err.value) and "e.g. --react" in str(err.value)
     assert "\n" not in str(err.value)
 
@@ -72,7 +73,7 @@ def test_onsets_of_a_click_track(clicks):
 
 def test_zoom_pulses_start_on_the_onset_frame_and_fade_over_decay_frames(clicks):
     y, frames_of_clicks = clicks
-    settings = motion.ReactSettings(zoom=0.05, decay=3)
+    settings = options.ReactSettings(zoom=0.05, decay=3)
     track = motion.react_track(y, SR, FPS, 120, settings)
     assert track.shape == (120, 5) and not track[:, 1:4].any()
     speed = np.diff(track[:, 0], prepend=0.0)  # log-zoom added on each frame
@@ -90,7 +91,7 @@ def test_zoom_pulses_start_on_the_onset_frame_and_fade_over_decay_frames(clicks)
 
 def test_rotate_and_shift_jolt_on_onsets_and_come_back(clicks):
     y, frames_of_clicks = clicks
-    track = motion.react_track(y, SR, FPS, 120, motion.ReactSettings(rotate=2, shift=0.02, decay=4))
+    track = motion.react_track(y, SR, FPS, 120, options.ReactSettings(rotate=2, shift=0.02, decay=4))
     assert not track[:, 0].any()
     first, second = frames_of_clicks[:2]
     assert track[first, 1] * track[second, 1] < 0  # rotations alternate
@@ -103,12 +104,12 @@ def test_rotate_and_shift_jolt_on_onsets_and_come_back(clicks):
 
 def test_drift_follows_loudness_and_track_is_deterministic():
     y = np.concatenate([np.zeros(SR), demo.tonal_song(2.0, 120, SR), np.zeros(SR)])
-    settings = motion.ReactSettings(drift=0.01)
+    settings = options.ReactSettings(drift=0.01)
     track = motion.react_track(y, SR, FPS, 120, settings)
     speed = np.diff(track[:, 0], prepend=0.0)
     assert speed[45:75].min() > 0.009 and speed[:10].max() < 0.001 and speed[-5:].max() < 0.001
     assert np.array_equal(track, motion.react_track(y, SR, FPS, 120, settings))
-    assert not motion.react_track(y, SR, FPS, 120, motion.ReactSettings()).any()
+    assert not motion.react_track(y, SR, FPS, 120, options.ReactSettings()).any()
 
 
 # Moves
@@ -245,8 +246,8 @@ def click_renders(nets):
     """Renders of a 3 s click track at 20 fps with and without --react zoom=0.1."""
     fps, frames = 20.0, 60
     y = demo.click_track(3.0, 120, SR, start=0.4)
-    on, _ = render(nets, y, motion.parse_react("zoom=0.1"), fps, frames)
-    off, _ = render(nets, y, motion.ReactSettings(), fps, frames)
+    on, _ = render(nets, y, options.parse_react("zoom=0.1"), fps, frames)
+    off, _ = render(nets, y, options.ReactSettings(), fps, frames)
     return y, fps, on, off
 
 
@@ -262,7 +263,7 @@ def test_react_change_peaks_sit_on_the_clicks(click_renders):
 
 def test_resumed_react_run_equals_uninterrupted(nets):
     y = demo.click_track(1.5, 120, SR, start=0.3)
-    settings = motion.parse_react("zoom=0.1,rotate=3,shift=0.03,drift=0.01")
+    settings = options.parse_react("zoom=0.1,rotate=3,shift=0.03,drift=0.01")
     whole, _ = render(nets, y, settings, 20.0, 30)
     head, state = render(nets, y, settings, 20.0, 30, stop_at=15)
     assert state["camera"]["frame"] > 0

@@ -6,6 +6,7 @@ import torch
 from music2video.engine import optimise
 from music2video.engine.guidance import MakeCutouts, Perceptor, Target
 from music2video.models import networks
+from music2video.options import OPTIMISERS
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,7 @@ def goal() -> list:
     return [(Target(torch.linspace(-1, 1, 512).view(1, 512)), 1.0)]
 
 
-@pytest.mark.parametrize("name", optimise.OPTIMISERS)
+@pytest.mark.parametrize("name", OPTIMISERS)
 def test_every_optimiser_moves_the_latent_within_the_codebook_range(nets, name):
     vqgan, perceptor = nets
     torch.manual_seed(0)

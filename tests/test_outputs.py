@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import decoded_frames, run_script, video_stats, write_lyrics
+from helpers import command, decoded_frames, run_script, video_stats
 from PIL import Image
 
 from music2video import ffmpeg
@@ -19,16 +19,10 @@ SIZE = 64
 LYRICS = ["00:01.5,café au lait", "00:04,富士山の夜明け", "00:07,a lighthouse"]
 
 
-@pytest.fixture(scope="module")
-def lyrics_file(tmp_path_factory) -> Path:
-    return write_lyrics(tmp_path_factory.mktemp("lyr") / "song.csv", LYRICS)
-
-
-def command(out: str, song: Path, lyrics: Path | None, model_flags, *extra) -> list[str]:
+def small_run(out: str, song: Path, lyrics: Path | None, model_flags, *extra) -> list[str]:
     """A small run: 64², few steps, fixed seed."""
-    args = ["-o", out, "-ap", str(song), "-s", str(SIZE), str(SIZE), "-cuts", "2", "-ips", "3",
-            "-sd", "4", "--precision", "fp32", "-q", *model_flags, *extra]
-    return args + (["-lyr", str(lyrics)] if lyrics else [])
+    return command(song, out, "--precision", "fp32", "-q", *extra, lyrics=lyrics,
+                   models=model_flags, size=SIZE, seed=4)
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +33,12 @@ def runs(tmp_path_factory, short_song, lyrics_file, model_flags) -> dict:
     for name, script, extra in (("plain", "generate.py", []),
                                 ("burnt", "generate.py", ["--burn_lyrics"]),
                                 ("interp", "generate_interpolate.py", [])):
-        result = run_script(script, command(f"{name}/v.png", short_song, lyrics_file,
+        result = run_script(script, small_run(f"{name}/v.png", short_song, lyrics_file,
                                             model_flags, *extra), cwd)
         assert result.returncode == 0, result.stderr
         made[name] = cwd / name
     before = folder_digest(made["plain"] / "v")
-    draft = run_script("generate.py", command("plain/v.png", short_song, lyrics_file,
+    draft = run_script("generate.py", small_run("plain/v.png", short_song, lyrics_file,
                                               model_flags, "--draft"), cwd)
     assert draft.returncode == 0, draft.stderr
     return {"cwd": cwd, **made, "plain_before_draft": before, "draft_stderr": draft.stderr}
@@ -81,7 +75,7 @@ def test_the_video_carries_every_lyric_line_as_a_subtitle_at_its_timestamp(runs,
 
 
 def test_a_run_without_lyrics_has_no_subtitles(tmp_path, short_song, model_flags):
-    result = run_script("generate.py", command("o/v.png", short_song, None, model_flags, "-ips",
+    result = run_script("generate.py", small_run("o/v.png", short_song, None, model_flags, "-ips",
                                                "1"), tmp_path)
     assert result.returncode == 0, result.stderr
     assert ffmpeg.probe(tmp_path / "o" / "v.mp4")["subtitle"] == []

@@ -85,9 +85,11 @@ def test_weight_paths_are_made_absolute_where_the_command_runs(monkeypatch, tmp_
     choice = WeightChoice.of(opts)
     assert choice.vqgan_config == str(tmp_path / "m" / "v.yaml")
     assert choice.clip_model == str(tmp_path / "clip.pt")
-    assert choice.checkpoints == str(tmp_path / "checkpoints")  # ./checkpoints, from here
+    assert choice.checkpoints is None  # none chosen: each worker looks where it always does
     assert WeightChoice.of(SimpleNamespace(**{**vars(opts), "clip_model": "ViT-B/32"})
                            ).clip_model == "ViT-B/32"
+    monkeypatch.setenv("MUSIC2VIDEO_CHECKPOINTS", "weights")  # chosen: the same folder everywhere
+    assert WeightChoice.of(opts).checkpoints == str(tmp_path / "weights")
 
 
 def test_a_weight_file_that_differs_from_the_drivers_is_refused(tmp_path, monkeypatch):
@@ -114,18 +116,6 @@ def test_a_weight_file_that_differs_from_the_drivers_is_refused(tmp_path, monkey
     os.truncate(other, 3)
     with pytest.raises(ModelError, match="3 bytes, not 20"):
         check_fingerprints({"ckpt": other}, prints)
-
-
-def test_a_resume_says_where_it_goes_on_and_how_much_is_done():
-    from music2video.driver.job import resume_line
-
-    job = SimpleNamespace(name="song.mp3", plan=SimpleNamespace(segments=list(range(48))),
-                          left=set(range(8, 24)) | set(range(30, 48)))
-    assert resume_line(job) == "song.mp3: resuming at segment 9 of 48 (14 done)"
-    job.left = set(range(48))
-    assert resume_line(job) is None  # nothing done: a fresh start
-    job.left = {0}
-    assert resume_line(job) == "song.mp3: resuming at segment 1 of 48 (47 done)"
 
 
 def bare_scheduler(kind: str, requested: int, gpus: int, cpus: int) -> RayScheduler:

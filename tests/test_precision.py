@@ -157,6 +157,7 @@ def test_other_devices_are_fp32():
 
 def test_cache_path_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv(precision.CACHE_ENV)
+    monkeypatch.delenv("MUSIC2VIDEO_HOME", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert precision.cache_path() == tmp_path / "music2video" / "precision.json"
     monkeypatch.setenv(precision.CACHE_ENV, str(tmp_path / "mine"))

@@ -67,7 +67,7 @@ def build(run: dict, **changes) -> dict:
 
 def test_every_documented_field_is_there_and_nothing_else(run):
     fields = documented_fields()
-    assert len(fields) == 25 and "frame_difference" in fields and "outputs" in fields
+    assert len(fields) == 28 and "frame_difference" in fields and "outputs" in fields
     assert list(build(run)) == fields
 
 

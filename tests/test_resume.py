@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import REPO, decoded_frames, run_script, video_stats, write_lyrics
+from helpers import REPO, command, decoded_frames, run_script, video_stats, write_lyrics
 
 from music2video.driver.folder import RunFolder
 
@@ -22,14 +22,8 @@ LYRICS = ["00:02,a lighthouse", "00:05,a field of sunflowers", "00:07.5,stars ov
 
 def interpolate_args(out: str, song: Path, lyrics: Path, model_flags, *extra) -> list[str]:
     """The seed's interpolate command with small settings and the tiny models."""
-    return ["-vid", "-ips", "6", "-o", out, "-ap", str(song), "-lyr", str(lyrics), "-gid", "0",
-            "-s", "64", "64", "-cuts", "4", "-sd", "3", *model_flags, *extra]
-
-
-@pytest.fixture(scope="module")
-def lyrics_file(tmp_path_factory) -> Path:
-    """Three lines inside the 10-second song."""
-    return write_lyrics(tmp_path_factory.mktemp("lyr") / "song.csv", LYRICS)
+    return command(song, out, "-vid", "-gid", "0", *extra, lyrics=lyrics, models=model_flags,
+                   cuts=4, ips=6, seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +95,13 @@ def test_killed_run_resumes_to_the_same_video(killed_run, full_run):
     assert not (killed_run["cwd"] / "outputs" / "output.mp4").exists()
     result = run_script("generate_interpolate.py", killed_run["args"], killed_run["cwd"])
     assert result.returncode == 0, result.stderr
-    assert "resuming at segment" in result.stdout + result.stderr
+    assert f"resuming: {killed_run['done']} of {total} segments are done" in result.stderr
     assert [p.name for p in killed_run["cwd"].rglob("*.part*")] == []
+    report = json.loads((killed_run["run_dir"] / "report.json").read_text())
+    totals = report["totals"]  # both invocations, the killed one up to its last segment
+    assert totals["invocations"] == 2 and report["seed"] == 3
+    assert report["steps"] <= totals["steps_rendered"] and report["steps_this_run"] < report["steps"]
+    assert totals["wall_seconds"] > report["wall_seconds"]
     resumed = killed_run["cwd"] / "outputs" / "output.mp4"
     assert video_stats(resumed)["frames"] == video_stats(full_run["video"])["frames"]
     assert decoded_frames(resumed) == decoded_frames(full_run["video"])
@@ -164,6 +163,19 @@ def test_changed_command_is_refused_unless_overwrite(full_run, short_song, lyric
     assert "blend" in refused.stderr and "--overwrite" in refused.stderr
     assert len([l for l in refused.stderr.splitlines() if "error" in l]) == 1
     assert (full_run["run_dir"] / "manifest.json").read_text() == before
+
+
+def test_rerunning_a_finished_command_says_so_and_changes_nothing(full_run, short_song,
+                                                                 lyrics_file, model_flags):
+    report = full_run["run_dir"] / "report.json"
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (report, full_run["video"])}
+    result = run_script("generate_interpolate.py",
+                        interpolate_args("outputs/output.png", short_song, lyrics_file, model_flags),
+                        full_run["cwd"])
+    assert result.returncode == 0, result.stderr
+    assert "already done: outputs/output.mp4 (--overwrite renders it again)" in result.stderr
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in before} == before
+    assert json.loads(report.read_text())["totals"]["invocations"] == 1
 
 
 def test_combine_rejoins_in_segment_order(full_run, tmp_path):
@@ -436,12 +448,11 @@ def test_ctrl_c_stops_combine_cleanly(full_run, tmp_path):
 
 def test_ctrl_c_in_the_storyboard_rebuild_is_one_line(full_run, tmp_path, monkeypatch, capsys):
     from music2video.driver import combine
-    from music2video.output import storyboard
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(storyboard, "rebuild", interrupted)
+    monkeypatch.setattr(combine, "rebuild", interrupted)
     try:
         code = combine.main([str(full_run["run_dir"]), "--output", str(tmp_path / "v.mp4")])
     except KeyboardInterrupt:

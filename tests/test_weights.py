@@ -22,11 +22,17 @@ from music2video.models import download, networks, weights
 from music2video.testing import tiny
 
 REPO = Path(__file__).resolve().parents[1]
-FIX = "bash download_models.sh"
+FIX = "connect to the internet and run again"
 VQGANS = ["vqgan_imagenet_f16_16384", "vqgan_imagenet_f16_1024", "vqgan_gumbel_f8_8192",
           "wikiart_16384"]
 DEFAULT_FILES = ["vqgan_imagenet_f16_16384.yaml", "vqgan_imagenet_f16_16384.ckpt", "ViT-B-32.pt",
                  "Wav2CLIP.pt"]
+
+
+@pytest.fixture(autouse=True)
+def registry_sources(monkeypatch):
+    """These tests point the registry's own URLs at local servers: no mirror in front of them."""
+    monkeypatch.delenv(weights.MIRROR_VAR, raising=False)
 
 
 def closed_port_url() -> str:
@@ -59,12 +65,12 @@ def error_lines(stderr: str) -> list[str]:
 
 
 def assert_one_line_per_file(lines, root: Path, files) -> None:
-    """Exactly one error line per file, naming its path, its URL and the fix."""
+    """Exactly one error line per file, naming it and its folder, then the fix."""
     assert len(lines) == len(files)
     for file in files:
-        mine = [line for line in lines if f"{root / file.filename} " in line]
+        mine = [line for line in lines if f" {file.filename} into {root} (" in line]
         assert len(mine) == 1, (file.filename, lines)
-        assert file.url in mine[0] and FIX in mine[0]
+        assert FIX in mine[0]
 
 
 # The registry
@@ -134,22 +140,64 @@ def test_lookup_unknown_name():
 
 # The weights folder
 
-def test_checkpoint_dir_precedence(monkeypatch, tmp_path):
+def test_the_per_user_folder_follows_the_platform(monkeypatch, tmp_path):
+    monkeypatch.delenv("MUSIC2VIDEO_HOME", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "me"))
+    assert weights.user_cache() == tmp_path / "me" / ".cache" / "music2video"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert weights.user_cache() == tmp_path / "xdg" / "music2video"
+    monkeypatch.setenv("MUSIC2VIDEO_HOME", str(tmp_path / "home"))
+    assert weights.user_cache() == tmp_path / "home"
+
+
+def test_the_weights_folder_lookup_order(monkeypatch, tmp_path):
+    """--checkpoints, else $MUSIC2VIDEO_CHECKPOINTS; else ./checkpoints when it holds every file
+    of the model (the seed's layout); else the per-user folder, where downloads go."""
     monkeypatch.delenv(weights.ENV_VAR, raising=False)
-    assert weights.checkpoint_dir() == Path("checkpoints")
+    monkeypatch.chdir(tmp_path)
+    home = weights.user_cache()
+    assert weights.model_dir(VQGANS[0]) == home and weights.checkpoint_dir() == home
+    seed_dir = tmp_path / "checkpoints"
+    seed_dir.mkdir()
+    (seed_dir / f"{VQGANS[0]}.yaml").write_text("x")  # one of the two files: not enough
+    assert weights.model_dir(VQGANS[0]) == home
+    (seed_dir / f"{VQGANS[0]}.ckpt").write_text("x")
+    assert weights.model_dir(VQGANS[0]) == Path("checkpoints")
+    assert weights.model_dir("wav2clip") == home  # not there: the per-user folder
     monkeypatch.setenv(weights.ENV_VAR, "")
-    assert weights.checkpoint_dir() == Path("checkpoints")
+    assert weights.model_dir(VQGANS[0]) == Path("checkpoints")
     monkeypatch.setenv(weights.ENV_VAR, str(tmp_path / "env"))
-    assert weights.checkpoint_dir() == tmp_path / "env"
-    assert weights.checkpoint_dir(tmp_path / "flag") == tmp_path / "flag"
+    assert weights.model_dir(VQGANS[0]) == tmp_path / "env" == weights.checkpoint_dir()
+    assert weights.model_dir(VQGANS[0], tmp_path / "flag") == tmp_path / "flag"
 
 
-def test_main_honours_the_env_var(monkeypatch, tmp_path, capsys):
+def test_a_clip_file_in_clips_own_cache_is_used_when_its_checksum_matches(monkeypatch,
+                                                                         tmp_path, no_download):
+    body = b"openai clip weights"
+    digest = hashlib.sha256(body).hexdigest()
+    model = weights.lookup("ViT-B/32")
+    file = replace(model.files[0], sha256=digest)
+    monkeypatch.setattr(weights, "lookup", lambda name: replace(model, files=(file,)))
+    monkeypatch.setattr(weights, "CLIP_CACHE", tmp_path / "clip")
+    monkeypatch.chdir(tmp_path)
+    cached = tmp_path / "clip" / file.filename
+    cached.parent.mkdir()
+    cached.write_bytes(body)
+    assert weights.clip_path("ViT-B/32") == cached
+    cached.write_bytes(b"another file")  # the wrong checksum: not used
+    monkeypatch.setattr(weights, "fetch", lambda *a, **k: [tmp_path / "fetched.pt"])
+    assert weights.clip_path("ViT-B/32") == tmp_path / "fetched.pt"
+
+
+def test_main_lists_where_each_model_is(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv(weights.ENV_VAR, str(tmp_path))
     (tmp_path / "Wav2CLIP.pt").write_bytes(b"present")
     assert weights.main(["--list"]) == 0
-    listing = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
-    assert " present " in listing["wav2clip"] and " missing " in listing[VQGANS[0]]
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"weights folder: {tmp_path} (downloads go here")
+    listing = {line.split()[0]: line for line in lines[1:]}
+    assert f" {tmp_path} " in listing["wav2clip"] and " missing " in listing[VQGANS[0]]
 
 
 # ensure
@@ -223,8 +271,8 @@ def test_ensure_names_a_broken_file_it_cannot_replace(tmp_path):
                        quiet=True)
     message = str(err.value)
     assert message.startswith(f"{path} is not a taming VQGAN config (")
-    assert f", and could not download {path} from {dead}/m.yaml: " in message
-    assert message.endswith(f"(or fetch the file by hand into {tmp_path}/)") and FIX in message
+    assert f", and cannot download {path.name} into {tmp_path} (" in message and FIX in message
+    assert err.value.failures[0][0] == f"{dead}/m.yaml"
     assert "\n" not in message and path.read_bytes() == HTML_404
 
 
@@ -366,7 +414,7 @@ def test_corrupt_download_is_not_kept(monkeypatch, tmp_path, tiny_models, http_f
     out, err = capsys.readouterr()
     line, = error_lines(err)
     ckpt = tmp_path / f"{VQGANS[0]}.ckpt"
-    assert line.startswith(f"error: could not download {ckpt} from {http_files.url}/vqgan.ckpt: ")
+    assert line.startswith(f"error: cannot download {ckpt.name} into {tmp_path} (")
     assert reason in line and FIX in line
     assert out == f"ok  {tmp_path / f'{VQGANS[0]}.yaml'}\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == [weights.STAMPS, f"{VQGANS[0]}.yaml"]

@@ -38,16 +38,16 @@ from music2video.engine import precision  # noqa: E402
 from music2video.engine.guidance import (
     CLIP_MEAN,
     CLIP_STD,
-    DEFAULT_AUGMENTS,
     NOISE_FAC,
     MakeCutouts,
     Perceptor,
     Target,
     augment,
 )
-from music2video.engine.optimise import PRECISIONS, Optimiser, random_latent, to_frame  # noqa: E402
+from music2video.engine.optimise import Optimiser, random_latent, to_frame  # noqa: E402
 from music2video.models import networks  # noqa: E402
 from music2video.models.autograd import clamp_with_grad, replace_grad  # noqa: E402
+from music2video.options import DEFAULT_AUGMENTS, PRECISIONS  # noqa: E402
 
 # taming's configs/vqgan_imagenet_f16_16384.yaml, model.params without the training loss
 VQGAN_F16_16384 = {"embed_dim": 256, "n_embed": 16384, "ddconfig": {

@@ -52,6 +52,7 @@ import torch  # noqa: E402
 from music2video.engine import precision  # noqa: E402
 from music2video.engine.guidance import MakeCutouts, Perceptor, Target, spherical_loss  # noqa: E402
 from music2video.engine.optimise import Optimiser, autocast, to_frame  # noqa: E402
+from music2video.files import write_bytes  # noqa: E402
 from tools import bench  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -132,10 +133,8 @@ def now() -> str:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    """Writes text under a temporary name, then renames it into place."""
-    part = path.with_name(f".{path.name}.part")
-    part.write_text(text, encoding="utf-8")
-    os.replace(part, path)
+    """Writes text atomically (files.write_bytes)."""
+    write_bytes(path, text.encode("utf-8"))
 
 
 def note(message: str) -> None:

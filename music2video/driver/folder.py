@@ -301,20 +301,27 @@ class RunFolder:
                            f"video is {self.video.name}; the manifest was edited or the folder "
                            "renamed: give the folder back its name, or pass --output")
 
-    def entries(self) -> list[dict]:
-        """The journal's lines, in order: {"segment": k, ...} (a torn line is skipped)."""
+    def _journal_lines(self) -> list[dict]:
+        """The journal's records (a torn or foreign line is skipped)."""
         data = read_own(self.journal_path)
-        if data is None:
-            return []
+        lines = []
+        for line in (data or b"").decode("utf-8", errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if isinstance(record, dict):
+                    lines.append(record)
+        return lines
+
+    def entries(self) -> list[dict]:
+        """The journal's records of finished segments, in order: {"segment": k, ...}."""
         found = []
-        for line in data.decode("utf-8", errors="replace").splitlines():
+        for record in self._journal_lines():
             with contextlib.suppress(ValueError, TypeError, KeyError):
-                entry = json.loads(line)
-                found.append({**entry, "segment": int(entry["segment"])})
+                found.append({**record, "segment": int(record["segment"])})
         return found
 
     def done(self) -> set[int]:
-        """Indices of the segments the journal records as finished."""
+        """Indices of the segments the journal records as finished (a torn last line is skipped)."""
         return {entry["segment"] for entry in self.entries()}
 
     def setups(self) -> dict[int, dict]:
@@ -322,6 +329,17 @@ class RunFolder:
         segment rendered with, and which worker did (journals of older runs record neither)."""
         return {e["section"]: e for e in self.entries()
                 if _is_int(e.get("section")) and _is_int(e.get("threads"))}
+
+    def ledger(self) -> dict[str, dict]:
+        """What each invocation of the run had spent when it last wrote a segment down: its id ->
+        {wall, render, steps} (seconds, seconds, steps rendered), from the journal."""
+        spent = {}
+        for record in self._journal_lines():
+            cost = record.get("spent")
+            if isinstance(cost, dict) and isinstance(record.get("run"), str):
+                spent[record["run"]] = {key: float(cost.get(key, 0) or 0)
+                                        for key in ("wall", "render", "steps")}
+        return spent
 
     def chunk(self, record: dict) -> Path | None:
         """Path of a segment's chunk (None for a segment with no frames)."""
@@ -566,9 +584,10 @@ class RunFolder:
 
     def record(self, manifest: dict, index: int, chunk: bytes | None, thumb: bytes | None,
                section: int | None = None, state: dict | None = None,
-               extra: dict | None = None) -> None:
+               spent: dict | None = None, extra: dict | None = None) -> None:
         """Writes a finished segment: its chunk, thumbnail and section state, then the journal
-        (with `extra`: its section, threads, precision, worker).
+        (with what this invocation has spent so far, `spent`: {run, wall, render, steps}, and
+        `extra` facts: its section, threads, precision, worker).
 
         In that order, so a segment the journal lists always has its files."""
         self.check_present()
@@ -581,12 +600,17 @@ class RunFolder:
             write_bytes(self.path / thumb_name(index, len(manifest["segments"])), thumb)
         if state is not None:
             self.save_state(section, state)
-        self.journal(index, extra)
+        self.journal(index, spent, extra)
 
-    def journal(self, index: int, extra: dict | None = None) -> None:
-        """Appends a finished segment (and `extra` facts about it) to the journal, durably (after
-        a line a crash tore, on a line of its own)."""
-        line = (json.dumps({"segment": index, **(extra or {})}) + "\n").encode("utf-8")
+    def journal(self, index: int, spent: dict | None = None, extra: dict | None = None) -> None:
+        """Appends a finished segment to the journal, durably (after a line a crash tore, on a
+        line of its own); `spent` ({run, wall, render, steps}) goes with it for the report, and
+        `extra` facts about it (its section, threads, precision, worker)."""
+        entry = {"segment": index, **(extra or {})}
+        if spent:
+            entry |= {"run": spent["run"],
+                      "spent": {key: spent[key] for key in ("wall", "render", "steps")}}
+        line = (json.dumps(entry) + "\n").encode("utf-8")
         try:
             flags = os.O_RDWR | os.O_CREAT | os.O_APPEND
             with os.fdopen(open_own(self.journal_path, flags), "r+b") as f:

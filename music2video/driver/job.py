@@ -1,5 +1,7 @@
 """The driver: one run per song, its folder written from the events the scheduler brings back."""
 
+import contextlib
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -9,6 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..engine.renderer import Finished, Preview, Progress, RenderSpec, Work, work_cost
+from ..errors import UserError
 from ..files import writing
 from ..output import report, storyboard, subtitles, sync
 from ..song.plan import Plan
@@ -42,12 +45,13 @@ class Outputs:
 
 NAMED_GOALS = 3  # goals a segment's log line names; the rest are counted
 BOARD_SECONDS = 2.0  # the storyboard is rewritten at most this often while segments finish
+PROGRESS_LINE_SECONDS = 30.0  # off a terminal: a plain progress line at most this often
 
 
-def say(quiet: bool, message: str, file=None) -> None:
-    """A log line (stdout, or `file`) that keeps clear of the progress bar, unless quiet."""
+def say(quiet: bool, message: str) -> None:
+    """A line for people on stderr (stdout stays for scripts), clear of the bar, unless quiet."""
     if not quiet:
-        tqdm.write(message, file=file)
+        tqdm.write(message, file=sys.stderr)
 
 
 def segment_line(seg, count: int) -> str:
@@ -81,10 +85,12 @@ class Job:
 
     def __init__(self, index: int, plan: Plan, outputs: Outputs, folder: RunFolder,
                  manifest: dict, spec: RenderSpec, quiet: bool, cues: list = (),
-                 burn_lyrics: bool = False):
+                 burn_lyrics: bool = False, verbose: bool = False):
         self.index, self.plan, self.outputs = index, plan, outputs
         self.folder, self.manifest, self.spec, self.quiet = folder, manifest, spec, quiet
-        self.burn_lyrics = burn_lyrics
+        self.burn_lyrics, self.verbose = burn_lyrics, verbose
+        self.run_id = f"{time.strftime('%Y-%m-%dT%H:%M:%S')}.{os.getpid()}"  # this invocation
+        self.render_started: float | None = None  # when this invocation began rendering
         self.left: set[int] = set()  # segments still to write down
         self.error: str | None = None
         self.started = time.monotonic()
@@ -103,9 +109,22 @@ class Job:
         """The song, for log lines."""
         return str(self.plan.song.path)
 
-    def log(self, message: str) -> None:
-        """A line above the progress bar, unless -q."""
-        say(self.quiet, message)
+    def log(self, message: str, detail: bool = False) -> None:
+        """A line above the progress bar, unless -q; a detail only with -v."""
+        say(self.quiet or (detail and not self.verbose), message)
+
+    def spent(self) -> dict:
+        """What this invocation has spent on the song so far (for the report's totals)."""
+        now = time.monotonic()
+        render = now - self.render_started if self.render_started is not None else 0.0
+        return {"run": self.run_id, "wall": round(now - self.started, 3),
+                "render": round(render, 3), "steps": self.steps_this_run}
+
+    def finished_before(self) -> bool:
+        """Whether an earlier invocation finished the song: every segment is written down and
+        its video and report are there."""
+        return (self.complete and self.outputs.video.is_file()
+                and (self.folder.path / REPORT).is_file())
 
     def works(self) -> tuple[list[Work], int]:
         """What is left to render (resuming where the folder stopped, re-rendering chunks that
@@ -156,7 +175,7 @@ class Job:
             self._finished(event)
         elif isinstance(event, Preview):
             save_preview(event.frame, self.outputs.preview)
-            self.log(f"step {event.iteration}: loss {event.loss:.4g}")
+            self.log(f"step {event.iteration}: loss {event.loss:.4g}", detail=True)
         elif isinstance(event, Failed):
             self.error = event.message
 
@@ -169,15 +188,38 @@ class Job:
             facts = {"section": event.section, "threads": event.threads,
                      "precision": event.precision, **(event.worker or {})}
             self.folder.record(self.manifest, event.index, event.chunk, event.thumb,
-                               event.section, state, facts)
+                               event.section, state, self.spent(), facts)
             self.left.discard(event.index)
-            self.log(segment_line(self.plan.segments[event.index], len(self.plan.segments)))
+            self.log(segment_line(self.plan.segments[event.index], len(self.plan.segments)),
+                     detail=True)
+            for line in self.milestones(event.index):
+                self.log(line)
             picture = storyboard.decode_thumbnail(event.thumb) if event.thumb else None
             if picture is not None:
                 self.board.add(event.index, picture)
                 self.board.refresh()
         elif state is not None:
             self.folder.save_state(event.section, state)
+
+    def milestones(self, index: int) -> list[str]:
+        """The lines a finished segment earns without -v: a lyric line it starts to follow, and
+        the end of a section (when the song has several)."""
+        from ..output.storyboard import clock
+
+        segments, lines = self.plan.segments, []
+        texts = lambda seg: [g.text for g in seg.goals if g.kind == "text"]  # noqa: E731
+        before = set(texts(segments[index - 1])) if index else set()
+        seg = segments[index]
+        when = {line.text: line.time for line in self.plan.lyrics  # the line's time, not the cut's
+                if line.time < seg.end}
+        lines += [f"{clock(when.get(text, seg.start))} {text!r}" for text in texts(seg)
+                  if text not in before]
+        sections = self.plan.sections
+        for number, (first, last) in enumerate(sections):
+            if index == last and len(sections) > 1:
+                lines.append(f"{self.plan.song.path.name}: section {number + 1} of "
+                             f"{len(sections)} rendered")
+        return lines
 
     @property
     def complete(self) -> bool:
@@ -205,6 +247,7 @@ class Job:
         """report.json in the run folder, and its summary lines."""
         out = self.outputs
         fps = self.manifest.get("output_video_fps") or self.manifest["fps"]  # the file's rate
+        ledger = self.folder.ledger() | {self.run_id: {**self.spent(), "render": render_seconds}}
         workers = report.workers(self.folder.entries())
         used = sorted({str(w["precision"]) for w in workers})  # 'auto' was decided per section
         precision = self.spec.precision if self.spec.precision != "auto" or not used else \
@@ -218,41 +261,70 @@ class Job:
             precision=precision,
             outputs={"video": out.video, "storyboard": out.storyboard, "subtitles": srt,
                      "run_dir": self.folder.path, "report": self.folder.path / REPORT},
-            workers=workers)
+            seed=self.manifest["seed"], totals=report.add_up(ledger.values()), workers=workers)
         if self.peak_gpu_mb is not None:
             rep["peak_gpu_mb"] = self.peak_gpu_mb  # measured where the steps ran
         song = self.plan.song
         rep["sync"] = sync.measure_video(out.video, song.samples, song.sr, fps)
         report.write_report(self.folder.path / REPORT, rep)
         for line in [*report.summary(rep), sync.sync_line(rep["sync"])]:
-            say(self.quiet, line, sys.stderr)
+            say(self.quiet, line)
 
     def close(self) -> None:
         """Releases the run folder."""
         self.folder.unlock()
 
 
-def resume_line(job: Job) -> str | None:
-    """'resuming at segment k of n (d done)' for a job that has finished segments, k the first
-    segment still to render; None for a job starting afresh."""
-    count = len(job.plan.segments)
-    if not job.left or len(job.left) == count:
-        return None
-    return (f"{job.name}: resuming at segment {min(job.left) + 1} of {count} "
-            f"({count - len(job.left)} done)")
+def work_steps(job: Job, work: Work) -> int:
+    """Steps a piece of work renders, its section's warm-up included, and the next section's
+    opening when the work ends its section with a cross-fade."""
+    spec = job.spec
+    warm = spec.warmup if work.first > 0 and work.state is None else 0
+    fades = (spec.seam and work.section + 1 < len(spec.sections)
+             and work.last == spec.sections[work.section][1])
+    return work_cost(spec, work) + warm + (spec.warmup if fades else 0)
 
 
-def render_jobs(jobs: list[Job], scheduler, quiet: bool) -> dict[int, str]:
+class ProgressLines:
+    """Progress for a log file rather than a terminal: a plain line at most every
+    PROGRESS_LINE_SECONDS (the bar redraws itself, which a file keeps every copy of)."""
+
+    def __init__(self, total: int, initial: int, quiet: bool):
+        self.total, self.n, self.quiet = total, initial, quiet
+        self.start, self.last, self.first = time.monotonic(), time.monotonic(), initial
+
+    def update(self, steps: int) -> None:
+        """Counts steps (negative: steps a dead worker had done, to be rendered again)."""
+        self.n += steps
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_LINE_SECONDS and self.n > self.first:
+            from ..output.storyboard import clock
+
+            self.last = now
+            rate = (self.n - self.first) / (now - self.start)
+            say(self.quiet, f"rendering: {self.n}/{self.total} steps ({100 * self.n // max(1, self.total)}%)"
+                f", {clock(now - self.start)} so far, about {clock((self.total - self.n) / rate)} "
+                "left")
+
+
+def progress(total: int, initial: int, quiet: bool):
+    """One bar for the whole render on a terminal; plain lines at intervals elsewhere."""
+    if quiet or not sys.stderr.isatty():
+        return contextlib.nullcontext(ProgressLines(total, initial, quiet))
+    return tqdm(total=total, initial=initial, unit="it", desc="rendering", dynamic_ncols=True,
+                file=sys.stderr)
+
+
+def render_jobs(jobs: list[Job], scheduler, quiet: bool, estimate=None) -> dict[int, str]:
     """Renders every job's remaining work and finishes each song as its last segment arrives:
     joined, its storyboard and report written on a thread of its own, so other songs' segments
-    keep arriving meanwhile.
+    keep arriving meanwhile; `estimate(costs)`, when given, is the line said before the first
+    step.
 
     Returns {job index: error line} for the songs that failed. When the workers stop for good
     (no worker left, the cluster's head lost), every song not finished gets that line."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from ..ffmpeg import VideoError
-    from ..files import RunError as FolderError
     from .workers import SchedulerError
 
     plans = {job.index: job for job in jobs}
@@ -261,25 +333,33 @@ def render_jobs(jobs: list[Job], scheduler, quiet: bool) -> dict[int, str]:
         job_works, steps = job.works()
         works += job_works
         done_steps += steps
-        line = resume_line(job)
-        if line:
-            job.log(line)
+        done = len(job.folder.done())
+        if job_works and done:
+            job.log(f"{job.name}: resuming: {done} of {len(job.plan.segments)} segments are done")
     errors: dict[int, str] = {}
     total = done_steps + sum(work_cost(plans[w.job].spec, w) for w in works)
     started = time.monotonic()
+    for job in jobs:
+        job.render_started = started
 
     def finish(job: Job) -> None:
         try:
             job.finish(time.monotonic() - started)
-        except (FolderError, VideoError) as err:
+        except UserError as err:
             errors[job.index] = str(err)
 
     specs = {w.job: (plans[w.job].spec, plans[w.job].plan.song.samples) for w in works}
     finishing = []
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="finish") as pool, \
-            tqdm(total=total, initial=done_steps, unit="it", desc="rendering", disable=quiet,
-                 dynamic_ncols=True) as bar:
-        finishing += [pool.submit(finish, job) for job in jobs if job.complete]
+            progress(total, done_steps, quiet) as bar:
+        for job in jobs:
+            if job.finished_before():
+                job.log(f"{job.name}: already done: {job.outputs.video} (--overwrite renders it "
+                        "again)")
+            elif job.complete:
+                finishing.append(pool.submit(finish, job))
+        if estimate is not None and works:
+            say(quiet, estimate([work_steps(plans[w.job], w) for w in works]))
         try:
             for event in scheduler.run(specs, works):
                 job = plans[event.job]

@@ -14,33 +14,37 @@ from typing import TYPE_CHECKING
 from ..errors import UserError
 
 if TYPE_CHECKING:
+    from ..options import Options
     from ..song.plan import Plan
     from .job import Outputs
+    from .workers import Placement
 
 LYRICS_SUFFIXES = (".csv", ".lrc", ".srt")
 SEAM_SECONDS = 0.5  # a section's last half second cross-fades into the next section's opening
+DEFAULT_OUTPUT = Path("outputs/output.png")  # the seed's -o; without -o, outputs/<song name>.*
 
 
 class Fatal(UserError):
     """A problem the user can fix; printed as one line, exit code 1."""
 
 
-def outputs_for(opts, song: Path):
+def outputs_for(opts: "Options", song: Path) -> "Outputs":
     """Where a song's video, preview and run folder go.
 
+    No -o: outputs/<song name>.mp4, .png and outputs/<song name>/.
     -o as a file (outputs/output.png): the video is its .mp4 sibling, the run folder its stem.
     -o as a folder (an existing folder that is not itself a run folder, a trailing '/', or a
     batch of songs): <folder>/<song name>.mp4, .png and <song name>/ inside it."""
     from .folder import MANIFEST
     from .job import Outputs
 
-    out = opts.output
+    out = opts.output or DEFAULT_OUTPUT
     draft = "_draft" if opts.draft else ""
-    default_batch = len(opts.audio_prompt) > 1 and out == Path("outputs/output.png")
-    as_folder = (default_batch or opts.output_folder or len(opts.audio_prompt) > 1
+    in_outputs = opts.output is None or (len(opts.audio_prompt) > 1 and out == DEFAULT_OUTPUT)
+    as_folder = (in_outputs or opts.output_folder or len(opts.audio_prompt) > 1
                  or (out.is_dir() and not (out / MANIFEST).is_file()))
     if as_folder:
-        folder = out.parent if default_batch else out
+        folder = out.parent if in_outputs else out
         if folder.exists() and not folder.is_dir():
             raise Fatal(f"-o {out}: {folder} is a file, not a folder; with several songs -o "
                         "names a folder")
@@ -54,7 +58,7 @@ def outputs_for(opts, song: Path):
     return Outputs(out.with_suffix(".mp4"), preview, out.with_suffix(""))
 
 
-def lyrics_for(opts, song: Path, duration: float, outputs) -> Path | None:
+def lyrics_for(opts: "Options", song: Path, duration: float, outputs) -> Path | None:
     """The lyrics file of a song: -lyr itself, its <song name>.* in a -lyr folder, or (-lyr auto)
     the synced lyrics LRCLIB has for it, saved as <song name>.lrc beside the song (else beside
     the video: the run folder's identity depends on the lyrics, so they come before it)."""
@@ -81,9 +85,9 @@ def draft_size(size: tuple[int, int], config: Path) -> tuple[int, int]:
     return tuple(max(side // 2 // factor * factor, factor) for side in size)
 
 
-def inputs_of(opts, song: Path) -> list[Path]:
+def inputs_of(opts: "Options", song: Path) -> list[Path]:
     """The files a song's run reads: the song, its lyrics file, the start and prompt pictures."""
-    from ..engine.guidance import parse_prompt, split_prompts
+    from ..options import parse_prompt, split_prompts
 
     given = [song, opts.init_image, *(Path(parse_prompt(item)[0])
                                       for item in split_prompts(opts.image_prompts))]
@@ -117,11 +121,11 @@ def check_batch(song: Path, outputs, claimed: dict) -> None:
     claimed.update({path: (song, what) for path, what in mine.items()})
 
 
-def check_pictures(opts) -> None:
+def check_pictures(opts: "Options") -> None:
     """The -ii and -ip pictures decode in full (a bad CRC or truncated data is caught here)."""
     from PIL import Image
 
-    from ..engine.guidance import parse_prompt, split_prompts
+    from ..options import parse_prompt, split_prompts
 
     paths = [Path(parse_prompt(item)[0]) for item in split_prompts(opts.image_prompts)]
     for path in paths + ([opts.init_image] if opts.init_image else []):
@@ -136,10 +140,10 @@ def check_pictures(opts) -> None:
                         "or JPEG file") from None
 
 
-def read_pictures(opts, size: tuple[int, int]) -> tuple:
+def read_pictures(opts: "Options", size: tuple[int, int]) -> tuple:
     """The -ii picture and the -ip pictures with their weights, at the picture size."""
-    from ..engine.guidance import parse_prompt, split_prompts
     from ..engine.optimise import load_image
+    from ..options import parse_prompt, split_prompts
 
     prompts = []
     for item in split_prompts(opts.image_prompts):
@@ -189,9 +193,9 @@ def choose_settings(precision: str, sections: int, cluster: bool) -> dict:
     return {"precision": precision, "threads": threads, "seam_seconds": SEAM_SECONDS}
 
 
-def run_identity(opts, song: Path, lyrics: Path | None, paths: dict) -> dict:
+def run_identity(opts: "Options", song: Path, lyrics: Path | None, paths: dict) -> dict:
     """What a resumed run must share with the run it continues: settings, and files by content."""
-    from ..engine.guidance import parse_prompt, split_prompts
+    from ..options import parse_prompt, split_prompts
     from .job import digest
 
     weights = {key: [str(Path(path).resolve()), Path(path).stat().st_size]
@@ -212,7 +216,7 @@ class Planned:
     lyrics: Path | None
 
 
-def plan_one(index: int, opts, song: Path) -> Planned:
+def plan_one(index: int, opts: "Options", song: Path) -> Planned:
     """Checks where a song's video goes, decodes it and plans its segments and sections."""
     from ..files import check_writable
     from ..output.subtitles import cues
@@ -231,7 +235,7 @@ def plan_one(index: int, opts, song: Path) -> Planned:
     return Planned(index, plan, outputs, lyrics)
 
 
-def render_spec(opts, planned: Planned, manifest: dict, size, placement, pictures,
+def render_spec(opts: "Options", planned: Planned, manifest: dict, size, placement, pictures,
                 captions: tuple = (), prints: tuple = ()):
     """The plain-data description a worker renders this song from (`prints`: the weight files'
     fingerprints a cluster's workers check theirs against)."""
@@ -254,11 +258,11 @@ def render_spec(opts, planned: Planned, manifest: dict, size, placement, picture
         noise_prompts=tuple(zip(opts.noise_prompt_seeds, opts.noise_prompt_weights)),
         zoom=zoom, save_every=opts.save_every, warmup=opts.warmup, compile=opts.compile,
         deterministic=opts.deterministic, captions=captions, react=opts.react,
-        sections=tuple(tuple(s) for s in manifest["sections"]),
+        sections=tuple(planned.plan.sections),
         seam=settings.get("seam_seconds", 0.0), fingerprints=prints)
 
 
-def open_job(opts, planned: Planned, paths: dict, size, placement, pictures,
+def open_job(opts: "Options", planned: Planned, paths: dict, size, placement, pictures,
              precision: str, prints: tuple = ()):
     """Opens (locks) a song's run folder, resuming or starting it, and makes its Job."""
     from ..output.subtitles import cues as lyric_cues
@@ -279,17 +283,14 @@ def open_job(opts, planned: Planned, paths: dict, size, placement, pictures,
     spec = render_spec(opts, planned, manifest, size, placement, pictures,
                        tuple(cues) if opts.burn_lyrics else (), prints)
     job = Job(planned.index, plan, outputs, folder, manifest, spec, opts.quiet, cues,
-              opts.burn_lyrics)
+              opts.burn_lyrics, opts.verbose)
     settings = manifest["settings"]
-    job.log(f"{plan.song.path}: {plan.song.duration:.2f} s, {len(plan.segments)} segments in "
-            f"{len(plan.sections)} section(s), {plan.steps} steps, "
-            f"{round(plan.song.duration * opts.fps)} frames at {opts.fps:g} fps; device "
-            f"{placement.device}, {settings['precision']}, seed {manifest['seed']}")
+    job.log(f"{plan.song.path.name}: seed {manifest['seed']}, {settings['precision']} on "
+            f"{placement.device}")
     if on_cluster(placement):
         kinds = {"auto": "GPUs while it has any, else CPUs", "gpu": "GPUs", "cpu": "CPUs"}
         job.log(f"rendering on the Ray cluster at {placement.ray}"
                 f"{' (from $RAY_ADDRESS)' if placement.from_env else ''}: {kinds[placement.kind]}")
-    job.log(f"video will be written to {outputs.video} (chunks in {folder.path}/)")
     return job
 
 
@@ -298,35 +299,82 @@ def on_cluster(placement) -> bool:
     return placement.ray not in (None, "local")
 
 
-def generate(opts, report, expected: tuple) -> int:
-    """Checks the inputs, plans each song, renders them and joins their videos.
+def run_size(opts: "Options", config: Path) -> tuple[int, int]:
+    """The picture size rendered: -s (halved by --draft) in whole VQGAN cells, with a warning
+    when that is not what -s asked for."""
+    from ..engine.modelset import picture_size
+    from ..models.networks import cell_size, read_vqgan_config
 
-    A song that fails its checks or its render is reported (`report(line)`) and skipped; the
-    others go on. Returns how many songs failed."""
-    from ..engine.modelset import WeightChoice, fingerprints, picture_size, resolve_weights
+    full = picture_size(opts.size, config)
+    if tuple(full) != tuple(opts.size):
+        cell = cell_size(read_vqgan_config(config)[1])
+        warnings.warn(f"-s {opts.size[0]} {opts.size[1]} is rendered as {full[0]}x{full[1]}: "
+                      f"pictures are whole {cell}-pixel VQGAN cells")
+    return picture_size(draft_size(opts.size, config), config) if opts.draft else full
+
+
+def plan_lines(planned: Planned, opts: "Options", size: tuple[int, int]) -> list[str]:
+    """What a song's run will render, in two lines: the song and its cuts, and the output."""
+    from ..output.storyboard import clock
+
+    plan, out = planned.plan, planned.outputs
+    lyric_segments = sum(any(g.kind == "text" for g in s.goals) for s in plan.segments)
+    frames = plan.segments[-1].frame_end if plan.segments else 0
+    return [f"{plan.song.path.name}: {clock(plan.song.duration)} of song, "
+            f"{len(plan.segments)} segments ({lyric_segments} with lyrics) in "
+            f"{len(plan.sections)} section(s), {plan.steps} steps, {frames} frames at "
+            f"{opts.fps:g} fps, {size[0]}x{size[1]}",
+            f"video: {out.video} (run folder {out.run_dir}/)"]
+
+
+def check_songs(opts: "Options", report) -> tuple[list[Path], int]:
+    """The songs that exist as files (cheap: nothing is decoded), and how many do not."""
+    batch = len(opts.audio_prompt) > 1
+    found, missing = [], 0
+    for song in opts.audio_prompt:
+        if song.is_file():
+            found.append(song)
+            continue
+        report(f"{song}: " * batch + f"{song} not found; check the path (any format ffmpeg "
+               "reads: mp3, wav, flac, ogg, m4a)")
+        missing += 1
+    return found, missing
+
+
+def generate(opts: "Options", report) -> int:
+    """Checks the inputs, finds the weights, plans each song, renders them and joins their
+    videos (with --plan, prints the plans and their estimate and stops).
+
+    The weights are found (or downloaded) before any song is analysed, so a machine without
+    them fails in seconds. A song that fails its checks or its render is reported
+    (`report(line)`) and skipped; the others go on. Returns how many songs failed."""
+    from ..engine.modelset import WeightChoice, fingerprints, resolve_weights
     from .job import say
     from .workers import make_scheduler, place
 
-    batch = len(opts.audio_prompt) > 1
-    name = lambda song, message: f"{song}: {message}" if batch else message  # noqa: E731
+    name = lambda song, message: f"{song}: {message}" if len(opts.audio_prompt) > 1 else message  # noqa: E731
     placement = place(opts)
     check_pictures(opts)
-    planned, failed, claimed = [], 0, {}
+    songs, failed = check_songs(opts, report)
+    if not songs:
+        return failed
+    paths = resolve_weights(WeightChoice.of(opts), opts.quiet)
+    size = run_size(opts, paths["config"])
+    if placement.device is not None:
+        check_memory(size, paths["config"], placement.device, opts.num_cuts, opts.clip_model)
+    planned, claimed = [], {}
     for index, song in enumerate(opts.audio_prompt):
+        if song not in songs:
+            continue
         try:
             one = plan_one(index, opts, song)
             check_batch(song, one.outputs, claimed)
             planned.append(one)
-        except expected as err:
+        except UserError as err:
             report(name(song, err))
             failed += 1
     if not planned:
         return failed
-    paths = resolve_weights(WeightChoice.of(opts), opts.quiet)
-    size = picture_size(draft_size(opts.size, paths["config"]) if opts.draft else opts.size,
-                        paths["config"])
-    if placement.device is not None:
-        check_memory(size, paths["config"], placement.device, opts.num_cuts, opts.clip_model)
     pictures = read_pictures(opts, size)
     prints = fingerprints(paths) if on_cluster(placement) else ()
     sections = sum(len(song.plan.sections) for song in planned)
@@ -341,18 +389,35 @@ def generate(opts, report, expected: tuple) -> int:
         if precision == "auto":
             choice = scheduler.precision(placement.device, size, opts.num_cuts)
             if choice is None:
-                say(opts.quiet, "precision auto: decided where each section renders")
+                say(opts.quiet or not opts.verbose,
+                    "precision auto: decided where each section renders")
             else:
                 precision = choice.precision
-                say(opts.quiet, f"precision {precision} (auto: {choice.reason})")
+                say(opts.quiet or not opts.verbose,
+                    f"precision {precision} (auto: {choice.reason})")
+        for song in planned:
+            for line in plan_lines(song, opts, size):
+                say(opts.quiet and not opts.plan_only, line)
+        step = None
+        if opts.plan_only or not opts.quiet:
+            settings = choose_settings(precision, len(planned[0].plan.sections),
+                                       on_cluster(placement))
+            spec = render_spec(opts, planned[0], {"seed": opts.seed or 0, "settings": settings},
+                               size, placement, pictures, prints=prints)
+            step = scheduler.step_seconds(spec, planned[0].plan.song.samples)
+        if opts.plan_only:
+            works = [(song.plan, work_costs(song.plan, opts.warmup)) for song in planned]
+            say(False, estimate_line([c for _, costs in works for c in costs], placement,
+                                     precision, step))
+            return failed
         for song in planned:
             try:
                 jobs.append(open_job(opts, song, paths, size, placement, pictures, precision,
                                      prints))
-            except expected as err:
+            except UserError as err:
                 report(name(song.plan.song.path, err))
                 failed += 1
-        errors = render_all(jobs, scheduler, opts.quiet)
+        errors = render_all(jobs, scheduler, opts, step, precision, placement)
     finally:
         scheduler.close()
         for job in jobs:
@@ -363,8 +428,35 @@ def generate(opts, report, expected: tuple) -> int:
     return failed + len(errors)
 
 
-def render_all(jobs: list, scheduler, quiet: bool) -> dict:
+def work_costs(plan: "Plan", warmup: int) -> list[int]:
+    """Steps of each section of a plan rendered from its start: its warm-up, and (all but the
+    last) the next section's opening, made for the cross-fade, included."""
+    last = len(plan.sections) - 1
+    return [sum(s.iterations for s in plan.segments[first:end + 1]) + (warmup if first else 0)
+            + (warmup if k < last else 0) for k, (first, end) in enumerate(plan.sections)]
+
+
+def estimate_line(costs: list[int], placement: "Placement", precision: str,
+                  step: float | None) -> str:
+    """The time estimate before a render: sections spread longest first over the workers,
+    each step taking the time measured on the run's device."""
+    from ..output.storyboard import clock
+    from .workers import makespan
+
+    if step is None:
+        return f"{sum(costs)} steps to render"
+    seconds = makespan(costs, max(1, placement.workers)) * step
+    return (f"estimate: about {clock(seconds)} for {sum(costs)} steps ({step:.3g} s a "
+            f"step, timed on {placement.device} in {precision} at the run's size; "
+            f"{max(1, placement.workers)} worker(s))")
+
+
+def render_all(jobs: list, scheduler, opts: "Options", step: float | None, precision: str,
+               placement: "Placement") -> dict:
     """Renders the jobs (none: nothing to do); {job index: error line} of those that failed."""
     from .job import render_jobs
 
-    return render_jobs(jobs, scheduler, quiet) if jobs else {}
+    if not jobs:
+        return {}
+    estimate = None if step is None else (lambda costs: estimate_line(costs, placement, precision, step))
+    return render_jobs(jobs, scheduler, opts.quiet, estimate)

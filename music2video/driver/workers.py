@@ -24,6 +24,8 @@ from ..errors import UserError
 if TYPE_CHECKING:
     import torch
 
+    from ..options import Options
+
 RETRIES = 3  # times a section is resubmitted after its worker died, before the job fails
 WAIT_SECONDS = 1.0  # longest single wait for a worker's next event
 CONNECT_SECONDS = 10  # bound on reaching a cluster's address
@@ -127,17 +129,31 @@ class Worker:
         return {"host": socket.gethostname(), "node_id": node, "pid": os.getpid(),
                 "hardware": hardware(device or self.device or "cpu"), "cores": machine_cores()}
 
-    def render(self, spec: RenderSpec, samples, work: Work) -> Iterator:
-        """Yields the events of one piece of work."""
-        if self.device is not None:
-            spec = replace(spec, device=self.device)
+    def _spec(self, spec: RenderSpec) -> RenderSpec:
+        """The spec as this worker renders it: on its own device, when it was given one."""
+        return spec if self.device is None else replace(spec, device=self.device)
+
+    def _models(self, spec: RenderSpec):
+        """The networks a spec needs, loaded once and kept while specs share them."""
         key = _models_key(spec)
         if key not in self.models:
             self.models, self.renderer = {}, None  # free the old networks before loading
             self.models = {key: load_for(spec)}
+        return self.models[key]
+
+    def render(self, spec: RenderSpec, samples, work: Work) -> Iterator:
+        """Yields the events of one piece of work."""
+        spec = self._spec(spec)
+        models = self._models(spec)
         if self.renderer is None or self.renderer[0] != (work.job, spec.device):
-            self.renderer = ((work.job, spec.device), Renderer(spec, samples, self.models[key]))
+            self.renderer = ((work.job, spec.device), Renderer(spec, samples, models))
         yield from self.renderer[1].run(work)
+
+    def step_seconds(self, spec: RenderSpec, samples) -> float:
+        """Seconds one of the spec's steps takes here (timed on a renderer of its own, so the
+        render that follows draws the same random numbers as without it)."""
+        spec = self._spec(spec)
+        return Renderer(spec, samples, self._models(spec)).step_seconds()
 
     def close(self) -> None:
         """Frees the networks."""
@@ -158,6 +174,10 @@ class InProcess:
     def precision(self, device, size: tuple[int, int], cuts: int):
         """--precision auto on this process's device (a precision.Choice)."""
         return choose_precision(device, size, cuts)
+
+    def step_seconds(self, spec: RenderSpec, samples) -> float:
+        """Seconds a step of the spec takes on this process's worker."""
+        return self.worker.step_seconds(spec, samples)
 
     def run(self, jobs: dict, works: list[Work]) -> Iterator:
         """Yields the events of every work; a job that fails yields Failed and is skipped."""
@@ -213,7 +233,7 @@ def cluster_address(opts) -> tuple[str | None, bool]:
     return (address, True) if address else (None, False)
 
 
-def place(opts) -> Placement:
+def place(opts: "Options") -> Placement:
     """Chooses the device and the workers from -cd, -gid, --workers, --ray and $RAY_ADDRESS.
 
     A cluster's device is not known here (device None): the cluster says what it has."""
@@ -249,6 +269,15 @@ def place(opts) -> Placement:
         raise SchedulerError("several workers need CUDA GPUs or the CPU, not Apple MPS; use --workers 1")
     ray = address or ("local" if workers > 1 else None)
     return Placement(device, workers, ray, gpus)
+
+
+def makespan(costs: list[int], workers: int) -> int:
+    """Steps until the last of these pieces of work ends when `workers` take them longest first,
+    each the next free worker (as the schedulers hand them out)."""
+    loads = [0] * max(1, workers)
+    for cost in sorted(costs, reverse=True):
+        loads[loads.index(min(loads))] += cost
+    return max(loads)
 
 
 def make_scheduler(placement: Placement):
@@ -487,6 +516,34 @@ class RayScheduler:
         if self.head_lost is None:
             with contextlib.suppress(Exception):  # already gone with its node
                 self.ray.kill(actor.handle)
+
+    def step_seconds(self, spec: RenderSpec, samples) -> float | None:
+        """Seconds a step of the spec takes on a worker (which keeps the networks it loaded for
+        the render that follows); None when the worker died meanwhile. A worker that cannot
+        start within place_seconds(), or the head's loss, is one SchedulerError line."""
+        ray, idle = self.ray, [a for a in self.actors if a.ready is None]
+        while not idle:
+            self._check_head()
+            self._look()
+            self._grow(1, idle)
+            self._stranded(1, 0, idle)
+            starting = {a.ready: a for a in self.actors if a.ready is not None}
+            ready, _ = ray.wait(list(starting), num_returns=1, timeout=WAIT_SECONDS)
+            for ref in ready:
+                self._started(starting[ref], idle)
+        actor = idle[0]
+        timed = actor.handle.step_seconds.remote(spec, samples)
+        while not ray.wait([timed], timeout=WAIT_SECONDS)[0]:
+            self._check_head()
+        try:
+            return ray.get(timed)
+        except ray.exceptions.RayTaskError as err:  # its weights, its memory: one line
+            cause = err.cause if isinstance(err.cause, UserError) else err
+            raise SchedulerError(f"on {actor.name['node']}: "
+                                 f"{str(cause).strip().splitlines()[-1]}") from None
+        except ray.exceptions.RayError:  # it died: the render finds another
+            self._drop(actor)
+            return None
 
     def _submit(self, refs: dict, flight: _Flight, actor: _Actor):
         """Starts a piece of work on an idle actor; returns its generator."""

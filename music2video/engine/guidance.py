@@ -9,10 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.autograd import clamp_with_grad, replace_grad
+from ..options import DEFAULT_AUGMENTS
 
-CUT_METHODS = ("latest", "original", "updated", "nrupdated", "updatedpooling")
-AUGMENTS = ("Ji", "Sh", "Gn", "Pe", "Ro", "Af", "Et", "Ts", "Cr", "Er", "Re")
-DEFAULT_AUGMENTS = ("Af", "Pe", "Ji", "Er")
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 NOISE_FAC = 0.1  # the seed's per-cut-out noise level
@@ -26,28 +24,6 @@ class Target:
     embed: torch.Tensor  # (R, D) CLIP-space rows; the loss averages over them
     weight: float = 1.0  # negative pushes away
     stop: float = float("-inf")  # distance below which the goal stops pulling
-
-
-def parse_prompt(prompt: str) -> tuple[str, float, float]:
-    """Splits 'text:weight:stop'; trailing fields that are not numbers stay part of the text."""
-    parts = prompt.rsplit(":", 2)
-    numbers = []
-    while len(parts) > 1 and len(numbers) < 2:
-        try:
-            numbers.insert(0, float(parts[-1]))
-        except ValueError:
-            break
-        parts.pop()
-    if len(numbers) == 2:
-        weight, stop = numbers
-    else:
-        weight, stop = (numbers[0] if numbers else 1.0), float("-inf")
-    return ":".join(parts).strip(), weight, stop
-
-
-def split_prompts(text: str | None) -> list[str]:
-    """The '|'-separated prompts of a flag, blanks dropped."""
-    return [p.strip() for p in (text or "").split("|") if p.strip()]
 
 
 def spherical_loss(image_embeds: torch.Tensor, target: Target, weight: float | None = None):

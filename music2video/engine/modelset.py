@@ -1,13 +1,16 @@
 """The set of networks a render needs: which weight files, checked and loaded onto a device."""
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from ..models import weights
+from ..models.download import DownloadError
 from ..models.networks import (
     VQGAN,
     ModelError,
@@ -23,6 +26,9 @@ from ..models.weights import clip_path
 from .guidance import MakeCutouts, Perceptor
 from .optimise import noise_image, random_latent
 
+if TYPE_CHECKING:
+    from ..options import Options
+
 
 @dataclass(frozen=True)
 class WeightChoice:
@@ -35,15 +41,18 @@ class WeightChoice:
     checkpoints: str | None  # weights folder; None: $MUSIC2VIDEO_CHECKPOINTS or ./checkpoints
 
     @classmethod
-    def of(cls, opts) -> "WeightChoice":
-        """The weight flags of parsed options, every path made absolute here: a worker started
-        in another folder (another node's `ray start`) must find the same files."""
+    def of(cls, opts: "Options") -> "WeightChoice":
+        """The weight flags of parsed options, every path made absolute here (files, and the
+        weights folder chosen with --checkpoints or $MUSIC2VIDEO_CHECKPOINTS): a worker started
+        in another folder (another node's `ray start`) must find the same files. Without a
+        chosen folder each worker looks in its own ./checkpoints, else its own per-user cache
+        (downloading there), and the fingerprints check that it found the driver's files."""
         text = lambda p: None if p is None else os.path.abspath(p)  # noqa: E731
         clip = opts.clip_model
         if os.path.isfile(clip):  # a checkpoint file rather than one of CLIP's names
             clip = os.path.abspath(clip)
         return cls(text(opts.vqgan_config), text(opts.vqgan_checkpoint), clip,
-                   text(opts.wav2clip_checkpoint), text(weights.checkpoint_dir(opts.checkpoints)))
+                   text(opts.wav2clip_checkpoint), text(weights.chosen_dir(opts.checkpoints)))
 
 
 @dataclass(frozen=True)
@@ -109,15 +118,30 @@ def resolve_weights(choice: WeightChoice, quiet: bool = False) -> dict[str, Path
 
     Everything the user named is checked before anything is downloaded. A worker on another
     machine calls this too, with its own checkpoints folder."""
-    root = weights.checkpoint_dir(Path(choice.checkpoints) if choice.checkpoints else None)
+    flag = Path(choice.checkpoints) if choice.checkpoints else None
     paths = _given_weights(choice)
     check_clip_name(choice.clip_model)
     if "config" not in paths:
-        paths["config"], paths["ckpt"] = weights.fetch(weights.DEFAULT_VQGAN, root, quiet)
-    paths["clip"] = clip_path(choice.clip_model, root, quiet)
+        with _offline_fix("-conf and -ckpt"):
+            root = weights.model_dir(weights.DEFAULT_VQGAN, flag)
+            paths["config"], paths["ckpt"] = weights.fetch(weights.DEFAULT_VQGAN, root, quiet)
+    with _offline_fix("-m FILE"):
+        paths["clip"] = clip_path(choice.clip_model, flag, quiet)
     if "wav2clip" not in paths:
-        (paths["wav2clip"],) = weights.fetch("wav2clip", root, quiet)
+        with _offline_fix("--wav2clip_checkpoint FILE"):
+            (paths["wav2clip"],) = weights.fetch("wav2clip", weights.model_dir("wav2clip", flag),
+                                                 quiet)
     return paths
+
+
+@contextlib.contextmanager
+def _offline_fix(flags: str):
+    """A failed download as one line: what is missing and why, then how to get it or go
+    around it with the flags that name a file."""
+    try:
+        yield
+    except DownloadError as err:
+        raise ModelError(f"{err.problem}; connect to the internet, or give {flags}") from None
 
 
 # CLIP's input side for the named models that are not 224 pixels.

@@ -27,12 +27,11 @@ same song and settings give the same motion.
 """
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from ..errors import UserError
+from ..options import ReactSettings
 from ..song.audio import ONSET_HOP_SECONDS, check_mono, onsets
 
 LOUDNESS_FLOOR_DB = -40.0  # drift stops at this level below the song's loudest moment
@@ -41,65 +40,6 @@ GOLDEN_ANGLE = math.pi * (3 - math.sqrt(5))  # turn between successive shift pul
 TRACK_COLUMNS = ("log_zoom", "angle_deg", "shift_x", "shift_y", "onset")
 MIN_PIXELS = 2.0  # between onsets, the camera moves once the picture would move this far
 ONSET_PIXELS = 0.05  # on an onset frame, any move bigger than this is made
-
-# Strengths `--react NAME` gives a named setting, and `--react` alone the default set.
-DEFAULTS = {"zoom": 0.02, "rotate": 1.0, "shift": 0.01, "drift": 0.0005, "decay": 4.0}
-DEFAULT_SET = ("zoom", "drift")
-LIMITS = {"zoom": 0.5, "rotate": 45.0, "shift": 0.25, "drift": 0.1, "decay": 120.0}
-EXAMPLE = "e.g. --react zoom=0.02,rotate=1,shift=0.01,drift=0.0005,decay=4 or --react zoom,rotate"
-
-
-class ReactError(UserError, ValueError):
-    """A --react setting that cannot be used; str() names it and the fix."""
-
-
-@dataclass(frozen=True)
-class ReactSettings:
-    """Strengths of the song-driven motion; 0 switches a kind off."""
-
-    zoom: float = 0.0  # zoom pulse: log-zoom added on a full-strength onset's frame (<0: out)
-    rotate: float = 0.0  # rotation jolt of a full-strength onset, degrees
-    shift: float = 0.0  # shift jolt of a full-strength onset, fraction of the shorter side
-    drift: float = 0.0  # base log-zoom per frame at full loudness (<0 zooms out)
-    decay: float = DEFAULTS["decay"]  # frames a pulse takes to fade out (1: the onset frame only)
-
-    @property
-    def active(self) -> bool:
-        """Whether any motion is switched on."""
-        return any((self.zoom, self.rotate, self.shift, self.drift))
-
-
-def parse_react(spec: str | None) -> ReactSettings:
-    """Settings from 'zoom=0.02,rotate,decay=6'; '' or 'default' gives the default set."""
-    spec = (spec or "").strip()
-    if spec.lower() in ("", "default"):
-        return ReactSettings(**{name: DEFAULTS[name] for name in DEFAULT_SET})
-    values = {}
-    for item in spec.split(","):
-        name, sep, text = (part.strip() for part in item.strip().partition("="))
-        if name not in DEFAULTS:
-            what = f"unknown name {name!r}" if name else "an empty item"
-            raise ReactError(f"--react {spec}: {what}; use names from "
-                             f"{', '.join(DEFAULTS)}, {EXAMPLE}")
-        if name in values:
-            raise ReactError(f"--react {spec}: {name} is given twice; give it once, {EXAMPLE}")
-        values[name] = _react_value(spec, name, text) if sep else DEFAULTS[name]
-    return ReactSettings(**values)
-
-
-def _react_value(spec: str, name: str, text: str) -> float:
-    """One --react value, checked against its range."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    limit = LIMITS[name]
-    low = 1.0 if name == "decay" else (0.0 if name in ("rotate", "shift") else -limit)
-    if not (math.isfinite(value) and low <= value <= limit):
-        raise ReactError(f"--react {spec}: {name}={text} is not a number from {low:g} to "
-                         f"{limit:g}; {EXAMPLE} (0 switches a kind off)")
-    return value
-
 
 def frame_loudness(samples: np.ndarray, sr: int, fps: float, frames: int) -> np.ndarray:
     """Loudness per video frame in [0, 1]: smoothed RMS level, 0 at LOUDNESS_FLOOR_DB."""

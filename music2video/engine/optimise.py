@@ -12,9 +12,6 @@ import torch.nn.functional as F
 from ..models.networks import VQGAN
 from .guidance import Perceptor, Target, spherical_loss
 
-OPTIMISERS = ("Adam", "AdamW", "Adagrad", "Adamax", "DiffGrad", "AdamP", "RAdam", "RMSprop")
-PRECISIONS = ("fp32", "bf16", "fp16")
-
 
 def make_optimiser(name: str, params, lr: float) -> torch.optim.Optimizer:
     """One of the seed's eight optimisers over the latent."""

@@ -69,7 +69,8 @@ def cpu_info() -> tuple[str, frozenset[str]]:
 
 
 def cache_path() -> Path:
-    """precision.json in this machine's cache folder (files.cache_folder: $MUSIC2VIDEO_CACHE)."""
+    """precision.json in this machine's cache folder ($MUSIC2VIDEO_CACHE, else the tool's
+    per-user folder)."""
     return cache_folder() / "precision.json"
 
 

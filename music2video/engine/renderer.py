@@ -18,12 +18,13 @@ import torch
 
 from ..errors import UserError
 from ..models.networks import embed_audio
+from ..options import ReactSettings, parse_prompt, split_prompts
 from ..output.report import peak_gpu_mb
 from ..output.storyboard import encode_thumbnail, thumbnail
 from ..output.subtitles import Burner
 from ..output.video import FrameWriter
 from ..song.segments import Segment, audio_window, frame_sources
-from .guidance import Target, noise_target, parse_prompt, split_prompts
+from .guidance import Target, noise_target
 from .modelset import (
     Models,
     WeightChoice,
@@ -32,11 +33,12 @@ from .modelset import (
     load_models,
     resolve_weights,
 )
-from .motion import Camera, ReactSettings, react_track
+from .motion import Camera, react_track
 from .optimise import Optimiser, autocast, to_frame, zoom_shift
 from .precision import decide, machine_cores
 
 PROGRESS_SECONDS = 0.25  # how often progress is reported while a segment renders
+TIMED_STEPS = 2  # steps timed for the estimate before a render, after one untimed step
 # A finished segment carries the state to go on from only at the end of its work, or once this
 # long has passed since the last one did: a worker's death costs at most this much rendering,
 # and the states (1.5 MiB at 256x256, 6 MiB at 512x512) no longer cross the wire per segment.
@@ -209,6 +211,12 @@ def scratch_folder() -> Path:
     return mine
 
 
+def synchronize(device: torch.device) -> None:
+    """Waits for the device's queued work (a no-op off CUDA), so a timing covers it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def alive(pid: int) -> bool:
     """Whether a process with this id exists."""
     try:
@@ -352,6 +360,22 @@ class Renderer:
         if work.first > 0:  # a section after the first opens on a picture, not on noise
             self._warm_up(opt, work.section, work.first)
         return opt, None, self.spec.start_iteration[work.first]
+
+    def step_seconds(self, steps: int = TIMED_STEPS) -> float:
+        """Seconds one step takes here at the run's size, cut-outs and precision: the mean of
+        `steps` steps after an untimed one, which pays for first-call setup (the render seeds
+        its own random numbers, so timing first changes no frame)."""
+        opt = self._optimiser(self.start_latent, self.setup(Work(0, 0, 0, 0))[1])
+        goal = [(noise_target(self.spec.seed, 1.0, self.models.embed_dim, self.models.device),
+                 1.0)]
+        with self._memory_errors():
+            opt.step(goal, 0)
+            synchronize(self.models.device)
+            start = time.perf_counter()
+            for i in range(steps):
+                opt.step(goal, i + 1)
+            synchronize(self.models.device)
+        return (time.perf_counter() - start) / steps
 
     def _warm_up(self, opt: Optimiser, section: int, first: int) -> None:
         """Unrendered steps towards a section's first goals, seeded by the section's index."""

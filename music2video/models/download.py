@@ -16,11 +16,17 @@ from .. import __version__
 from ..errors import UserError
 
 CHUNK = 1 << 20  # 1 MiB, for reading the network and for hashing
+REASON_CHARS = 80  # a failure's reason in the one-line error is cut to this
 USER_AGENT = f"music2video/{__version__}"
 
 
 class DownloadError(UserError, RuntimeError):
-    """A weight file that could not be fetched; str() is one line naming the file, the URL and the fix."""
+    """A weight file that could not be fetched; str() is one line naming the file, why, and the
+    fix; `problem` is the part before the fix, and `failures` each (URL, reason) tried."""
+
+    def __init__(self, problem: str, fix: str, failures: list[tuple[str, str]] = ()):
+        super().__init__(f"{problem}; {fix}")
+        self.problem, self.failures = problem, list(failures)
 
 
 class _Cut(Exception):
@@ -156,14 +162,25 @@ def _check(part: Path, sha256: str | None, verify: Callable[[Path], None] | None
             verify(part)
         except Exception as err:
             part.unlink(missing_ok=True)
-            raise _Failed(_reason(err)) from None
+            raise _Failed(_check_reason(part, err)) from None
 
 
 def _error(dest: Path, failures: list[tuple[str, str]]) -> DownloadError:
-    """The one-line DownloadError for dest: each URL tried, why it failed, and the fix."""
-    tried = "; ".join(f"from {url}: {reason}" for url, reason in failures)
-    return DownloadError(f"could not download {dest} {tried}; run: bash download_models.sh "
-                         f"(or fetch the file by hand into {dest.parent}/)")
+    """The one-line DownloadError for dest: the first source's reason (and how many others
+    failed), then the fix; every URL and reason stay in its `failures`."""
+    reason = failures[0][1][:REASON_CHARS] if failures else "no source"
+    others = f", and {len(failures) - 1} more source(s)" if len(failures) > 1 else ""
+    return DownloadError(f"cannot download {dest.name} into {dest.parent} ({reason}{others})",
+                         "connect to the internet and run again, or put the file there by hand",
+                         failures)
+
+
+def _check_reason(part: Path, err: BaseException) -> str:
+    """Why a downloaded file failed its check, without its own path or the check's advice."""
+    text = _reason(err)
+    for lead in (f"{part}: ", f"{part} "):
+        text = text.removeprefix(lead)
+    return text.split("; ")[0]
 
 
 def _reason(err: BaseException) -> str:

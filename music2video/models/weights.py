@@ -9,8 +9,12 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-ENV_VAR = "MUSIC2VIDEO_CHECKPOINTS"
-DEFAULT_DIR = Path("checkpoints")
+from ..files import RunError, user_cache, write_json
+
+ENV_VAR = "MUSIC2VIDEO_CHECKPOINTS"  # one weights folder for everything (as --checkpoints)
+SEED_DIR = Path("checkpoints")  # the seed's layout: read first when it holds a model's files
+MIRROR_VAR = "MUSIC2VIDEO_WEIGHTS_URL"  # a server with the files by name, used instead of sources
+CLIP_CACHE = Path("~/.cache/clip")  # where OpenAI's clip.load keeps what it downloaded
 HEIBOX = "https://heibox.uni-heidelberg.de/d/{share}/files/?p=%2F{path}&dl=1"
 # Mirrors seen in public projects, tried in order after the authors' share; none publishes a
 # checksum, so their files pass the same structural check as the share's.
@@ -100,11 +104,47 @@ def registry() -> dict[str, Model]:
     return {m.name: m for m in models}
 
 
-def checkpoint_dir(flag: Path | None = None) -> Path:
-    """Where weights live: the flag, else $MUSIC2VIDEO_CHECKPOINTS, else ./checkpoints."""
+def chosen_dir(flag: Path | None = None) -> Path | None:
+    """The weights folder the user chose (--checkpoints, else $MUSIC2VIDEO_CHECKPOINTS), or None."""
     if flag is not None:
         return Path(flag)
-    return Path(os.environ.get(ENV_VAR) or DEFAULT_DIR)
+    return Path(os.environ[ENV_VAR]) if os.environ.get(ENV_VAR) else None
+
+
+def checkpoint_dir(flag: Path | None = None) -> Path:
+    """Where weights are downloaded: the chosen folder, else the per-user cache."""
+    return chosen_dir(flag) or user_cache()
+
+
+def model_dir(name: str, flag: Path | None = None) -> Path:
+    """The folder a registry model is read from (and downloaded into when missing): the chosen
+    folder; else ./checkpoints when it holds every file of the model (the seed's layout); else
+    the per-user cache."""
+    chosen = chosen_dir(flag)
+    if chosen is not None:
+        return chosen
+    if all((SEED_DIR / f.filename).is_file() for f in lookup(name).files):
+        return SEED_DIR
+    return user_cache()
+
+
+def clip_cached(model: Model) -> Path | None:
+    """A CLIP file that OpenAI's clip package already downloaded (~/.cache/clip), when its
+    checksum is the registry's; None otherwise."""
+    from .download import sha256sum
+
+    (file,) = model.files
+    path = CLIP_CACHE.expanduser() / file.filename
+    if file.sha256 and path.is_file() and sha256sum(path) == file.sha256.lower():
+        return path
+    return None
+
+
+def sources(file: WeightFile) -> tuple[str, ...]:
+    """The URLs a file is fetched from: $MUSIC2VIDEO_WEIGHTS_URL/<file> when set, else the
+    registry's, in order."""
+    mirror = os.environ.get(MIRROR_VAR)
+    return (f"{mirror.rstrip('/')}/{file.filename}",) if mirror else file.urls
 
 
 def lookup(name: str) -> Model:
@@ -134,12 +174,8 @@ def _remember(path: Path, file: WeightFile) -> None:
     """Records that path passed its check; a folder that cannot be written is checked every time."""
     root = path.parent
     stamps = _stamps(root) | {file.filename: _stamp(path, file)}
-    temp = root / f"{STAMPS}.{os.getpid()}.part"
-    try:
-        temp.write_text(json.dumps(stamps, indent=1))
-        os.replace(temp, root / STAMPS)
-    except OSError:
-        temp.unlink(missing_ok=True)
+    with contextlib.suppress(OSError, RunError):
+        write_json(root / STAMPS, stamps)
 
 
 def _problem(path: Path, file: WeightFile, verify) -> str | None:
@@ -209,10 +245,12 @@ def _ensure(file: WeightFile, path: Path, verify, quiet: bool) -> Path:
     if problem:
         warnings.warn(f"{path} {problem}; downloading it again")
     try:
-        download(file.urls, path, sha256=file.sha256, verify=verify, quiet=quiet)
+        download(sources(file), path, sha256=file.sha256, verify=verify, quiet=quiet)
     except DownloadError as err:
         if problem:
-            raise DownloadError(f"{path} {problem}, and {err}") from None
+            raise DownloadError(f"{path} {problem}, and {err.problem}",
+                                "connect to the internet and run again, or replace the file "
+                                "by hand", err.failures) from None
         raise
     if file.sha256 or verify is not None:
         _remember(path, file)
@@ -266,23 +304,36 @@ def fetch(name: str, root: Path, quiet: bool = False, errors: list | None = None
 
 def _parser() -> argparse.ArgumentParser:
     """Command line of `python -m music2video.models.weights` (download_models.sh)."""
-    p = argparse.ArgumentParser(prog="download_models.sh", description="Fetch model weights.",
+    p = argparse.ArgumentParser(prog="music2video-download", description="Fetch model weights.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("names", nargs="*", help=f"models to fetch (default: {' '.join(DEFAULT_FETCH)})")
     p.add_argument("--all", action="store_true", help="fetch every VQGAN, the default CLIP and Wav2CLIP")
     p.add_argument("--list", action="store_true", help="list the models and exit")
     p.add_argument("--checkpoints", type=Path, default=None,
-                   help=f"weights folder (default: ${ENV_VAR} or ./checkpoints)")
+                   help=f"weights folder (default: ${ENV_VAR}, else ./checkpoints for a model it "
+                        "holds, else $MUSIC2VIDEO_HOME or ~/.cache/music2video)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     return p
 
 
-def _print_list(root: Path) -> None:
-    """Prints each model, its size and whether it is present."""
+def where(model: Model, flag: Path | None = None) -> Path | None:
+    """The folder that holds every file of a model (CLIP's own cache too), or None."""
+    root = model_dir(model.name, flag)
+    if all((root / f.filename).is_file() for f in model.files):
+        return root
+    cached = clip_cached(model) if model.kind == "clip" else None
+    return cached.parent if cached else None
+
+
+def _print_list(flag: Path | None) -> None:
+    """Prints where downloads go, then each model, its size and where it is (or 'missing')."""
+    print(f"weights folder: {checkpoint_dir(flag)} (downloads go here; "
+          f"{'' if chosen_dir(flag) else './checkpoints is read first when it holds a model, '}"
+          "-conf/-ckpt/-m/--wav2clip_checkpoint name files anywhere)")
     for model in registry().values():
-        here = all((root / f.filename).is_file() for f in model.files)
+        found = where(model, flag)
         print(f"{model.name:28s} {model.kind:9s} ~{model.size_mb:5d} MB  "
-              f"{'present' if here else 'missing'}  {model.licence}")
+              f"{str(found) if found else 'missing':30}  {model.licence}")
 
 
 def _show_warning(message, *args, **kwargs) -> None:
@@ -294,9 +345,8 @@ def main(argv=None) -> int:
     """Fetches the named models; one stderr line per file that could not be fetched."""
 
     args = _parser().parse_args(argv)
-    root = checkpoint_dir(args.checkpoints)
     if args.list:
-        _print_list(root)
+        _print_list(args.checkpoints)
         return 0
     names = args.names or list(DEFAULT_FETCH)
     if args.all:
@@ -308,6 +358,11 @@ def main(argv=None) -> int:
         warnings.showwarning = _show_warning
         for name in names:
             try:
+                root = model_dir(name, args.checkpoints)
+                found = where(lookup(name), args.checkpoints)
+                if found is not None and found != root:  # CLIP's own cache has it
+                    print(f"ok  {found / lookup(name).files[0].filename}")
+                    continue
                 for path in fetch(name, root, quiet=args.quiet, errors=errors):
                     print(f"ok  {path}")
             except KeyError as err:
@@ -318,13 +373,19 @@ def main(argv=None) -> int:
 
 
 
-def clip_path(name: str, root: Path, quiet: bool = False) -> Path:
-    """A CLIP checkpoint file: the path itself, or the named model's file (fetched if missing)."""
+def clip_path(name: str, flag: Path | None = None, quiet: bool = False) -> Path:
+    """A CLIP checkpoint file: the path itself; else the named model's file in the weights
+    folder, or in CLIP's own cache with the right checksum; else downloaded."""
     from .networks import check_clip_name
 
     check_clip_name(name)
     if os.path.isfile(name):
         return Path(name)
+    root = model_dir(name, flag)
+    if not (root / lookup(name).files[0].filename).is_file():
+        cached = clip_cached(lookup(name))
+        if cached is not None:
+            return cached
     return fetch(name, root, quiet=quiet)[0]
 
 

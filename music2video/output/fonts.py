@@ -15,6 +15,7 @@ from pathlib import Path
 from PIL import ImageDraw, ImageFont
 
 ELLIPSIS = "\u2026"
+PACKAGED_FONTS = 2  # Noto Sans and Noto Sans CJK JP, from PyPI
 
 
 def font_files() -> list[Path]:
@@ -67,10 +68,10 @@ class Fonts:
                 return font
         if not (char.isspace() or " " <= char <= "~" or self.warned):  # Pillow's has ASCII
             self.warned = True
-            warnings.warn(f"no installed font has {char!r} (U+{ord(char):04X}); such characters "
-                          "are drawn as boxes (pip install fontpkg-noto-sans "
-                          "noto-cjk-sans-jp-regular covers Latin, Greek, Cyrillic and CJK)",
-                          stacklevel=2)
+            fix = ("" if len(self.faces) - 1 >= PACKAGED_FONTS else "; pip install "
+                   "fontpkg-noto-sans noto-cjk-sans-jp-regular covers Latin, Greek, Cyrillic and CJK")
+            warnings.warn(f"no font here has {char!r} (U+{ord(char):04X}, an emoji or a rare "
+                          f"script); such characters are drawn as boxes{fix}", stacklevel=2)
         return self.faces[-1][0]
 
     def has(self, char: str) -> bool:

@@ -26,6 +26,10 @@ Fields of report.json (all plain JSON values):
     precision           fp32, bf16 or fp16
     outputs             paths written: video, storyboard, subtitles (null without lyrics),
                         run_dir, report
+    seed                the run's seed (drawn and kept in the manifest when -sd was not given)
+    totals              over every invocation that worked on the run (a resumed run's earlier
+                        ones too): invocations, wall_seconds, render_seconds, steps_rendered
+    versions            music2video, torch and Python that wrote this report
     workers             who rendered the segments, one item per node, hardware, precision and
                         CPU threads: its sections and segment count (from the run's journal, so
                         a resumed run lists the earlier run's workers too; [] for older runs)
@@ -90,7 +94,8 @@ def _path(path) -> str | None:
 def build(*, song: Path, song_seconds: float, video: Path, fps: float, segments: list,
           lyrics: list, lyrics_given: int, steps: int, steps_this_run: int,
           render_seconds: float, wall_seconds: float, device: str, precision: str,
-          outputs: dict[str, Path | None], workers: list | None = None) -> dict:
+          outputs: dict[str, Path | None], seed: int | None = None,
+          totals: dict | None = None, workers: list | None = None) -> dict:
     """The report of a finished run; the video's frames are counted from the file itself.
 
     `segments` is the plan (manifest records or schedule.Segments); `lyrics` the lines kept for
@@ -115,6 +120,7 @@ def build(*, song: Path, song_seconds: float, video: Path, fps: float, segments:
         "peak_gpu_mb": gpu, "peak_gpu_reserved_mb": gpu_reserved,
         "device": str(device), "precision": precision,
         "outputs": {key: _path(path) for key, path in outputs.items()},
+        "seed": seed, "totals": totals, "versions": versions(),
         "workers": list(workers or []),
     }
 
@@ -151,6 +157,27 @@ def mixed_line(report: dict) -> str | None:
             "section renders on the same hardware")
 
 
+def add_up(spent) -> dict:
+    """The run's cost over its invocations, from each one's {wall, render, steps}."""
+    spent = list(spent)
+    return {"invocations": len(spent),
+            "wall_seconds": round(sum(s["wall"] for s in spent), 3),
+            "render_seconds": round(sum(s["render"] for s in spent), 3),
+            "steps_rendered": int(sum(s["steps"] for s in spent))}
+
+
+def versions() -> dict:
+    """The versions that made a video: this tool, torch and Python."""
+    import platform
+
+    import torch
+
+    from .. import __version__
+
+    return {"music2video": __version__, "torch": torch.__version__,
+            "python": platform.python_version()}
+
+
 def write_report(path: Path, report: dict) -> Path:
     """Writes report.json atomically."""
     write_json(Path(path), report)
@@ -177,6 +204,10 @@ def summary(report: dict) -> list[str]:
     if r["peak_gpu_mb"] is not None:
         memory += f", peak GPU {_mb(r['peak_gpu_mb'])}"
     written = ", ".join(f"{k} {v}" for k, v in r["outputs"].items() if v)
+    total = r.get("totals") or {}
+    if total.get("invocations", 1) > 1:
+        rate += (f"; over {total['invocations']} invocations {total['steps_rendered']} steps in "
+                 f"{clock(total['render_seconds'])}, wall {clock(total['wall_seconds'])}")
     return [
         f"song {clock(r['song_seconds'])} ({r['song_seconds']:.2f} s); video {r['video_frames']} "
         f"frames at {r['fps']:g} fps ({r['video_seconds']:.2f} s), {length}",

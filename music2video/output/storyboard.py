@@ -120,17 +120,10 @@ def decode_thumbnail(data: bytes) -> np.ndarray | None:
         return None
 
 
-def _save_bytes(path: Path, data: bytes) -> Path:
-    """Writes a file atomically and durably, creating its folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes(path, data)
-    return path
-
-
 def save_thumbnail(path: Path, picture: np.ndarray) -> Path:
     """Keeps a thumbnail as a PNG file, atomically."""
-    return _save_bytes(path, encode_thumbnail(picture))
+    write_bytes(path, encode_thumbnail(picture))
+    return Path(path)
 
 
 def load_thumbnail(path: Path) -> np.ndarray | None:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import UserError
-from ..files import part_path
+from ..files import DiskError, writing
 from .lyrics import LyricsError, drop_after, load_lyrics
 
 DEFAULT_URL = "https://lrclib.net"
@@ -290,17 +290,13 @@ def _save(text: str, path: Path, duration: float) -> Path:
     """Writes the lyrics atomically, marked as saved here, after checking they parse as LRC
     and fit the song; OSError if it cannot."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    part = part_path(path)
-    try:
+    with writing(path) as part:
         part.write_text(f"{SAVED_MARK}\n{text}", encoding="utf-8")
         try:
             check_lrc(part, duration, "the answer")
         except LyricsLookupError as err:
             raise LyricsLookupError(f"LRCLIB's lyrics are not valid LRC for this song ({err}); "
                                     "give -lyr FILE") from None
-        os.replace(part, path)
-    finally:
-        part.unlink(missing_ok=True)
     return path
 
 
@@ -312,6 +308,8 @@ def save_lyrics(text: str, song: Path, fallback_dir: Path, duration: float) -> P
             return _save(text, folder / lrc_name(song), duration)
         except OSError as err:
             errors.append(f"{folder}: {err.strerror or err}")
+        except DiskError as err:
+            errors.append(f"{folder}: {err.reason}")
     raise LyricsLookupError(f"cannot save the lyrics ({'; '.join(errors)}); make the song's "
                             "folder writable or give -lyr FILE")
 

@@ -3,8 +3,12 @@
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ..options import Options
 
 DRAFT_STEPS = 5  # --draft renders a fifth of each segment's steps (at least one)
 
@@ -58,14 +62,14 @@ def read_lyrics(path: Path | None, duration: float, fps: float) -> tuple[list, i
     return within_frames(drop_after(lines, duration, path), fps, path), len(lines)
 
 
-def steps_per_second(opts, duration: float) -> float:
+def steps_per_second(opts: "Options", duration: float) -> float:
     """-ips, or -i spread over the song; 0 means loudness-driven."""
     if opts.iterations:
         return opts.iterations / duration
     return opts.iterations_per_second
 
 
-def build_schedule(opts, song: Song, lyrics: list) -> list:
+def build_schedule(opts: "Options", song: Song, lyrics: list) -> list:
     """The segments of the song: the only thing the two modes do differently."""
     from . import audio
     from .segments import beat_bounds, beat_schedule, fixed_bounds, interpolate_schedule
@@ -94,7 +98,7 @@ def build_schedule(opts, song: Song, lyrics: list) -> list:
     return segments
 
 
-def plan_song(opts, song: Song, lyrics_path: Path | None) -> Plan:
+def plan_song(opts: "Options", song: Song, lyrics_path: Path | None) -> Plan:
     """Plans a decoded song's segments and sections."""
     from .sections import sections_for
 

@@ -2,13 +2,14 @@
 
 import argparse
 import csv
-import os
+import io
 import subprocess
 from pathlib import Path
 
 import numpy as np
 
 from ..ffmpeg import encoders, ffmpeg_exe, ffmpeg_path
+from ..files import write_bytes, writing
 
 DEMO_SR = 44100
 DEMO_BPM = 120.0
@@ -228,29 +229,27 @@ def encode_audio(y: np.ndarray, sr: int, path: Path, bitrate: str = "192k") -> P
         raise ValueError(f"encode_audio takes mono audio (a 1-D array), got shape {y.shape}; "
                          "mix the channels first")
     container, codec = _audio_codec(path.suffix.lower(), bitrate)
-    tmp = path.with_name(path.name + ".part")
     cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-y"]
     cmd += ["-f", "f32le", "-ac", "1", "-ar", str(sr), "-i", "-"] + codec
     # bitexact leaves out the encoder's version tag, so the same audio gives the same file.
-    cmd += ["-fflags", "+bitexact", "-flags:a", "+bitexact", "-f", container, ffmpeg_path(tmp)]
-    try:
-        subprocess.run(cmd, input=y.tobytes(), capture_output=True, check=True)
-    except subprocess.CalledProcessError as e:
-        tmp.unlink(missing_ok=True)
-        stderr = e.stderr.decode(errors="replace").strip()
-        raise RuntimeError(f"ffmpeg could not write {path}: {stderr}") from e
-    os.replace(tmp, path)
+    cmd += ["-fflags", "+bitexact", "-flags:a", "+bitexact", "-f", container]
+    with writing(path) as part:
+        try:
+            subprocess.run([*cmd, ffmpeg_path(part)], input=y.tobytes(), capture_output=True,
+                           check=True)
+        except subprocess.CalledProcessError as e:
+            stderr = e.stderr.decode(errors="replace").strip()
+            raise RuntimeError(f"ffmpeg could not write {path}: {stderr}") from e
     return path
 
 
 def write_lyrics(lyrics: Path) -> None:
     """Writes the demo lyrics CSV (timestamp,text) with the csv module, so commas and colons survive."""
-    tmp = lyrics.with_name(lyrics.name + ".part")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(["timestamp", "text"])
-        writer.writerows(DEMO_LYRICS)
-    os.replace(tmp, lyrics)
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["timestamp", "text"])
+    writer.writerows(DEMO_LYRICS)
+    write_bytes(lyrics, text.getvalue().encode("utf-8"))
 
 
 def write_demo(song: Path, lyrics: Path) -> None:
