@@ -34,15 +34,18 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(
            "unshare -n sh -c 'ip link set lo up && exec python -m pytest -q tests'")]
 
 
+def two_parts(path: Path, half: float, second_bpm: float, seed: int) -> Path:
+    """A song of two halves, 120 BPM then another tempo and key (so sections cut there)."""
+    sr = 22050
+    song = np.concatenate([demo.tonal_song(half, 120, sr),
+                           demo.tonal_song(half, second_bpm, sr, start=0.0, seed=seed)])
+    return demo.encode_audio(song.astype("float32"), sr, path)
+
+
 @pytest.fixture(scope="module")
 def two_part_song(tmp_path_factory) -> Path:
-    """A 16-second song whose second half changes tempo and key (so sections cut there)."""
-    import numpy as np
-
-    sr = 22050
-    song = np.concatenate([demo.tonal_song(8.0, 120, sr),
-                           demo.tonal_song(8.0, 90, sr, start=0.0, seed=3)])
-    return demo.encode_audio(song.astype("float32"), sr, tmp_path_factory.mktemp("s") / "two.mp3")
+    """A 16-second song whose second half changes tempo and key."""
+    return two_parts(tmp_path_factory.mktemp("s") / "two.mp3", 8.0, 90, 3)
 
 
 @pytest.fixture(scope="module")
@@ -383,10 +386,7 @@ def test_a_dead_ray_address_is_one_line(tmp_path, short_song, model_flags):
 @pytest.fixture(scope="module")
 def long_song(tmp_path_factory) -> Path:
     """A 24-second song in two parts: enough work for a node to join while it renders."""
-    sr = 22050
-    song = np.concatenate([demo.tonal_song(12.0, 120, sr),
-                           demo.tonal_song(12.0, 96, sr, start=0.0, seed=5)])
-    return demo.encode_audio(song.astype("float32"), sr, tmp_path_factory.mktemp("l") / "long.mp3")
+    return two_parts(tmp_path_factory.mktemp("l") / "long.mp3", 12.0, 96, 5)
 
 
 def long_args(song: Path, weights: list[str], *extra) -> list[str]:

@@ -1,1 +1,0 @@
-"""Which work runs where, and what is written down: the run folder, workers, batches."""

@@ -1,1 +1,0 @@
-"""A section -> events: guidance, the optimisation loop, the renderer. No folders, no Ray."""

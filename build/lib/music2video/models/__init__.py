@@ -1,1 +1,0 @@
-"""Files on disk -> networks on a device: the weights registry, downloads, loaders."""

@@ -1,1 +1,0 @@
-"""The files beside the video: ffmpeg video, subtitles, storyboard, report, sync."""

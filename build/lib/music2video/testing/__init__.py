@@ -1,1 +1,0 @@
-"""No-download models and songs for tests, CI and the demo."""
