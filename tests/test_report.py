@@ -89,6 +89,8 @@ def test_fields_agree_with_the_video_and_the_plan(run):
     assert got["outputs"]["run_dir"] == str(run["folder"].absolute())
     whole = build(run, steps_this_run=8)
     assert whole["resumed"] is False
+    # a resume that replayed a section's start renders all the steps, and is still a resume
+    assert build(run, steps_this_run=8, resumed=True)["resumed"] is True
 
 
 def test_frame_difference_counts_the_file(run):

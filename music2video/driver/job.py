@@ -100,6 +100,7 @@ class Job:
         self.board = storyboard.Storyboard(outputs.storyboard, manifest["segments"],
                                            title=plan.song.path.name, every=BOARD_SECONDS)
         done = folder.done()
+        self.resumed = bool(done)  # it goes on from an earlier invocation's segments
         if done:
             self.board.update(saved_pictures(folder.path, manifest, done))
             self.board.write()
@@ -256,7 +257,8 @@ class Job:
             song=self.plan.song.path, song_seconds=self.plan.song.duration, video=out.video,
             fps=fps, segments=self.manifest["segments"], lyrics=self.plan.lyrics,
             lyrics_given=self.plan.lyrics_given, steps=self.plan.steps,
-            steps_this_run=self.steps_this_run, render_seconds=render_seconds,
+            steps_this_run=self.steps_this_run, resumed=self.resumed,
+            render_seconds=render_seconds,
             wall_seconds=time.monotonic() - self.started, device=self.spec.device,
             precision=precision,
             outputs={"video": out.video, "storyboard": out.storyboard, "subtitles": srt,

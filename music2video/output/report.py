@@ -13,8 +13,10 @@ Fields of report.json (all plain JSON values):
     lyric_lines_given   lines in the lyrics file (0 without lyrics)
     lyric_lines_used    of those, lines that guide at least one segment
     steps               optimisation steps of the whole plan
-    steps_this_run      steps this process rendered (fewer than `steps` after a resume)
-    resumed             whether this process continued an earlier run
+    steps_this_run      steps this process rendered (after a resume, those left, and those of a
+                        section's start replayed from its last kept state, not written again)
+    resumed             whether this process continued an earlier run (its run folder held
+                        finished segments)
     render_seconds      time the rendering took (the progress bar's elapsed time)
     steps_per_second    steps_this_run / render_seconds (the bar's final rate)
     wall_seconds        time this process took, start to report (loading, rendering, joining)
@@ -95,13 +97,15 @@ def build(*, song: Path, song_seconds: float, video: Path, fps: float, segments:
           lyrics: list, lyrics_given: int, steps: int, steps_this_run: int,
           render_seconds: float, wall_seconds: float, device: str, precision: str,
           outputs: dict[str, Path | None], seed: int | None = None,
-          totals: dict | None = None, workers: list | None = None) -> dict:
+          totals: dict | None = None, workers: list | None = None,
+          resumed: bool | None = None) -> dict:
     """The report of a finished run; the video's frames are counted from the file itself.
 
     `segments` is the plan (manifest records or schedule.Segments); `lyrics` the lines kept for
     the song and `lyrics_given` how many the file held; `outputs` maps video, storyboard,
     subtitles, run_dir and report to their paths (None for one not written); `workers` is
-    workers() of the run's journal."""
+    workers() of the run's journal; `resumed` whether the run folder held finished segments
+    (None: whether fewer steps than the plan's were rendered)."""
     frames, seconds = count_frames(video)
     song_frames = round(song_seconds * fps)
     gpu, gpu_reserved = peak_gpu_mb(device)
@@ -111,7 +115,8 @@ def build(*, song: Path, song_seconds: float, video: Path, fps: float, segments:
         "song_frames": song_frames, "frame_difference": frames - song_frames,
         "segments": len(segments),
         "lyric_lines_given": lyrics_given, "lyric_lines_used": lyric_lines_used(lyrics, segments),
-        "steps": steps, "steps_this_run": steps_this_run, "resumed": steps_this_run < steps,
+        "steps": steps, "steps_this_run": steps_this_run,
+        "resumed": steps_this_run < steps if resumed is None else resumed,
         "render_seconds": render_seconds,
         "steps_per_second": steps_this_run / render_seconds if render_seconds > 0 else None,
         "wall_seconds": wall_seconds,

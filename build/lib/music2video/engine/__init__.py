@@ -1,0 +1,1 @@
+"""A section -> events: guidance, the optimisation loop, the renderer. No folders, no Ray."""

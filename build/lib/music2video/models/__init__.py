@@ -1,0 +1,1 @@
+"""Files on disk -> networks on a device: the weights registry, downloads, loaders."""

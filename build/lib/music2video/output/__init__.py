@@ -1,0 +1,1 @@
+"""The files beside the video: ffmpeg video, subtitles, storyboard, report, sync."""

@@ -1,0 +1,1 @@
+"""The song: audio, lyrics and the plan of what guides which stretch. No torch, no weights."""

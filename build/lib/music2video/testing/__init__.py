@@ -1,0 +1,1 @@
+"""No-download models and songs for tests, CI and the demo."""
