@@ -295,7 +295,11 @@ def add_flags(p: argparse.ArgumentParser, mode: str | None) -> None:
     g("--workers", metavar="N", type=RANGES["workers"], default=None,
       help="sections rendered at once (default: one per -gid GPU, else 1)")
     g("--ray", default=None, metavar="ADDRESS",
-      help="run the workers on Ray: local (default for several workers), auto or a cluster address")
+      help="run the workers on Ray: $RAY_ADDRESS when set, else local for several workers; "
+           "local (here, whatever $RAY_ADDRESS says), auto or a cluster address")
+    g("--ray_device", default="auto", choices=("auto", "gpu", "cpu"),
+      help="what a Ray cluster's workers render on: auto (GPUs while the cluster has any, else "
+           "CPUs, looked at again as nodes come and go), gpu (wait for GPU nodes) or cpu")
 
     g = p.add_argument_group("run control").add_argument
     g("--plan", dest="plan_only", action="store_true",

@@ -19,6 +19,7 @@ def part_path(path: Path) -> Path:
 
 
 HOME_VAR = "MUSIC2VIDEO_HOME"  # the tool's per-user folder (downloaded weights, machine cache)
+CACHE_ENV = "MUSIC2VIDEO_CACHE"  # this machine's cache files (default: user_cache())
 
 
 def user_cache() -> Path:
@@ -27,6 +28,12 @@ def user_cache() -> Path:
     if os.environ.get(HOME_VAR):
         return Path(os.environ[HOME_VAR])
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "music2video"
+
+
+def cache_folder() -> Path:
+    """Where this machine's cache files go (the precision timing, weights' digests):
+    $MUSIC2VIDEO_CACHE, else user_cache()."""
+    return Path(os.environ.get(CACHE_ENV) or user_cache())
 
 
 DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EIO, errno.EFBIG)

@@ -20,7 +20,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 # a resumed run may differ in these.
 NOT_IDENTITY = {"output", "output_folder", "quiet", "verbose", "overwrite", "save_every",
                 "cuda_device", "gpu_id", "deterministic", "video", "output_video_fps", "compile",
-                "workers", "ray", "plan_only",
+                "workers", "ray", "ray_device", "plan_only",
                 # files: compared by content (song, lyrics, start picture) or by resolved path
                 # and size (weights) in run_identity, not by how they were spelled
                 "audio_prompt", "lyrics", "init_image", "seed", "checkpoints", "clip_model",
@@ -205,6 +205,7 @@ class Options:
     draft: bool  # a quarter of the pixels and a fifth of the steps, to *_draft.mp4
     workers: int | None  # parallel workers (None: one per -gid GPU, else 1)
     ray: str | None  # None: in this process for one worker, else 'local', 'auto' or an address
+    ray_device: str  # a cluster's workers: 'auto' (GPUs while it has any, else CPUs), 'gpu', 'cpu'
     overwrite: bool  # replace an earlier, different run and files the run did not write
     quiet: bool  # no progress, log or summary lines
     verbose: bool  # a line per segment and the loss every -se steps

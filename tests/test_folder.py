@@ -199,7 +199,7 @@ def test_check_manifest_names_what_is_wrong(tmp_path):
     ("segments.0.iterations", 0), ("segments.2.end", float("inf")), ("segments.0.start", -1),
     ("segments.1.goals", []), ("segments.1.goals", [{"kind": "sound"}]),
     ("segments.1.chunk", "chunk_00000.mp4"), ("segments.1.chunk", None), ("sections", [["0", 2]]),
-    ("settings.threads", 0), ("settings.precision", 16), ("output_video_fps", -60),
+    ("settings.threads", -1), ("settings.precision", 16), ("output_video_fps", -60),
     ("output_video_fps", 20), ("burn_lyrics", "yes"), ("video", 3), ("audio_path", None),
     ("cues", [{"start": 1, "end": 0.5, "text": "a"}]), ("cues", [{"start": 0, "end": 1}]),
     ("cues", "none")])

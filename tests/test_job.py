@@ -114,3 +114,52 @@ def test_a_segments_log_line_names_a_few_goals_and_counts_the_rest():
                    "lyric 'line 2'; 1997 more"
     assert segment_line(Segment(0, 0.0, 1.0, 5, 0, 30, (Goal("audio", 0.0, 1.0),)), 2).endswith(
         "30 frames: audio")
+
+
+def test_a_finished_song_is_joined_while_the_next_songs_segments_keep_coming(tmp_path,
+                                                                            monkeypatch,
+                                                                            video_chunk):
+    """Finishing a song (join, storyboard, report) runs beside the loop, not inside it."""
+    import threading
+    from types import SimpleNamespace
+
+    from music2video.driver.job import render_jobs
+
+    first, second = make_job(tmp_path / "a", [(0, 0)]), make_job(tmp_path / "b", [(0, 1)])
+    second.index = 1
+    for job in (first, second):
+        job.spec = SimpleNamespace(segments=job.plan.segments)
+    release, order = threading.Event(), []
+
+    def finish(job, seconds):
+        order.append(("finishing", job.index))
+        assert release.wait(30)  # only the second song's segments set it
+        order.append(("finished", job.index))
+
+    class Scheduler:
+        def run(self, specs, works):
+            yield Finished(0, 0, 0, video_chunk(15), None, None, wanted=True)
+            for k in (0, 1):
+                yield Finished(1, 0, k, video_chunk(15), None, None, wanted=True)
+                order.append(("received", 1, k))
+            release.set()
+
+    monkeypatch.setattr(Job, "finish", finish)
+    assert render_jobs([first, second], Scheduler(), quiet=True) == {}
+    assert order.index(("received", 1, 1)) < order.index(("finished", 0))
+    assert ("finished", 1) in order
+
+
+def test_a_segment_is_journaled_with_who_rendered_it_and_a_resume_keeps_its_setup(tmp_path,
+                                                                                   video_chunk):
+    job = make_job(tmp_path, [(0, 2), (3, 5)])
+    worker = {"node": "gpu-1 (1a2b3c4d)", "hardware": "NVIDIA H100", "pid": 7}
+    job.handle(Finished(0, 1, 3, video_chunk(15), None, None, wanted=True, threads=4,
+                        precision="bf16", worker=worker))
+    (entry,) = job.folder.entries()
+    expected = {"segment": 3, "section": 1, "threads": 4, "precision": "bf16", **worker}
+    assert {key: entry[key] for key in expected} == expected
+    job.folder.unlock()
+    works, _ = make_job(tmp_path, [(0, 2), (3, 5)]).works()
+    assert [(w.section, w.threads, w.precision) for w in works] == [(0, None, None),
+                                                                   (1, 4, "bf16")]

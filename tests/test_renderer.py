@@ -58,7 +58,10 @@ def test_a_section_yields_each_segment_with_its_chunk_and_state(renderer):
     done = finished(events)
     assert [f.index for f in done] == [0, 1, 2, 3]
     assert all(f.chunk and f.chunk[4:8] == b"ftyp" and f.thumb[:4] == b"\x89PNG" for f in done)
-    assert [f.state["iteration"] for f in done] == [3, 6, 9, 12]
+    # The state to go on from comes with the work's last segment only (and every STATE_SECONDS).
+    assert [f.state is not None for f in done] == [False, False, False, True]
+    assert done[-1].state["iteration"] == 12 and done[-1].state["segment"] == 3
+    assert {(f.threads, f.precision) for f in done} == {(1, "fp32")}
     assert sum(e.steps for e in events if isinstance(e, Progress)) == 12
     assert [p.iteration for p in events if isinstance(p, Preview)] == [0, 2, 4, 6, 8, 10]
 
@@ -71,8 +74,12 @@ def test_only_wanted_chunks_are_encoded_and_the_rest_replayed(renderer):
     assert replay[-1].repair and replay[-1].chunk == full[2].chunk
 
 
-def test_resuming_from_a_state_gives_the_same_chunks(renderer):
+def test_resuming_from_a_state_gives_the_same_chunks(renderer, monkeypatch):
+    from music2video.engine import renderer as module
+
+    monkeypatch.setattr(module, "STATE_SECONDS", 0.0)  # a state with every segment
     full = finished(renderer.render(Work(0, 0, 0, 3, write=frozenset(range(4)))))
+    assert all(f.state is not None for f in full)
     tail = finished(renderer.render(Work(0, 0, 2, 3, state=full[1].state,
                                       write=frozenset({2, 3}))))
     assert [f.chunk for f in tail] == [full[2].chunk, full[3].chunk]
@@ -86,6 +93,72 @@ def test_a_later_section_warms_up_and_does_not_open_on_the_start(renderer):
     start = renderer.start_latent
     assert not torch.equal(first.state["optimiser"]["z"], start.cpu())
     assert section_seed(5, 1) != section_seed(5, 2) and section_seed(5, 1) == section_seed(5, 1)
+
+
+def test_threads_and_precision_are_the_sections_once_fixed(spec, samples, renderer):
+    from dataclasses import replace
+
+    from music2video.engine.precision import machine_cores
+
+    fixed = finished(renderer.render(Work(0, 0, 0, 0, write=frozenset({0}), threads=2)))
+    assert (fixed[0].threads, fixed[0].precision) == (2, "fp32")
+    # threads 0: the worker's own cores shared by the song's sections
+    own = Renderer(replace(spec, threads=0, sections=((0, 1), (2, 3))), samples,
+                   renderer.models)
+    assert own.setup(Work(0, 0, 0, 0)) == (max(1, machine_cores() // 2), "fp32")
+    assert own.setup(Work(0, 0, 0, 0, threads=3, precision="bf16")) == (3, "bf16")
+    # --precision auto on a cluster: decided where the section renders, as precision.decide does
+    from music2video.engine.precision import decide
+
+    probe = Renderer(replace(spec, precision="auto"), samples, renderer.models)
+    assert probe.setup(Work(0, 0, 0, 0))[1] == decide("cpu", (64, 64), 2).precision
+
+
+def decoded(chunk: bytes, tmp_path, name: str) -> np.ndarray:
+    """The frames of a chunk, (frames, H, W, 3) int."""
+    from music2video import ffmpeg
+
+    path = tmp_path / name
+    path.write_bytes(chunk)
+    return np.stack(list(ffmpeg.read_frames(path))).astype(int)
+
+
+def test_a_section_cross_fades_into_the_next_sections_opening(spec, samples, renderer, tmp_path):
+    """Section 0 (segments 0-1) ends on the picture section 1 (segments 2-3) opens on."""
+    from dataclasses import replace
+
+    from music2video.engine.optimise import to_frame
+
+    plan = ((0, 1), (2, 3))
+    cut = Renderer(replace(spec, sections=plan), samples, renderer.models)
+    fade = Renderer(replace(spec, sections=plan, seam=0.2), samples, renderer.models)
+    works = [Work(0, 0, 0, 1, write=frozenset({0, 1})), Work(0, 1, 2, 3, write=frozenset({2, 3}))]
+    hard = [f.chunk for w in works for f in finished(cut.run(w))]
+    events = [e for w in works for e in fade.run(w)]
+    soft = [f.chunk for f in finished(events)]
+    assert soft[0] == hard[0] and soft[2:] == hard[2:]  # only the last 0.2 s (6 frames) change
+    # The opening made on section 0's worker is the picture section 1's first step shows.
+    first = next(p.frame for p in events if isinstance(p, Preview) and p.iteration == 6)
+    opening = to_frame(fade._opening(1, "fp32")).numpy().astype(int)
+    assert np.abs(opening - first).max() <= 1
+    before, after = decoded(soft[1], tmp_path, "a.mp4"), decoded(soft[2], tmp_path, "b.mp4")
+    unfaded = decoded(hard[1], tmp_path, "c.mp4")
+    seam = np.abs(before[-1] - after[0]).mean()
+    jump = np.abs(unfaded[-1] - after[0]).mean()
+    assert np.abs(before[:-6] - unfaded[:-6]).mean() < jump / 4  # the same, up to encoding
+    assert seam < 0.7 * jump  # 1/7 of the jump left, plus H.264's noise on random pictures
+
+
+def test_faded_frames_hold_until_the_fade_then_step_evenly_to_the_next_picture():
+    from music2video.engine.renderer import Fade, faded
+
+    image, picture = torch.zeros(1, 3, 2, 2), torch.ones(1, 3, 2, 2)
+    fade = Fade(start=10, end=13, picture=picture)  # frames 10, 11, 12 fade
+    pieces = list(faded(image, 7, 6, fade))
+    assert [(first, repeat) for _, first, repeat in pieces] == [(7, 3), (10, 1), (11, 1), (12, 1)]
+    assert [int(frame[0, 0, 0]) for frame, _, _ in pieces] == [0, 64, 128, 191]  # k/4 of 255
+    assert [(first, repeat) for _, first, repeat in faded(image, 7, 3, fade)] == [(7, 3)]
+    assert [(first, repeat) for _, first, repeat in faded(image, 7, 3, None)] == [(7, 3)]
 
 
 def test_a_non_finite_loss_stops_with_one_line(spec, samples, tiny_models):

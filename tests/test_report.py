@@ -67,7 +67,7 @@ def build(run: dict, **changes) -> dict:
 
 def test_every_documented_field_is_there_and_nothing_else(run):
     fields = documented_fields()
-    assert len(fields) == 27 and "frame_difference" in fields and "outputs" in fields
+    assert len(fields) == 28 and "frame_difference" in fields and "outputs" in fields
     assert list(build(run)) == fields
 
 
@@ -89,6 +89,8 @@ def test_fields_agree_with_the_video_and_the_plan(run):
     assert got["outputs"]["run_dir"] == str(run["folder"].absolute())
     whole = build(run, steps_this_run=8)
     assert whole["resumed"] is False
+    # a resume that replayed a section's start renders all the steps, and is still a resume
+    assert build(run, steps_this_run=8, resumed=True)["resumed"] is True
 
 
 def test_frame_difference_counts_the_file(run):
@@ -176,3 +178,21 @@ def test_summary_agrees_with_the_progress_bars_last_state(run):
     rate = re.search(r"([\d.]+)it/s", final)[1]
     assert f"{rate} steps/s" in report.summary(got)[2]
     assert "8/8" in final
+
+
+def test_the_workers_are_grouped_from_the_journal_and_mixed_hardware_is_named():
+    entries = [{"segment": 0}]  # an older run's line names no worker
+    entries += [{"segment": k, "section": k // 2, "threads": 2, "precision": "bf16",
+                 "node": "gpu-1", "hardware": "NVIDIA H100"} for k in range(1, 4)]
+    entries += [{"segment": 4, "section": 2, "threads": 8, "precision": "fp32", "node": "cpu-1",
+                 "hardware": "AMD EPYC"}]
+    groups = report.workers(entries)
+    assert groups == [
+        {"node": "gpu-1", "hardware": "NVIDIA H100", "precision": "bf16", "threads": 2,
+         "sections": [0, 1], "segments": 3},
+        {"node": "cpu-1", "hardware": "AMD EPYC", "precision": "fp32", "threads": 8,
+         "sections": [2], "segments": 1}]
+    line = report.mixed_line({"workers": groups})
+    assert line.startswith("mixed hardware: AMD EPYC fp32 (section 3); NVIDIA H100 bf16 "
+                           "(sections 1, 2)") and "same hardware" in line
+    assert report.mixed_line({"workers": groups[:1]}) is None

@@ -34,15 +34,18 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(
            "unshare -n sh -c 'ip link set lo up && exec python -m pytest -q tests'")]
 
 
+def two_parts(path: Path, half: float, second_bpm: float, seed: int) -> Path:
+    """A song of two halves, 120 BPM then another tempo and key (so sections cut there)."""
+    sr = 22050
+    song = np.concatenate([demo.tonal_song(half, 120, sr),
+                           demo.tonal_song(half, second_bpm, sr, start=0.0, seed=seed)])
+    return demo.encode_audio(song.astype("float32"), sr, path)
+
+
 @pytest.fixture(scope="module")
 def two_part_song(tmp_path_factory) -> Path:
-    """A 16-second song whose second half changes tempo and key (so sections cut there)."""
-    import numpy as np
-
-    sr = 22050
-    song = np.concatenate([demo.tonal_song(8.0, 120, sr),
-                           demo.tonal_song(8.0, 90, sr, start=0.0, seed=3)])
-    return demo.encode_audio(song.astype("float32"), sr, tmp_path_factory.mktemp("s") / "two.mp3")
+    """A 16-second song whose second half changes tempo and key."""
+    return two_parts(tmp_path_factory.mktemp("s") / "two.mp3", 8.0, 90, 3)
 
 
 @pytest.fixture(scope="module")
@@ -137,13 +140,17 @@ def ray_workers(root: int) -> list[int]:
     return pids
 
 
-def journal(run_dir: Path) -> list[int]:
-    """The finished segments the run folder records, in the order written."""
+def entries(run_dir: Path) -> list[dict]:
+    """The run folder's journal lines (whole ones), in the order written."""
     path = run_dir / "progress.jsonl"
     if not path.is_file():
         return []
-    return [json.loads(line)["segment"] for line in path.read_text().splitlines()
-            if line.endswith("}")]
+    return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
+
+
+def journal(run_dir: Path) -> list[int]:
+    """The finished segments the run folder records, in the order written."""
+    return [entry["segment"] for entry in entries(run_dir)]
 
 
 def start(cwd: Path, args: list[str]) -> subprocess.Popen:
@@ -230,43 +237,284 @@ def stop_tree(proc: subprocess.Popen, seconds: float = 60) -> None:
                 pass
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """A one-node Ray cluster started as users start one (`ray start --head`, kept in the
-    foreground with --block so its processes stay under it), then stopped: that cluster only."""
-    import shutil
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
     import socket
 
-    ray = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-    log = tmp_path_factory.mktemp("ray") / "ray-start.log"
-    with open(log, "w") as out:
-        head = subprocess.Popen(
-            [ray, "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port",
-             str(port), "--num-cpus", "2", "--num-gpus", "0", "--include-dashboard", "false",
-             "--disable-usage-stats"], env=env, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True)
-    try:
+        return s.getsockname()[1]
+
+
+class Cluster:
+    """A Ray cluster on this machine started as users start one: `ray start --head`, then
+    `ray start --address` for each other node, each kept in the foreground (--block) and started
+    from a folder of its own (a node resolves relative paths from where it was started). Only
+    these processes, and those started in their folders, are ever signalled."""
+
+    def __init__(self, root: Path, cpus: int = 1):
+        import shutil
+
+        self.root, self.nodes = root, {}
+        self.ray = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
+        self.env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+        port = free_port()
+        self.address = f"127.0.0.1:{port}"
+        self.add("head", cpus, "--head", "--port", str(port), "--include-dashboard", "false")
+
+    def add(self, name: str, cpus: int = 1, *args: str) -> subprocess.Popen:
+        """Starts a node (joining the head unless it is the head) and waits until it is up."""
+        folder = self.root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        log = folder / "ray-start.log"
+        join = [] if args else ["--address", self.address]
+        with open(log, "w") as out:
+            node = subprocess.Popen(
+                [self.ray, "start", "--block", "--node-ip-address", "127.0.0.1", "--num-cpus",
+                 str(cpus), "--num-gpus", "0", "--disable-usage-stats", *join, *args],
+                cwd=folder, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True)
+        self.nodes[name] = node
         deadline = time.time() + 120
         while "Ray runtime started" not in log.read_text(errors="replace"):
-            assert head.poll() is None and time.time() < deadline, log.read_text()
+            assert node.poll() is None and time.time() < deadline, log.read_text()
             time.sleep(0.2)
-        yield {"address": f"127.0.0.1:{port}", "env": env}
+        return node
+
+    def process(self, node: str, program: bytes) -> int:
+        """The pid of a node's process running `program` (raylet, gcs_server)."""
+        for pid in descendants(self.nodes[node].pid):
+            try:
+                if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].endswith(program):
+                    return pid
+            except OSError:
+                pass
+        raise AssertionError(f"no {program!r} under node {node}")
+
+    def workers(self, node: str) -> list[int]:
+        """The pids of a node's Ray workers (actors of driver.workers.Worker)."""
+        return ray_workers(self.nodes[node].pid)
+
+    def stop(self) -> None:
+        """Stops every node, then any process still running in the nodes' folders (a worker or
+        agent orphaned when its raylet was killed)."""
+        for node in reversed(list(self.nodes.values())):
+            stop_tree(node)
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                if Path(os.readlink(entry / "cwd")).is_relative_to(self.root):
+                    os.kill(int(entry.name), signal.SIGKILL)
+            except OSError:
+                pass
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A one-node Ray cluster with 2 CPUs, stopped at the end: that cluster only."""
+    one = Cluster(tmp_path_factory.mktemp("ray"), cpus=2)
+    try:
+        yield {"address": one.address, "env": one.env}
     finally:
-        stop_tree(head)
+        one.stop()
 
 
 def test_a_cluster_renders_the_same_frames(in_process, cluster, tmp_path, two_part_song,
                                            lyrics_file, model_flags):
-    # More workers than the cluster's 2 CPUs: 2 render (a third could never be placed).
-    args = args_for("o/v.png", two_part_song, lyrics_file, model_flags, "--ray",
-                    cluster["address"], "--workers", "3")
-    result = run_script("generate.py", args, tmp_path, env=cluster["env"])
+    # Joined through $RAY_ADDRESS, as `ray job submit` sets it. More workers than the cluster's
+    # 2 CPUs: 2 render (the third waits for a node that never comes, holding no work).
+    args = args_for("o/v.png", two_part_song, lyrics_file, model_flags, "--workers", "3")
+    env = {**cluster["env"], "RAY_ADDRESS": cluster["address"]}
+    result = run_script("generate.py", args, tmp_path, env=env)
     assert result.returncode == 0, result.stderr
+    assert f"Ray cluster at {cluster['address']} (from $RAY_ADDRESS)" in result.stderr
     assert "the Ray cluster has 2 CPU(s); 2 workers render" in result.stderr
+    assert decoded_frames(tmp_path / "o" / "v.mp4") == in_process["frames"]
+    report = json.loads((tmp_path / "o" / "v" / "report.json").read_text())
+    assert sum(w["segments"] for w in report["workers"]) == len(in_process["manifest"]["segments"])
+    assert {w["threads"] for w in report["workers"]} == {1}  # 2 cores / 3 sections, each worker
+
+
+def test_a_worker_whose_weights_differ_is_refused_naming_node_and_file(cluster, tiny_models,
+                                                                       monkeypatch):
+    """Checked where the worker runs, against the fingerprints the driver sends."""
+    from dataclasses import replace
+
+    from music2video.driver.workers import Failed, RayScheduler
+    from music2video.engine.modelset import WeightChoice, fingerprints, resolve_weights
+    from music2video.engine.renderer import Finished, RenderSpec, Work
+    from music2video.song.segments import Goal, Segment
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    choice = WeightChoice(*(str(tiny_models[k]) for k in ("vqgan_config", "vqgan_checkpoint",
+                                                          "clip", "wav2clip")), None)
+    prints = fingerprints(resolve_weights(choice, quiet=True))
+    wrong = tuple(replace(p, sha256="0" * 64) if p.key == "ckpt" else p for p in prints)
+    plan = tuple(Segment(k, k / 2, (k + 1) / 2, 2, 15 * k, 15 * (k + 1),
+                         (Goal("audio", k / 2, (k + 1) / 2),)) for k in range(2))
+    spec = RenderSpec(weights=choice, device="cpu", size=(64, 64), segments=plan, seed=1,
+                      sr=16000, fps=30, precision="fp32", threads=1, num_cuts=2,
+                      fingerprints=wrong)
+    samples = np.zeros(16000, np.float32)
+    work = Work(0, 0, 0, 1, write=frozenset({0, 1}))
+    scheduler = RayScheduler(cluster["address"], 1)
+    try:
+        refused = list(scheduler.run({0: (spec, samples)}, [work]))
+        fine = list(scheduler.run({0: (replace(spec, fingerprints=prints), samples)}, [work]))
+    finally:
+        scheduler.close()
+    (failure,) = [e for e in refused if isinstance(e, Failed)]
+    assert not [e for e in refused if isinstance(e, Finished)]
+    assert str(tiny_models["vqgan_checkpoint"]) in failure.message
+    assert "not the driver's file" in failure.message and "on 127.0.0.1 (" in failure.message
+    assert "\n" not in failure.message
+    assert sorted(e.index for e in fine if isinstance(e, Finished)) == [0, 1]
+
+
+def test_a_dead_ray_address_is_one_line(tmp_path, short_song, model_flags):
+    args = ["-ap", str(short_song), "-o", "o/v.png", "-s", "64", "64", "-ips", "1", *model_flags]
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_ADDRESS": "127.0.0.1:9"}
+    result = run_script("generate.py", args, tmp_path, env=env)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1, result.stderr
+    assert "127.0.0.1:9 (from $RAY_ADDRESS)" in errors[0] and "--ray local" in errors[0]
+    assert not (tmp_path / "o" / "v.mp4").exists()
+
+
+@pytest.fixture(scope="module")
+def long_song(tmp_path_factory) -> Path:
+    """A 24-second song in two parts: enough work for a node to join while it renders."""
+    return two_parts(tmp_path_factory.mktemp("l") / "long.mp3", 12.0, 96, 5)
+
+
+def long_args(song: Path, weights: list[str], *extra) -> list[str]:
+    """Five sections of the long song; -ips 4."""
+    return ["-o", "o/v.png", "-ap", str(song), "-ips", "4", "-s", "64", "64", "-cuts", "2",
+            "-sd", "7", "--sections", "5", "--warmup", "3", "-se", "0", "--precision", "fp32",
+            *weights, *extra]
+
+
+def relative_weights(tiny_models, cwd: Path) -> list[str]:
+    """The tiny models' flags as paths relative to `cwd`, where the command runs."""
+    rel = {k: os.path.relpath(v, cwd) for k, v in tiny_models.items()}
+    return ["-conf", rel["vqgan_config"], "-ckpt", rel["vqgan_checkpoint"], "-m", rel["clip"],
+            "--wav2clip_checkpoint", rel["wav2clip"]]
+
+
+@pytest.fixture(scope="module")
+def long_reference(tmp_path_factory, long_song, tiny_models) -> dict:
+    """The long song rendered in one process: the frames a cluster must give."""
+    cwd = tmp_path_factory.mktemp("ref")
+    result = run_script("generate.py", long_args(long_song, relative_weights(tiny_models, cwd)),
+                        cwd)
+    assert result.returncode == 0, result.stderr
+    return {"frames": decoded_frames(cwd / "o" / "v.mp4"),
+            "manifest": json.loads((cwd / "o" / "v" / "manifest.json").read_text())}
+
+
+def test_a_node_that_joins_gets_work_and_its_loss_costs_nothing(long_reference, long_song,
+                                                                tiny_models, tmp_path):
+    """One node renders; a second joins mid-song and takes a section; its raylet is killed
+    (the node is lost) mid-section; the run finishes on the first with the same frames. The
+    weights are given as paths relative to where the command runs: the nodes run elsewhere."""
+    nodes = Cluster(tmp_path / "cluster", cpus=1)
+    cwd = tmp_path / "driver"
+    cwd.mkdir()
+    proc = None
+    try:
+        env = {**nodes.env, "MUSIC2VIDEO_PLACE_SECONDS": "30"}
+        args = long_args(long_song, relative_weights(tiny_models, cwd), "--ray", nodes.address)
+        proc = subprocess.Popen([sys.executable, str(REPO / "generate.py"), *args], cwd=cwd,
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        run_dir = cwd / "o" / "v"
+        wait_until(lambda: journal(run_dir), proc)
+        nodes.add("joiner", cpus=1)
+
+        def joiner_rendered():
+            pids = set(nodes.workers("joiner"))
+            return pids and any(e.get("pid") in pids for e in entries(run_dir))
+
+        wait_until(joiner_rendered, proc)
+        os.kill(nodes.process("joiner", b"raylet"), signal.SIGKILL)
+        stdout, stderr = proc.communicate(timeout=600)
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        nodes.stop()
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr and "Raylet is terminated" not in stdout + stderr
+    lost = [line for line in stderr.splitlines() if "lost the worker" in line]
+    assert len(lost) == 1 and "on the next free worker" in lost[0], stderr
+    segments = len(long_reference["manifest"]["segments"])
+    assert sorted(set(journal(run_dir))) == list(range(segments))
+    assert decoded_frames(cwd / "o" / "v.mp4") == long_reference["frames"]
+    report = json.loads((run_dir / "report.json").read_text())
+    assert len({w["node"] for w in report["workers"]}) == 2  # both nodes rendered
+
+
+def stopped(proc: subprocess.Popen, seconds: float = 120) -> tuple[str, str, float]:
+    """A generate run's stdout, stderr and the seconds it took to end from now."""
+    start = time.time()
+    stdout, stderr = proc.communicate(timeout=seconds)
+    return stdout, stderr, time.time() - start
+
+
+def one_error(stderr: str) -> str:
+    """The one error line of a run that stopped (and no traceback)."""
+    errors = [line for line in stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and "Traceback" not in stderr, stderr
+    return errors[0]
+
+
+def test_a_lost_head_or_no_worker_left_is_one_line_and_a_new_cluster_resumes(
+        in_process, tmp_path, two_part_song, lyrics_file, model_flags):
+    """The head's GCS killed mid-song (its node goes with it): one line, within Ray's own 60 s.
+    A new cluster, whose head has no CPU, resumes; its only worker node lost: one line once no
+    worker starts within the bound. A node added, the run resumes to the same frames as one
+    process."""
+    first, proc = Cluster(tmp_path / "first", cpus=2), None
+    args = args_for("o/v.png", two_part_song, lyrics_file, model_flags, "--ray", first.address)
+    run_dir = tmp_path / "o" / "v"
+
+    def launch(cluster: Cluster) -> subprocess.Popen:
+        args[args.index("--ray") + 1] = cluster.address
+        env = {**cluster.env, "MUSIC2VIDEO_PLACE_SECONDS": "10"}
+        return subprocess.Popen([sys.executable, str(REPO / "generate.py"), *args], cwd=tmp_path,
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    try:
+        proc = launch(first)
+        wait_until(lambda: len(journal(run_dir)) >= 2, proc)
+        os.kill(first.process("head", b"gcs_server"), signal.SIGKILL)
+        _, stderr, seconds = stopped(proc)
+        assert proc.returncode == 1 and seconds < 50  # before Ray's own silent exit at 60 s
+        line = one_error(stderr)
+        assert "lost the Ray cluster's head" in line and "resume" in line
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        first.stop()
+    second = Cluster(tmp_path / "second", cpus=0)
+    try:
+        second.add("worker", cpus=2)
+        done = len(set(journal(run_dir)))
+        proc = launch(second)
+        wait_until(lambda: len(set(journal(run_dir))) >= done + 2, proc)
+        os.kill(second.process("worker", b"raylet"), signal.SIGKILL)
+        stdout, stderr, seconds = stopped(proc)
+        assert proc.returncode == 1 and seconds < 50 and "resuming: " in stderr
+        line = one_error(stderr)
+        assert "no Ray worker is left" in line and "resume" in line
+        second.add("another", cpus=2)
+        result = run_script("generate.py", args, tmp_path, env=second.env)
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        second.stop()
+    assert result.returncode == 0, result.stderr
+    assert "resuming: " in result.stderr
     assert decoded_frames(tmp_path / "o" / "v.mp4") == in_process["frames"]
 
 
@@ -280,22 +528,29 @@ def test_an_unreachable_cluster_is_one_line(tmp_path, short_song, model_flags):
     assert len(errors) == 1 and "127.0.0.1:9" in errors[0], result.stderr
 
 
-def test_the_bench_times_rays_cost_per_segment():
+def test_the_bench_measures_each_segments_bytes_and_driver_time():
     from tools import bench
 
-    figure = bench.ray_overhead(64, segments=5)
-    assert figure["segments"] == 5 and figure["ms_per_segment"] > 0
-    assert figure["state_mb"] > 0 and figure["chunk_kb"] > 0
+    every = bench.ray_overhead(64, segments=6, state_every=1)
+    sparse = bench.ray_overhead(64, segments=6, state_every=3)
+    assert every["segments"] == 6 and every["ms_per_segment"] > 0
+    assert every["state_mb"] > 0 and every["chunk_kb"] > 0
+    # two states of six instead of six: the bytes per segment fall by about the state's share
+    state_kb = every["state_mb"] * 2**20 / 1000
+    assert every["kb_per_segment"] - sparse["kb_per_segment"] == pytest.approx(
+        state_kb * 4 / 6, rel=0.1)
 
 
 def stand_in_worker(marker: Path):
     """A Ray worker class that renders nothing: each segment comes back at once, naming the
     worker that made it. Job 1's section 1 raises a user error; job 2's worker dies (os._exit)
     on its second segment the first time only (`marker` remembers)."""
+    from music2video.driver.workers import Worker
     from music2video.engine.renderer import Finished, Progress, RenderError
 
-    class StandIn:
-        def __init__(self):
+    class StandIn(Worker):
+        def __init__(self, device=None):
+            super().__init__(device)
             self.name = f"{os.getpid()}-{id(self)}"
 
         def render(self, spec, samples, work):

@@ -481,9 +481,12 @@ def video_levers(folder: Path, count: int, frames: int = 90) -> dict:
     return results
 
 
-def _generate(args: list, log: Path) -> tuple[float, float]:
-    """Runs generate.py's main in its own process; returns its wall seconds and peak RSS MB."""
+def _generate(args: list, log: Path, seam: float | None = None) -> tuple[float, float]:
+    """Runs generate.py's main in its own process; returns its wall seconds and peak RSS MB.
+    `seam` replaces the seconds a section's end cross-fades (pipeline.SEAM_SECONDS)."""
     code = "import sys; from music2video import cli; sys.exit(cli.main('beats', sys.argv[1:]))"
+    if seam is not None:
+        code = f"from music2video.driver import pipeline; pipeline.SEAM_SECONDS = {seam!r}; {code}"
     t = time.perf_counter()
     with open(log, "wb") as err:
         proc = subprocess.Popen([sys.executable, "-c", code, *map(str, args)],
@@ -558,14 +561,9 @@ def scaling(args) -> dict:
             print(f"{name}: render {rep['render_seconds']:.1f} s, wall {wall:.1f} s "
                   f"({rep['segments']} segments, {rep['steps']} steps)", flush=True)
     one, _, two = (runs[name]["render_s"] for name in SCALING_RUNS)
-    overhead = {f"{side}x{side}": ray_overhead(side) for side in (256, 512)}
-    result = {"scaling": runs, "speedup_2_workers": one / two, "ray_overhead": overhead,
+    result = {"scaling": runs, "speedup_2_workers": one / two, "traffic": traffic(),
               "sections": args.sections, "size": args.size, "cuts": args.cuts, "ips": args.ips}
     print(f"2 workers: {result['speedup_2_workers']:.2f}x the speed of 1")
-    for size, figure in overhead.items():
-        print(f"Ray's cost per segment at {size}: {figure['ms_per_segment']:.1f} ms "
-              f"({figure['state_mb']:.1f} MB of state and {figure['chunk_kb']:.0f} kB of chunk "
-              "each)")
     return result
 
 
@@ -608,28 +606,154 @@ def sync_cells(figure: dict) -> str:
             f" % ({100 * figure['peak_chance_within_1']:.0f} %)")
 
 
-class StandInWorker:
-    """A worker that renders nothing: it yields the segments of a work at once, each with a
-    chunk and a state of the sizes a real segment at the spec's picture size has."""
-
-    def render(self, spec, samples, work):
-        """The work's segments, as a render.Renderer would yield them."""
-        from music2video.engine.renderer import Finished
-
-        width, height = spec.size
-        latent = torch.zeros(1, 256, height // 16, width // 16)  # f16-16384's latent
-        state = {"optimiser": {"z": latent, "state": {0: {"exp_avg": latent.clone(),
-                                                          "exp_avg_sq": latent.clone()}}},
-                 "image": torch.zeros(1, 3, height, width), "iteration": 0}
-        chunk = bytes(width * height // 2)  # about an H.264 chunk of half a second at crf 17
-        for index in range(work.first, work.last + 1):
-            yield Finished(work.job, work.section, index, chunk, bytes(20_000),
-                           {**state, "segment": index}, True)
+def traffic(states: tuple[int, ...] = (1, 30)) -> dict:
+    """ray_overhead at 256x256 and 512x512, with a state on every segment (as until issue 19)
+    and on every 30th (what STATE_SECONDS gives at a segment a second); prints a line each."""
+    figures = {}
+    for side in (256, 512):
+        for every in states:
+            figure = ray_overhead(side, state_every=every)
+            figures[f"{side}x{side}, state every {every}"] = figure
+            print(f"{side}x{side}, a state every {every} segment(s): "
+                  f"{figure['kb_per_segment']:.0f} kB and {figure['ms_per_segment']:.1f} ms of "
+                  "the driver per segment", flush=True)
+    return figures
 
 
-def ray_overhead(side: int, segments: int = 100) -> dict:
-    """Ray's own cost per finished segment: a stand-in worker's segments (real payload sizes
-    at side x side) through a local Ray instance, per segment, after the task has started."""
+def frame_changes(video: Path) -> np.ndarray:
+    """The mean absolute difference (of 255) between each frame of a video and the one before."""
+    from music2video import ffmpeg
+
+    previous, changes = None, []
+    for frame in ffmpeg.read_frames(video):
+        frame = frame.astype(np.int16)
+        if previous is not None:
+            changes.append(float(np.abs(frame - previous).mean()))
+        previous = frame
+    return np.array(changes)  # (frames - 1,)
+
+
+def seam_figures(video: Path, manifest: dict) -> dict:
+    """How far the picture moves from one frame to the next at the section seams, against the
+    ordinary beat cuts inside sections and every frame; the sections' shares of the steps."""
+    changes = frame_changes(video)
+    segments, sections = manifest["segments"], manifest["sections"]
+    seams = {segments[first]["frame_start"] for first, _ in sections[1:]}
+    cuts = {s["frame_start"] for s in segments[1:] if s["frame_end"] > s["frame_start"]} - seams
+    at = lambda frames: changes[[f - 1 for f in sorted(frames) if 0 < f <= len(changes)]]  # noqa: E731
+    steps = [sum(segments[k]["iterations"] for k in range(a, b + 1)) for a, b in sections]
+    return {"sections": len(sections), "largest_share": max(steps) / sum(steps),
+            "seam": float(at(seams).mean()) if seams else None,
+            "seam_max": float(at(seams).max()) if seams else None,
+            "beat_cut": float(at(cuts).mean()), "beat_cut_median": float(np.median(at(cuts))),
+            "every_frame": float(changes.mean())}
+
+
+def structured_song(seconds: float, sr: int, part: float = 30.0) -> np.ndarray:
+    """A song of parts that change tempo, key and texture every `part` seconds (demo sounds)."""
+    from music2video.testing import demo
+
+    parts, t = [], 0.0
+    for k in range(int(np.ceil(seconds / part))):
+        length = min(part, seconds - t)
+        bpm = (120, 96, 140, 108)[k % 4]
+        parts.append(demo.tonal_song(length, bpm, sr, start=0.0, seed=k) if k % 3 != 2
+                     else demo.pulse_tones(length, bpm, sr, start=0.0) + 0.3 * demo.click_track(
+                         length, bpm, sr, start=0.0, seed=k))
+        t += length
+    return np.concatenate(parts).astype(np.float32)
+
+
+def balance(seconds: tuple = (180, 240, 270, 290, 300, 441),
+            requests: tuple = (2, 4, 8, 16, 64, "auto")) -> dict:
+    """Plans generated songs (structured_song) as generate.py does at -ips 0, without rendering:
+    each request's sections, the largest one's share of the steps, and each section's steps
+    with its warm-ups (50 after the first; 50 more before the last, for the next one's
+    opening, where this tree cross-fades). Run with PYTHONPATH at another tree's music2video/
+    to plan as it did."""
+    import inspect
+
+    from music2video.engine import renderer
+    from music2video.song import audio, sections
+    from music2video.song import segments as schedule
+
+    fades = "_opening" in dict(inspect.getmembers(renderer.Renderer))
+    sr, plans = 16000, {}
+    for length in seconds:
+        y = structured_song(float(length), sr)
+        bounds = schedule.beat_bounds(audio.beat_times(y, sr), float(length))
+        segs = schedule.beat_schedule(bounds, [], 30.0, 0.0, audio.loudness(y, sr))
+        total = sum(s.iterations for s in segs)
+        for request in requests:
+            plan = sections.sections_for(y, sr, segs, request)
+            steps = [sum(segs[k].iterations for k in s.segments) for s in plan]
+            costs = [n + 50 * (i > 0) + 50 * (fades and i < len(plan) - 1)
+                     for i, n in enumerate(steps)]
+            plans[f"{length}/{request}"] = {"sections": len(plan), "largest": max(steps) / total,
+                                            "steps": total, "segments": len(segs),
+                                            "costs": costs}
+            print(f"{length} s, --sections {request}: {len(plan)} sections, the largest "
+                  f"{100 * max(steps) / total:.1f} % of {total} steps", flush=True)
+    return {"balance": plans}
+
+
+def seams(args) -> dict:
+    """A generated song of args.song_seconds rendered with --sections args.sections twice (tiny
+    models, in one process): sections cut as now with their ends cross-faded, and as cuts (the
+    fade off); the seam and beat-cut figures of each."""
+    from music2video.driver.folder import MANIFEST
+    from music2video.testing import demo
+
+    sr, runs = 22050, {}
+    with tempfile.TemporaryDirectory(prefix="m2v-seams-") as tmp:
+        tmp = Path(tmp)
+        flags = _tiny_flags(tmp / "models")
+        song = demo.encode_audio(structured_song(args.song_seconds, sr), sr, tmp / "song.mp3")
+        for name, seam in (("cross-faded", None), ("cut", 0.0)):
+            out = tmp / name / "v.png"
+            run = ["-ap", song, "-o", out, "-s", *map(str, args.size), "-cuts", str(args.cuts),
+                   "-ips", f"{args.ips:g}", "--sections", str(args.sections), "--precision",
+                   "fp32", "-se", "0", "-sd", "0", "-q", *flags]
+            wall, _ = _generate(run, tmp / "stderr.txt", seam)
+            manifest = json.loads((out.with_suffix("") / MANIFEST).read_text())
+            runs[name] = {**seam_figures(out.with_suffix(".mp4"), manifest), "wall_s": wall}
+            print(f"{name}: {json.dumps(runs[name])}", flush=True)
+    return {"seams": runs, "song_seconds": args.song_seconds, "sections": args.sections,
+            "size": args.size, "cuts": args.cuts, "ips": args.ips}
+
+
+def stand_in_worker(state_every: int):
+    """The class of a worker that renders nothing: it yields the segments of a work at once,
+    each with a chunk of the size a real one has at the spec's picture size, and the state (of
+    its real size) with every `state_every`-th segment and the work's last."""
+    from music2video.driver.workers import Worker
+    from music2video.engine.renderer import Finished
+
+    class StandInWorker(Worker):
+        def render(self, spec, samples, work):
+            width, height = spec.size
+            latent = torch.zeros(1, 256, height // 16, width // 16)  # f16-16384's latent
+            state = {"optimiser": {"z": latent, "state": {0: {"exp_avg": latent.clone(),
+                                                              "exp_avg_sq": latent.clone()}}},
+                     "image": torch.zeros(1, 3, height, width), "iteration": 0}
+            chunk = bytes(width * height // 2)  # about an H.264 chunk of half a second, crf 17
+            for index in range(work.first, work.last + 1):
+                keep = (index - work.first + 1) % state_every == 0 or index == work.last
+                yield Finished(work.job, work.section, index, chunk, bytes(20_000),
+                               {**state, "segment": index} if keep else None, True)
+
+    return StandInWorker
+
+
+def ray_overhead(side: int, segments: int = 100, state_every: int = 1) -> dict:
+    """What one finished segment costs between a worker and the run folder: the bytes that
+    cross from the worker (pickled events), and the driver's time per segment to receive it
+    and write it down (chunk, thumbnail, state when it has one, journal: RunFolder.record),
+    after the task has started. A stand-in worker yields real payload sizes at side x side
+    through a local Ray instance; state_every 1 is how every segment came back until issue 19."""
+    import pickle
+
+    from music2video.driver.folder import RunFolder
     from music2video.driver.workers import RayScheduler
     from music2video.engine.renderer import Finished, RenderSpec, Work
     from music2video.song.segments import Segment
@@ -637,20 +761,31 @@ def ray_overhead(side: int, segments: int = 100) -> dict:
     plan = tuple(Segment(k, k / 2, (k + 1) / 2, 1, 15 * k, 15 * (k + 1)) for k in range(segments))
     spec = RenderSpec(weights=None, device="cpu", size=(side, side), segments=plan, seed=0,
                       sr=16000, fps=30, precision="fp32", threads=1)
-    scheduler = RayScheduler("local", 1, worker=StandInWorker)
-    try:
-        events = scheduler.run({0: (spec, np.zeros(1, np.float32))},
-                               [Work(0, 0, 0, segments - 1, write=frozenset(range(segments)))])
-        first = next(events)
-        t = time.perf_counter()
-        rest = [event for event in events if isinstance(event, Finished)]
-        seconds = time.perf_counter() - t
-    finally:
-        scheduler.close()
-    import pickle
-
-    return {"ms_per_segment": 1000 * seconds / len(rest), "segments": len(rest) + 1,
-            "state_mb": len(pickle.dumps(first.state)) / 2**20, "chunk_kb": len(first.chunk) / 1000}
+    scheduler = RayScheduler("local", 1, worker=stand_in_worker(state_every))
+    with tempfile.TemporaryDirectory(prefix="m2v-traffic-") as tmp:
+        folder = RunFolder(Path(tmp) / "run")
+        manifest = folder.open({}, list(plan), [(0, segments - 1)], False, 0, {}, {"fps": 30})
+        sent, count, state = 0, 0, 0
+        try:
+            events = scheduler.run({0: (spec, np.zeros(1, np.float32))},
+                                   [Work(0, 0, 0, segments - 1, write=frozenset(range(segments)))])
+            first = next(events)
+            t = time.perf_counter()
+            for event in [first, *events]:
+                if not isinstance(event, Finished):
+                    continue
+                if event is not first:
+                    count += 1
+                sent += len(pickle.dumps(event))
+                state = max(state, len(pickle.dumps(event.state)) if event.state else 0)
+                folder.record(manifest, event.index, event.chunk, event.thumb, 0, event.state)
+            seconds = time.perf_counter() - t
+        finally:
+            scheduler.close()
+            folder.unlock()
+    return {"ms_per_segment": 1000 * seconds / count, "segments": segments,
+            "state_every": state_every, "kb_per_segment": sent / segments / 1000,
+            "state_mb": state / 2**20, "chunk_kb": len(first.chunk) / 1000}
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -682,6 +817,17 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--scaling", action="store_true",
                    help="the demo song on 1 and 2 workers (tiny models, Ray) instead; use --size, "
                         "--cuts, --ips, --sections")
+    p.add_argument("--traffic", action="store_true",
+                   help="bytes and driver time per segment, a state every segment against every "
+                        "30th (Ray, stand-in worker) instead")
+    p.add_argument("--seams", action="store_true",
+                   help="a generated song with --sections N, cross-faded against cut: the picture's "
+                        "change at seams and at beat cuts (tiny models) instead; use --size, "
+                        "--cuts, --ips, --sections, --song_seconds")
+    p.add_argument("--song_seconds", type=float, default=270, help="song length for --seams")
+    p.add_argument("--balance", action="store_true",
+                   help="plan generated songs of several lengths into sections (no rendering): "
+                        "the largest section's share of the steps, instead")
     p.add_argument("--ips", type=float, default=10, help="steps per second of song for --scaling")
     p.add_argument("--sections", type=int, default=4, help="sections for --scaling")
     p.add_argument("--sync", action="store_true",
@@ -701,7 +847,8 @@ def main(argv=None) -> dict:
     args = get_parser().parse_args(argv)
     device = torch.device(args.device)
     reason = f"--precision {args.precision}"
-    if args.precision == "auto" and not (args.memory or args.scaling or args.sync):
+    if args.precision == "auto" and not (args.memory or args.scaling or args.sync or args.traffic
+                                         or args.seams or args.balance):
         choice = precision.decide(device, args.size, args.cuts)
         args.precision, reason = choice.precision, f"auto: {choice.reason}"
         print(f"precision {args.precision} ({reason})", flush=True)
@@ -711,6 +858,12 @@ def main(argv=None) -> dict:
         result = scaling(args)
     elif args.sync:
         result = sync_table(args)
+    elif args.traffic:
+        result = traffic()
+    elif args.seams:
+        result = seams(args)
+    elif args.balance:
+        result = balance()
     elif args.levers:
         result = levers(args)
     else:

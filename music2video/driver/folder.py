@@ -216,7 +216,8 @@ def _field_problem(manifest: dict) -> str | None:
         frame = r["frame_end"]
     settings = manifest["settings"]
     if not isinstance(settings.get("precision", ""), str) or not (
-            _is_int(settings.get("threads", 1)) and settings.get("threads", 1) >= 1):
+            _is_int(settings.get("threads", 1)) and settings.get("threads", 1) >= 0) or not (
+            _is_number(settings.get("seam_seconds", 0), 0)):
         return "bad settings"
     for key in ("audio_path", "video"):
         if not isinstance(manifest.get(key, ""), str):
@@ -311,13 +312,23 @@ class RunFolder:
                     lines.append(record)
         return lines
 
-    def done(self) -> set[int]:
-        """Indices of the segments the journal records as finished (a torn last line is skipped)."""
-        done = set()
+    def entries(self) -> list[dict]:
+        """The journal's records of finished segments, in order: {"segment": k, ...}."""
+        found = []
         for record in self._journal_lines():
             with contextlib.suppress(ValueError, TypeError, KeyError):
-                done.add(int(record["segment"]))
-        return done
+                found.append({**record, "segment": int(record["segment"])})
+        return found
+
+    def done(self) -> set[int]:
+        """Indices of the segments the journal records as finished (a torn last line is skipped)."""
+        return {entry["segment"] for entry in self.entries()}
+
+    def setups(self) -> dict[int, dict]:
+        """{section: its journal entry}: the threads and precision each section that wrote a
+        segment rendered with, and which worker did (journals of older runs record neither)."""
+        return {e["section"]: e for e in self.entries()
+                if _is_int(e.get("section")) and _is_int(e.get("threads"))}
 
     def ledger(self) -> dict[str, dict]:
         """What each invocation of the run had spent when it last wrote a segment down: its id ->
@@ -573,9 +584,10 @@ class RunFolder:
 
     def record(self, manifest: dict, index: int, chunk: bytes | None, thumb: bytes | None,
                section: int | None = None, state: dict | None = None,
-               spent: dict | None = None) -> None:
+               spent: dict | None = None, extra: dict | None = None) -> None:
         """Writes a finished segment: its chunk, thumbnail and section state, then the journal
-        (with what this invocation has spent so far, `spent`: {run, wall, render, steps}).
+        (with what this invocation has spent so far, `spent`: {run, wall, render, steps}, and
+        `extra` facts: its section, threads, precision, worker).
 
         In that order, so a segment the journal lists always has its files."""
         self.check_present()
@@ -588,12 +600,13 @@ class RunFolder:
             write_bytes(self.path / thumb_name(index, len(manifest["segments"])), thumb)
         if state is not None:
             self.save_state(section, state)
-        self.journal(index, spent)
+        self.journal(index, spent, extra)
 
-    def journal(self, index: int, spent: dict | None = None) -> None:
+    def journal(self, index: int, spent: dict | None = None, extra: dict | None = None) -> None:
         """Appends a finished segment to the journal, durably (after a line a crash tore, on a
-        line of its own); `spent` ({run, wall, render, steps}) goes with it for the report."""
-        entry = {"segment": index}
+        line of its own); `spent` ({run, wall, render, steps}) goes with it for the report, and
+        `extra` facts about it (its section, threads, precision, worker)."""
+        entry = {"segment": index, **(extra or {})}
         if spent:
             entry |= {"run": spent["run"],
                       "spent": {key: spent[key] for key in ("wall", "render", "steps")}}

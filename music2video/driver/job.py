@@ -100,6 +100,7 @@ class Job:
         self.board = storyboard.Storyboard(outputs.storyboard, manifest["segments"],
                                            title=plan.song.path.name, every=BOARD_SECONDS)
         done = folder.done()
+        self.resumed = bool(done)  # it goes on from an earlier invocation's segments
         if done:
             self.board.update(saved_pictures(folder.path, manifest, done))
             self.board.write()
@@ -136,6 +137,7 @@ class Job:
         are whole are not rewritten."""
         done = self.folder.done()
         records, works = self.manifest["segments"], []
+        setups = self.folder.setups()
         states = [self.folder.load_state(section) for section in range(len(self.plan.sections))]
         unjournaled = {state["segment"] for state in states if state} - done
         bad = self.folder.chunk_problems([records[k] for k in sorted(done | unjournaled)
@@ -150,12 +152,14 @@ class Job:
             needs = {k for k in range(first, last + 1) if k not in done} | missing
             tail = {k for k in needs if k > reached}
             head = needs - tail
+            setup = setups.get(section, {})  # what the section began with, kept
+            fixed = {"threads": setup.get("threads"), "precision": setup.get("precision")}
             if tail:
                 works.append(Work(self.index, section, reached + 1, max(tail), state,
-                                  frozenset(tail)))
+                                  frozenset(tail), **fixed))
             if head:
                 works.append(Work(self.index, section, first, max(head), None, frozenset(head),
-                                  repair=True))
+                                  repair=True, **fixed))
             self.left |= needs
         lost = {k: why for k, why in bad.items() if k in done}
         if lost:
@@ -182,8 +186,10 @@ class Job:
         if event.peak_gpu_mb is not None:
             self.peak_gpu_mb = max(self.peak_gpu_mb or 0.0, event.peak_gpu_mb)
         if event.wanted:
+            facts = {"section": event.section, "threads": event.threads,
+                     "precision": event.precision, **(event.worker or {})}
             self.folder.record(self.manifest, event.index, event.chunk, event.thumb,
-                               event.section, state, self.spent())
+                               event.section, state, self.spent(), facts)
             self.left.discard(event.index)
             self.log(segment_line(self.plan.segments[event.index], len(self.plan.segments)),
                      detail=True)
@@ -243,16 +249,21 @@ class Job:
         out = self.outputs
         fps = self.manifest.get("output_video_fps") or self.manifest["fps"]  # the file's rate
         ledger = self.folder.ledger() | {self.run_id: {**self.spent(), "render": render_seconds}}
+        workers = report.workers(self.folder.entries())
+        used = sorted({str(w["precision"]) for w in workers})  # 'auto' was decided per section
+        precision = self.spec.precision if self.spec.precision != "auto" or not used else \
+            "/".join(used)
         rep = report.build(
             song=self.plan.song.path, song_seconds=self.plan.song.duration, video=out.video,
             fps=fps, segments=self.manifest["segments"], lyrics=self.plan.lyrics,
             lyrics_given=self.plan.lyrics_given, steps=self.plan.steps,
-            steps_this_run=self.steps_this_run, render_seconds=render_seconds,
+            steps_this_run=self.steps_this_run, resumed=self.resumed,
+            render_seconds=render_seconds,
             wall_seconds=time.monotonic() - self.started, device=self.spec.device,
-            precision=self.spec.precision,
+            precision=precision,
             outputs={"video": out.video, "storyboard": out.storyboard, "subtitles": srt,
                      "run_dir": self.folder.path, "report": self.folder.path / REPORT},
-            seed=self.manifest["seed"], totals=report.add_up(ledger.values()))
+            seed=self.manifest["seed"], totals=report.add_up(ledger.values()), workers=workers)
         if self.peak_gpu_mb is not None:
             rep["peak_gpu_mb"] = self.peak_gpu_mb  # measured where the steps ran
         song = self.plan.song
@@ -267,9 +278,13 @@ class Job:
 
 
 def work_steps(job: Job, work: Work) -> int:
-    """Steps a piece of work renders, its section's warm-up included."""
-    warm = job.spec.warmup if work.first > 0 and work.state is None else 0
-    return work_cost(job.spec, work) + warm
+    """Steps a piece of work renders, its section's warm-up included, and the next section's
+    opening when the work ends its section with a cross-fade."""
+    spec = job.spec
+    warm = spec.warmup if work.first > 0 and work.state is None else 0
+    fades = (spec.seam and work.section + 1 < len(spec.sections)
+             and work.last == spec.sections[work.section][1])
+    return work_cost(spec, work) + warm + (spec.warmup if fades else 0)
 
 
 class ProgressLines:
@@ -303,10 +318,17 @@ def progress(total: int, initial: int, quiet: bool):
 
 
 def render_jobs(jobs: list[Job], scheduler, quiet: bool, estimate=None) -> dict[int, str]:
-    """Renders every job's remaining work and finishes each song as its last segment arrives;
-    `estimate(costs)`, when given, is the line said before the first step.
+    """Renders every job's remaining work and finishes each song as its last segment arrives:
+    joined, its storyboard and report written on a thread of its own, so other songs' segments
+    keep arriving meanwhile; `estimate(costs)`, when given, is the line said before the first
+    step.
 
-    Returns {job index: error line} for the songs that failed."""
+    Returns {job index: error line} for the songs that failed. When the workers stop for good
+    (no worker left, the cluster's head lost), every song not finished gets that line."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .workers import SchedulerError
+
     plans = {job.index: job for job in jobs}
     works, done_steps = [], 0
     for job in jobs:
@@ -318,7 +340,6 @@ def render_jobs(jobs: list[Job], scheduler, quiet: bool, estimate=None) -> dict[
             job.log(f"{job.name}: resuming: {done} of {len(job.plan.segments)} segments are done")
     errors: dict[int, str] = {}
     total = done_steps + sum(work_cost(plans[w.job].spec, w) for w in works)
-
     started = time.monotonic()
     for job in jobs:
         job.render_started = started
@@ -329,24 +350,32 @@ def render_jobs(jobs: list[Job], scheduler, quiet: bool, estimate=None) -> dict[
         except UserError as err:
             errors[job.index] = str(err)
 
-    for job in jobs:
-        if job.finished_before():
-            job.log(f"{job.name}: already done: {job.outputs.video} (--overwrite renders it "
-                    "again)")
-        elif job.complete:
-            finish(job)
-    if estimate is not None and works:
-        say(quiet, estimate([work_steps(plans[w.job], w) for w in works]))
     specs = {w.job: (plans[w.job].spec, plans[w.job].plan.song.samples) for w in works}
-    with progress(total, done_steps, quiet) as bar:
-        for event in scheduler.run(specs, works):
-            job = plans[event.job]
-            job.handle(event)
-            if isinstance(event, Progress):
-                bar.update(event.steps)
-                continue
-            if isinstance(event, Failed):
-                errors[job.index] = event.message
-            elif job.complete and isinstance(event, Finished) and event.wanted:
-                finish(job)
+    finishing = []
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="finish") as pool, \
+            progress(total, done_steps, quiet) as bar:
+        for job in jobs:
+            if job.finished_before():
+                job.log(f"{job.name}: already done: {job.outputs.video} (--overwrite renders it "
+                        "again)")
+            elif job.complete:
+                finishing.append(pool.submit(finish, job))
+        if estimate is not None and works:
+            say(quiet, estimate([work_steps(plans[w.job], w) for w in works]))
+        try:
+            for event in scheduler.run(specs, works):
+                job = plans[event.job]
+                job.handle(event)
+                if isinstance(event, Progress):
+                    bar.update(event.steps)  # below 0: a lost worker's steps, rendered again
+                elif isinstance(event, Failed):
+                    errors[job.index] = event.message
+                elif job.complete and isinstance(event, Finished) and event.wanted:
+                    finishing.append(pool.submit(finish, job))
+        except SchedulerError as err:
+            for job in jobs:
+                if not job.complete and job.index not in errors:
+                    errors[job.index] = str(err)
+    for future in finishing:
+        future.result()  # a bug in finishing a song is a traceback, as before
     return errors

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from .workers import Placement
 
 LYRICS_SUFFIXES = (".csv", ".lrc", ".srt")
+SEAM_SECONDS = 0.5  # a section's last half second cross-fades into the next section's opening
 DEFAULT_OUTPUT = Path("outputs/output.png")  # the seed's -o; without -o, outputs/<song name>.*
 
 
@@ -178,14 +179,18 @@ def device_memory(device) -> int | None:
     return None
 
 
-def choose_settings(precision: str, sections: int) -> dict:
-    """Settings a new run fixes and a resume keeps: precision and CPU threads per worker.
+def choose_settings(precision: str, sections: int, cluster: bool) -> dict:
+    """Settings a new run fixes and a resume keeps: precision, CPU threads per section, and how
+    long a section's end cross-fades into the next one's opening.
 
     CPU results depend on the thread count, so it comes from the plan (cores / sections), never
-    from the number of workers."""
+    from the number of workers. On a cluster the cores are each worker's own (threads 0), and
+    --precision auto is decided where each section renders: the journal keeps both per section,
+    so a resume renders each section as it began."""
     import torch
 
-    return {"precision": precision, "threads": max(1, torch.get_num_threads() // sections)}
+    threads = 0 if cluster else max(1, torch.get_num_threads() // sections)
+    return {"precision": precision, "threads": threads, "seam_seconds": SEAM_SECONDS}
 
 
 def run_identity(opts: "Options", song: Path, lyrics: Path | None, paths: dict) -> dict:
@@ -231,8 +236,9 @@ def plan_one(index: int, opts: "Options", song: Path) -> Planned:
 
 
 def render_spec(opts: "Options", planned: Planned, manifest: dict, size, placement, pictures,
-                captions: tuple = ()):
-    """The plain-data description a worker renders this song from."""
+                captions: tuple = (), prints: tuple = ()):
+    """The plain-data description a worker renders this song from (`prints`: the weight files'
+    fingerprints a cluster's workers check theirs against)."""
     from ..engine.modelset import WeightChoice
     from ..engine.motion import Zoom
     from ..engine.renderer import RenderSpec
@@ -252,18 +258,20 @@ def render_spec(opts: "Options", planned: Planned, manifest: dict, size, placeme
         change_prompt_every=opts.change_prompt_every, image_prompts=image_prompts,
         noise_prompts=tuple(zip(opts.noise_prompt_seeds, opts.noise_prompt_weights)),
         zoom=zoom, save_every=opts.save_every, warmup=opts.warmup, compile=opts.compile,
-        deterministic=opts.deterministic, captions=captions, react=opts.react)
+        deterministic=opts.deterministic, captions=captions, react=opts.react,
+        sections=tuple(planned.plan.sections),
+        seam=settings.get("seam_seconds", 0.0), fingerprints=prints)
 
 
 def open_job(opts: "Options", planned: Planned, paths: dict, size, placement, pictures,
-             precision: str):
+             precision: str, prints: tuple = ()):
     """Opens (locks) a song's run folder, resuming or starting it, and makes its Job."""
     from ..output.subtitles import cues as lyric_cues
     from .folder import RunFolder
     from .job import Job
 
     plan, outputs = planned.plan, planned.outputs
-    settings = choose_settings(precision, len(plan.sections))
+    settings = choose_settings(precision, len(plan.sections), on_cluster(placement))
     seed = opts.seed if opts.seed is not None else random.randrange(2**31)
     cues = lyric_cues(plan.lyrics, plan.song.duration)
     info = {"audio_path": str(plan.song.path.resolve()), "video": str(outputs.video.resolve()),
@@ -274,13 +282,22 @@ def open_job(opts: "Options", planned: Planned, paths: dict, size, placement, pi
     manifest = folder.open(run_identity(opts, plan.song.path, planned.lyrics, paths),
                            plan.segments, plan.sections, opts.overwrite, seed, settings, info)
     spec = render_spec(opts, planned, manifest, size, placement, pictures,
-                       tuple(cues) if opts.burn_lyrics else ())
+                       tuple(cues) if opts.burn_lyrics else (), prints)
     job = Job(planned.index, plan, outputs, folder, manifest, spec, opts.quiet, cues,
               opts.burn_lyrics, opts.verbose)
     settings = manifest["settings"]
     job.log(f"{plan.song.path.name}: seed {manifest['seed']}, {settings['precision']} on "
             f"{placement.device}")
+    if on_cluster(placement):
+        kinds = {"auto": "GPUs while it has any, else CPUs", "gpu": "GPUs", "cpu": "CPUs"}
+        job.log(f"rendering on the Ray cluster at {placement.ray}"
+                f"{' (from $RAY_ADDRESS)' if placement.from_env else ''}: {kinds[placement.kind]}")
     return job
+
+
+def on_cluster(placement) -> bool:
+    """Whether the workers run on a Ray cluster (not in this process, nor a local instance)."""
+    return placement.ray not in (None, "local")
 
 
 def run_size(opts: "Options", config: Path) -> tuple[int, int]:
@@ -332,7 +349,7 @@ def generate(opts: "Options", report) -> int:
     The weights are found (or downloaded) before any song is analysed, so a machine without
     them fails in seconds. A song that fails its checks or its render is reported
     (`report(line)`) and skipped; the others go on. Returns how many songs failed."""
-    from ..engine.modelset import WeightChoice, resolve_weights
+    from ..engine.modelset import WeightChoice, fingerprints, resolve_weights
     from .job import say
     from .workers import make_scheduler, place
 
@@ -360,6 +377,7 @@ def generate(opts: "Options", report) -> int:
     if not planned:
         return failed
     pictures = read_pictures(opts, size)
+    prints = fingerprints(paths) if on_cluster(placement) else ()
     sections = sum(len(song.plan.sections) for song in planned)
     if placement.workers > 1 and sections < placement.workers:
         warnings.warn(f"--workers {placement.workers}, but there are {sections} section(s) to "
@@ -371,15 +389,22 @@ def generate(opts: "Options", report) -> int:
         precision = opts.precision
         if precision == "auto":
             choice = scheduler.precision(placement.device, size, opts.num_cuts)
-            precision = choice.precision
-            say(opts.quiet or not opts.verbose, f"precision {precision} (auto: {choice.reason})")
+            if choice is None:
+                say(opts.quiet or not opts.verbose,
+                    "precision auto: decided where each section renders")
+            else:
+                precision = choice.precision
+                say(opts.quiet or not opts.verbose,
+                    f"precision {precision} (auto: {choice.reason})")
         for song in planned:
             for line in plan_lines(song, opts, size):
                 say(opts.quiet and not opts.plan_only, line)
         step = None
         if opts.plan_only or not opts.quiet:
-            spec = render_spec(opts, planned[0], {"seed": opts.seed or 0, "settings": choose_settings(
-                precision, len(planned[0].plan.sections))}, size, placement, pictures)
+            settings = choose_settings(precision, len(planned[0].plan.sections),
+                                       on_cluster(placement))
+            spec = render_spec(opts, planned[0], {"seed": opts.seed or 0, "settings": settings},
+                               size, placement, pictures, prints=prints)
             step = scheduler.step_seconds(spec, planned[0].plan.song.samples)
         if opts.plan_only:
             works = [(song.plan, work_costs(song.plan, opts.warmup)) for song in planned]
@@ -388,7 +413,8 @@ def generate(opts: "Options", report) -> int:
             return failed
         for song in planned:
             try:
-                jobs.append(open_job(opts, song, paths, size, placement, pictures, precision))
+                jobs.append(open_job(opts, song, paths, size, placement, pictures, precision,
+                                     prints))
             except UserError as err:
                 report(name(song.plan.song.path, err))
                 failed += 1
@@ -404,9 +430,11 @@ def generate(opts: "Options", report) -> int:
 
 
 def work_costs(plan: "Plan", warmup: int) -> list[int]:
-    """Steps of each section of a plan rendered from its start (warm-up included)."""
-    return [sum(s.iterations for s in plan.segments[first:last + 1]) + (warmup if first else 0)
-            for first, last in plan.sections]
+    """Steps of each section of a plan rendered from its start: its warm-up, and (all but the
+    last) the next section's opening, made for the cross-fade, included."""
+    last = len(plan.sections) - 1
+    return [sum(s.iterations for s in plan.segments[first:end + 1]) + (warmup if first else 0)
+            + (warmup if k < last else 0) for k, (first, end) in enumerate(plan.sections)]
 
 
 def estimate_line(costs: list[int], placement: "Placement", precision: str,

@@ -1,6 +1,7 @@
 """The set of networks a render needs: which weight files, checked and loaded onto a device."""
 
 import contextlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,10 +42,50 @@ class WeightChoice:
 
     @classmethod
     def of(cls, opts: "Options") -> "WeightChoice":
-        """The weight flags of parsed options."""
-        text = lambda p: None if p is None else str(p)  # noqa: E731
-        return cls(text(opts.vqgan_config), text(opts.vqgan_checkpoint), opts.clip_model,
-                   text(opts.wav2clip_checkpoint), text(opts.checkpoints))
+        """The weight flags of parsed options, every path made absolute here (files, and the
+        weights folder chosen with --checkpoints or $MUSIC2VIDEO_CHECKPOINTS): a worker started
+        in another folder (another node's `ray start`) must find the same files. Without a
+        chosen folder each worker looks in its own ./checkpoints, else its own per-user cache
+        (downloading there), and the fingerprints check that it found the driver's files."""
+        text = lambda p: None if p is None else os.path.abspath(p)  # noqa: E731
+        clip = opts.clip_model
+        if os.path.isfile(clip):  # a checkpoint file rather than one of CLIP's names
+            clip = os.path.abspath(clip)
+        return cls(text(opts.vqgan_config), text(opts.vqgan_checkpoint), clip,
+                   text(opts.wav2clip_checkpoint), text(weights.chosen_dir(opts.checkpoints)))
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """A weight file as the driver has it: what a worker's copy must match."""
+
+    key: str  # 'config', 'ckpt', 'clip' or 'wav2clip'
+    path: str  # absolute
+    size: int
+    sha256: str
+
+
+def fingerprints(paths: dict[str, Path]) -> tuple[Fingerprint, ...]:
+    """The fingerprints of resolved weight files (hashed once per file, see weights.digest)."""
+    return tuple(Fingerprint(key, os.path.abspath(path), Path(path).stat().st_size,
+                             weights.digest(path)) for key, path in sorted(paths.items()))
+
+
+def check_fingerprints(paths: dict[str, Path], expected: tuple) -> None:
+    """Refuses weight files that differ from the driver's (one ModelError line naming the file
+    and this machine); nothing to check when `expected` is empty."""
+    import socket
+
+    for want in expected:
+        path = Path(paths[want.key])
+        size = path.stat().st_size
+        got = weights.digest(path) if size == want.size else None
+        if got != want.sha256:
+            what = (f"{size} bytes, not {want.size}" if got is None
+                    else f"SHA-256 {got[:12]}, not {want.sha256[:12]}")
+            raise ModelError(f"{path} on {socket.gethostname()} is not the driver's file ({what}); "
+                             "give every node the same weights (shared storage, or the same "
+                             "download), then run the same command to resume")
 
 
 @dataclass

@@ -17,9 +17,8 @@ from pathlib import Path
 
 import torch
 
-from ..files import user_cache
+from ..files import CACHE_ENV, cache_folder
 
-CACHE_ENV = "MUSIC2VIDEO_CACHE"  # folder for precision.json (default: files.user_cache())
 # /proc/cpuinfo names of bf16 arithmetic: x86 (AVX-512 BF16, AMX) and Arm (BF16, SVE BF16).
 BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16", "svebf16")
 KEY_FLAGS = (*BF16_FLAGS, "amx_tile", "avx512_fp16")  # the flags that can change the answer
@@ -70,8 +69,31 @@ def cpu_info() -> tuple[str, frozenset[str]]:
 
 
 def cache_path() -> Path:
-    """precision.json in $MUSIC2VIDEO_CACHE, else in the tool's per-user folder."""
-    return Path(os.environ.get(CACHE_ENV) or user_cache()) / "precision.json"
+    """precision.json in this machine's cache folder ($MUSIC2VIDEO_CACHE, else the tool's
+    per-user folder)."""
+    return cache_folder() / "precision.json"
+
+
+def machine_cores() -> int:
+    """The CPU threads torch starts with on this machine, whatever this process's
+    OMP_NUM_THREADS says (Ray sets it to 1 in its workers): the physical cores, counted from
+    sysfs as torch's cpuinfo counts them, else the logical CPUs."""
+    cores = set()
+    for cpu in Path("/sys/devices/system/cpu").glob("cpu[0-9]*"):
+        try:
+            cores.add(((cpu / "topology/physical_package_id").read_text().strip(),
+                       (cpu / "topology/core_id").read_text().strip()))
+        except OSError:
+            continue
+    return len(cores) or os.cpu_count() or 1
+
+
+def hardware(device) -> str:
+    """What a device is, for the report: the GPU's name, else the CPU's model."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return cpu_info()[0] if device.type == "cpu" else device.type
 
 
 def probe_shapes(size: tuple[int, int], cuts: int) -> tuple[tuple[int, int], int]:

@@ -25,12 +25,24 @@ from ..output.subtitles import Burner
 from ..output.video import FrameWriter
 from ..song.segments import Segment, audio_window, frame_sources
 from .guidance import Target, noise_target
-from .modelset import Models, WeightChoice, first_latent, load_models, resolve_weights
+from .modelset import (
+    Models,
+    WeightChoice,
+    check_fingerprints,
+    first_latent,
+    load_models,
+    resolve_weights,
+)
 from .motion import Camera, Zoom, react_track
-from .optimise import Optimiser, to_frame
+from .optimise import Optimiser, autocast, to_frame
+from .precision import decide, machine_cores
 
 PROGRESS_SECONDS = 0.25  # how often progress is reported while a segment renders
 TIMED_STEPS = 2  # steps timed for the estimate before a render, after one untimed step
+# A finished segment carries the state to go on from only at the end of its work, or once this
+# long has passed since the last one did: a worker's death costs at most this much rendering,
+# and the states (1.5 MiB at 256x256, 6 MiB at 512x512) no longer cross the wire per segment.
+STATE_SECONDS = 30.0
 
 
 class RenderError(UserError, RuntimeError):
@@ -57,8 +69,8 @@ class RenderSpec:
     seed: int
     sr: int  # sample rate of the song's samples
     fps: float
-    precision: str  # 'fp32', 'bf16' or 'fp16' (never 'auto' here)
-    threads: int  # CPU threads per worker: CPU results depend on it, so it is fixed per run
+    precision: str  # 'fp32', 'bf16', 'fp16', or 'auto': decided where each section renders
+    threads: int  # CPU threads per section (results depend on it); 0: the worker's cores / sections
     num_cuts: int = 32
     cut_method: str = "latest"
     cut_power: float = 1.0
@@ -80,6 +92,9 @@ class RenderSpec:
     captions: tuple = ()  # subtitles.Cue of the lyrics to burn into the frames (--burn_lyrics)
     react: ReactSettings | None = None  # camera motion on the song's onsets (--react)
     start_iteration: tuple[int, ...] = field(default=())  # global step at each segment's start
+    sections: tuple[tuple[int, int], ...] = ()  # (first, last) segment of each section
+    seam: float = 0.0  # seconds a section's end cross-fades into the next one's opening (0: a cut)
+    fingerprints: tuple = ()  # modelset.Fingerprint of each weight file, as the driver has it
 
     def __post_init__(self):
         if not self.start_iteration:
@@ -98,6 +113,8 @@ class Work:
     state: dict | None = None  # the state after segment first - 1
     write: frozenset = frozenset()  # segments to write down (chunk, thumbnail, journal)
     repair: bool = False  # re-rendering lost chunks: the section's saved state is not replaced
+    threads: int | None = None  # the section's CPU threads, once fixed (None: chosen here)
+    precision: str | None = None  # the section's precision, once fixed (None: from the spec)
 
     def wants(self, index: int) -> bool:
         """Whether segment `index`'s chunk is to be written."""
@@ -131,10 +148,14 @@ class Finished:
     index: int
     chunk: bytes | None  # the H.264 mp4 (None: no frames, or not asked for)
     thumb: bytes | None  # small PNG of its last picture, for the storyboard (when wanted)
-    state: dict  # optimiser state, last picture, global step, segment index
+    state: dict | None  # optimiser state, last picture, global step, segment index (see
+    #                     STATE_SECONDS: None on most segments)
     wanted: bool  # the segment is to be written down (else it was only replayed)
     repair: bool = False  # re-rendered for a lost chunk: its state is not the section's
     peak_gpu_mb: float | None = None  # the worker's peak GPU memory so far (CUDA only)
+    threads: int = 0  # the CPU threads it rendered with
+    precision: str = ""  # the precision it rendered in
+    worker: dict | None = None  # who rendered it: node and hardware (filled in by the scheduler)
 
 
 def work_cost(spec: RenderSpec, work: Work) -> int:
@@ -197,16 +218,40 @@ def alive(pid: int) -> bool:
 
 
 def load_for(spec: RenderSpec, quiet: bool = True) -> Models:
-    """Loads the spec's models on this machine (its own checkpoints folder) and device."""
+    """Loads the spec's models on this machine (its own checkpoints folder) and device, after
+    checking that each weight file is the driver's (when the spec lists their fingerprints)."""
     device = torch.device(spec.device)
-    if device.type == "cpu":
-        torch.set_num_threads(spec.threads)
     if device.type == "cuda":
         torch.backends.cudnn.deterministic = spec.deterministic
         torch.backends.cudnn.benchmark = not spec.deterministic
     paths = resolve_weights(spec.weights, quiet=quiet)
+    check_fingerprints(paths, spec.fingerprints)
     return load_models(paths, device, spec.num_cuts, spec.cut_method, spec.cut_power,
                        spec.augments)
+
+
+@dataclass
+class Fade:
+    """The cross-fade that ends a section: frames start..end-1 blend into the next section's
+    opening picture, so the seam moves no more than a frame inside the fade does."""
+
+    start: int  # first frame of the fade
+    end: int  # one past the section's last frame
+    picture: torch.Tensor | None = None  # (1, 3, H, W) the next section's opening, once made
+
+    def weight(self, frame: int) -> float:
+        """How far frame `frame` has gone towards the next section's picture (0 to 1)."""
+        return (frame - self.start + 1) / (self.end - self.start + 1)
+
+
+def faded(image: torch.Tensor, first: int, count: int, fade: Fade | None) -> Iterator:
+    """(uint8 frame (H, W, 3), its index, repeats) for frames first .. first + count - 1 of a
+    picture: held as one frame before the fade, one frame each inside it."""
+    plain = count if fade is None else max(0, min(count, fade.start - first))
+    if plain:
+        yield to_frame(image, cpu=False), first, plain
+    for frame in range(first + plain, first + count):
+        yield to_frame(image.lerp(fade.picture, fade.weight(frame)), cpu=False), frame, 1
 
 
 class Renderer:
@@ -268,37 +313,48 @@ class Renderer:
             pairs.append((Target(embed_audio(self.models.wav2clip, clip)), goal))
         return pairs
 
-    def _optimiser(self, z: torch.Tensor) -> Optimiser:
+    def _optimiser(self, z: torch.Tensor, precision: str) -> Optimiser:
         """An optimiser over z (the models are prepared, e.g. compiled, only once)."""
         s, m = self.spec, self.models
-        if self.optimiser is None:
+        if self.optimiser is None or self.optimiser.precision != precision:
             self.optimiser = Optimiser(m.vqgan, m.perceptor, z.to(m.device), s.optimiser,
-                                       s.learning_rate, s.init_weight, s.precision,
-                                       compile_mode=s.compile)
+                                       s.learning_rate, s.init_weight, precision,
+                                       compile_mode=s.compile if self.optimiser is None else None)
         else:
             self.optimiser.restart(z.to(m.device))
         return self.optimiser
 
-    def _start(self, work: Work):
+    def setup(self, work: Work) -> tuple[int, str]:
+        """The CPU threads and precision a piece of work renders with: the section's own once
+        fixed, else the spec's, else this worker's (its cores / the song's sections; --precision
+        auto decided on this machine)."""
+        s = self.spec
+        threads = work.threads or s.threads or max(1, machine_cores() // max(1, len(s.sections)))
+        precision = work.precision or s.precision
+        if precision == "auto":
+            precision = decide(self.models.device, s.size, s.num_cuts).precision
+        return threads, precision
+
+    def _start(self, work: Work, precision: str):
         """The optimiser, the continuity picture and the global step at the work's first segment."""
         if work.state is not None:
-            opt = self._optimiser(work.state["optimiser"]["z"])
+            opt = self._optimiser(work.state["optimiser"]["z"], precision)
             opt.load_state_dict(work.state["optimiser"])
             if self.camera:
                 self.camera.load_state_dict(work.state["camera"])
             return opt, work.state["image"].to(self.models.device), work.state["iteration"]
         if self.camera:  # a section's warm-up picture has no earlier pose
             self.camera.load_state_dict({"frame": self.spec.segments[work.first].frame_start})
-        opt = self._optimiser(self.start_latent)
+        opt = self._optimiser(self.start_latent, precision)
         if work.first > 0:  # a section after the first opens on a picture, not on noise
-            self._warm_up(opt, work)
+            self._warm_up(opt, work.section, work.first)
         return opt, None, self.spec.start_iteration[work.first]
 
     def step_seconds(self, steps: int = TIMED_STEPS) -> float:
         """Seconds one step takes here at the run's size, cut-outs and precision: the mean of
         `steps` steps after an untimed one, which pays for first-call setup (the render seeds
         its own random numbers, so timing first changes no frame)."""
-        opt = self._optimiser(self.start_latent)
+        opt = self._optimiser(self.start_latent, self.setup(Work(0, 0, 0, 0))[1])
         goal = [(noise_target(self.spec.seed, 1.0, self.models.embed_dim, self.models.device),
                  1.0)]
         with self._memory_errors():
@@ -310,37 +366,73 @@ class Renderer:
             synchronize(self.models.device)
         return (time.perf_counter() - start) / steps
 
-    def _warm_up(self, opt: Optimiser, work: Work) -> None:
-        """Unrendered steps towards the section's first goals, seeded by the section's index."""
-        torch.manual_seed(section_seed(self.spec.seed, work.section))
-        seg = self.spec.segments[work.first]
+    def _warm_up(self, opt: Optimiser, section: int, first: int) -> None:
+        """Unrendered steps towards a section's first goals, seeded by the section's index."""
+        torch.manual_seed(section_seed(self.spec.seed, section))
+        seg = self.spec.segments[first]
         pairs = self._segment_targets(seg)
-        style = self._style_at(self.spec.start_iteration[work.first])
+        style = self._style_at(self.spec.start_iteration[first])
         n = self.spec.warmup
         for i in range(n):
             opt.step([(t, g.weight_at(0, 1)) for t, g in pairs] + style, i)
 
+    def _opening(self, section: int, precision: str) -> torch.Tensor:
+        """The first picture of a later section (1, 3, H, W), made here as its own worker makes
+        it: the same warm-up from the same start, the picture its first step is computed on."""
+        s, m = self.spec, self.models
+        opt = Optimiser(m.vqgan, m.perceptor, self.start_latent, s.optimiser, s.learning_rate,
+                        s.init_weight, precision)
+        self._warm_up(opt, section, s.sections[section][0])
+        with torch.no_grad(), autocast(m.device, precision):
+            return m.vqgan.synth(opt.z).detach().float()
+
+    def _fade(self, work: Work) -> Fade | None:
+        """The cross-fade at the end of the work's section when another section follows (None:
+        no fade); it acts only on the frames of the section's last moments."""
+        s = self.spec
+        if not s.seam or work.section + 1 >= len(s.sections):
+            return None
+        first, last = s.sections[work.section]
+        end = s.segments[last].frame_end
+        start = max(s.segments[first].frame_start, end - round(s.seam * s.fps))
+        return Fade(start, end) if start < end else None
+
     def render(self, work: Work) -> Iterator:
         """Renders the work's segments, yielding Progress, Preview and Finished events."""
+        threads, precision = self.setup(work)
+        if self.models.device.type == "cpu":
+            torch.set_num_threads(threads)
         with self._memory_errors():
-            opt, previous, iteration = self._start(work)
+            opt, previous, iteration = self._start(work, precision)
+        fade, kept = self._fade(work), time.monotonic()
         for index in range(work.first, work.last + 1):
-            torch.manual_seed(self.spec.seed + index)
             seg = self.spec.segments[index]
+            if (fade and fade.picture is None and work.wants(index) and seg.frames
+                    and seg.frame_end > fade.start):
+                with self._memory_errors():  # before the segment's seed: its stream is its own
+                    fade.picture = self._opening(work.section + 1, precision)
+            torch.manual_seed(self.spec.seed + index)
             with tempfile.TemporaryDirectory(dir=self.scratch) as scratch:
                 path = Path(scratch) / "chunk.mp4" if seg.frames and work.wants(index) else None
-                events = self._segment(seg, opt, previous, iteration, path, work.job)
+                events = self._segment(seg, opt, previous, iteration, path, work.job, fade)
                 with self._memory_errors():
                     previous, iteration = yield from events
                 chunk = path.read_bytes() if path else None
-            state = {"optimiser": on_cpu(opt.state_dict()), "image": previous.cpu(),
-                     "iteration": iteration, "segment": index}
-            if self.camera:
-                state["camera"] = self.camera.state_dict()
+            state = None
+            if index == work.last or time.monotonic() - kept >= STATE_SECONDS:
+                state, kept = self._state(opt, previous, iteration, index), time.monotonic()
             wanted = work.wants(index)
             yield Finished(work.job, work.section, index, chunk,
                            thumbnail_png(previous) if wanted else None, state, wanted, work.repair,
-                           peak_gpu_mb(self.models.device)[0])
+                           peak_gpu_mb(self.models.device)[0], threads, precision)
+
+    def _state(self, opt: Optimiser, previous: torch.Tensor, iteration: int, index: int) -> dict:
+        """What the rest of the section goes on from after segment `index` (on the CPU)."""
+        state = {"optimiser": on_cpu(opt.state_dict()), "image": previous.cpu(),
+                 "iteration": iteration, "segment": index}
+        if self.camera:
+            state["camera"] = self.camera.state_dict()
+        return state
 
     @contextlib.contextmanager
     def _memory_errors(self):
@@ -353,7 +445,8 @@ class Renderer:
             raise RenderError(f"out of memory at -s {self.width} {self.height}, -cuts "
                               f"{self.spec.num_cuts}; use a smaller -s or fewer -cuts") from None
 
-    def _segment(self, seg: Segment, opt: Optimiser, previous, iteration: int, path, job: int):
+    def _segment(self, seg: Segment, opt: Optimiser, previous, iteration: int, path, job: int,
+                 fade: Fade | None = None):
         """Optimises one segment, streaming its frames into `path`; returns (picture, step)."""
         m = self.models
         pairs = self._segment_targets(seg)
@@ -372,7 +465,8 @@ class Renderer:
                 result = opt.step(targets, i)
                 finite &= torch.isfinite(result.loss)
                 if counts[i] and path:
-                    self._frames(writer, result.image, seg.frame_start + written, counts[i])
+                    self._frames(writer, result.image, seg.frame_start + written, counts[i],
+                                 fade)
                 written += counts[i]
                 preview = self._preview(result, iteration, job)
                 if preview is not None:
@@ -398,22 +492,26 @@ class Renderer:
         if frame is not None and self.camera:
             self.camera.move(self.models.vqgan, opt.z, frame)
 
-    def _frames(self, writer: FrameWriter, image: torch.Tensor, first: int, count: int) -> None:
+    def _frames(self, writer: FrameWriter, image: torch.Tensor, first: int, count: int,
+                fade: Fade | None = None) -> None:
         """Queues a step's picture (1, 3, H, W) as frames first .. first + count - 1, each at
         its own camera pose."""
         if self.camera is None:
-            self._write(writer, to_frame(image, cpu=False), first, count)
+            self._write(writer, image, first, count, fade)
             return
         for frame in range(first, first + count):
-            self._write(writer, to_frame(self.camera.show(image, frame), cpu=False), frame, 1)
+            self._write(writer, self.camera.show(image, frame), frame, 1, fade)
 
-    def _write(self, writer: FrameWriter, frame, first: int, count: int) -> None:
-        """Queues a picture as frames first .. first + count - 1, with their burnt-in lyrics."""
-        if self.burner is None:
-            writer.write(frame, count)
-            return
-        for piece, repeat in self.burner.pieces(frame, first, count):
-            writer.write(piece, repeat)
+    def _write(self, writer: FrameWriter, image: torch.Tensor, first: int, count: int,
+               fade: Fade | None = None) -> None:
+        """Queues a picture (1, 3, H, W) as frames first .. first + count - 1, cross-faded where
+        the section's fade is, with their burnt-in lyrics."""
+        for frame, start, repeat in faded(image, first, count, fade):
+            if self.burner is None:
+                writer.write(frame, repeat)
+                continue
+            for piece, times in self.burner.pieces(frame, start, repeat):
+                writer.write(piece, times)
 
     def _preview(self, result, iteration: int, job: int):
         """A Preview every -se steps (else None)."""

@@ -22,6 +22,7 @@ IO_COMMUNITY = "http://mirror.io.community/blob/vqgan/{name}"
 FEED_FORWARD = "https://github.com/mehdidc/feed_forward_vqgan_clip/releases/download/0.1/{name}"
 PIXRAY = "https://github.com/pixray/pixray/releases/download/v1.7.1/{name}"
 STAMPS = ".verified.json"  # in the weights folder: files that passed their check, by size and time
+DIGESTS = "digests.json"  # in this machine's cache folder: weight files' SHA-256 by path, size, time
 WAV2CLIP_URL = ("https://github.com/descriptinc/lyrebird-wav2clip/releases/download/"
                 "v0.1.0-alpha/Wav2CLIP.pt")
 DEFAULT_VQGAN = "vqgan_imagenet_f16_16384"
@@ -254,6 +255,31 @@ def _ensure(file: WeightFile, path: Path, verify, quiet: bool) -> Path:
     if file.sha256 or verify is not None:
         _remember(path, file)
     return path
+
+
+def digest(path: Path) -> str:
+    """SHA-256 of a weights file, read once: kept in this machine's cache folder by its absolute
+    path, size and modification time, so a multi-GB checkpoint is hashed again only when it
+    changes."""
+    from ..files import RunError, cache_folder, write_json
+    from .download import sha256sum
+
+    path = Path(os.path.abspath(path))
+    info = path.stat()
+    stamp = [info.st_size, info.st_mtime_ns]
+    cache = cache_folder() / DIGESTS
+    try:
+        known = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        known = {}
+    known = known if isinstance(known, dict) else {}
+    entry = known.get(str(path))
+    if isinstance(entry, list) and entry[:2] == stamp and len(entry) == 3:
+        return entry[2]
+    value = sha256sum(path)
+    with contextlib.suppress(OSError, RunError):  # not kept: hashed again next time
+        write_json(cache, {**known, str(path): [*stamp, value]})
+    return value
 
 
 def fetch(name: str, root: Path, quiet: bool = False, errors: list | None = None) -> list[Path]:

@@ -13,8 +13,10 @@ Fields of report.json (all plain JSON values):
     lyric_lines_given   lines in the lyrics file (0 without lyrics)
     lyric_lines_used    of those, lines that guide at least one segment
     steps               optimisation steps of the whole plan
-    steps_this_run      steps this process rendered (fewer than `steps` after a resume)
-    resumed             whether this process continued an earlier run
+    steps_this_run      steps this process rendered (after a resume, those left, and those of a
+                        section's start replayed from its last kept state, not written again)
+    resumed             whether this process continued an earlier run (its run folder held
+                        finished segments)
     render_seconds      time the rendering took (the progress bar's elapsed time)
     steps_per_second    steps_this_run / render_seconds (the bar's final rate)
     wall_seconds        time this process took, start to report (loading, rendering, joining)
@@ -30,6 +32,9 @@ Fields of report.json (all plain JSON values):
     totals              over every invocation that worked on the run (a resumed run's earlier
                         ones too): invocations, wall_seconds, render_seconds, steps_rendered
     versions            music2video, torch and Python that wrote this report
+    workers             who rendered the segments, one item per node, hardware, precision and
+                        CPU threads: its sections and segment count (from the run's journal, so
+                        a resumed run lists the earlier run's workers too; [] for older runs)
 """
 
 from __future__ import annotations
@@ -92,12 +97,15 @@ def build(*, song: Path, song_seconds: float, video: Path, fps: float, segments:
           lyrics: list, lyrics_given: int, steps: int, steps_this_run: int,
           render_seconds: float, wall_seconds: float, device: str, precision: str,
           outputs: dict[str, Path | None], seed: int | None = None,
-          totals: dict | None = None) -> dict:
+          totals: dict | None = None, workers: list | None = None,
+          resumed: bool | None = None) -> dict:
     """The report of a finished run; the video's frames are counted from the file itself.
 
     `segments` is the plan (manifest records or schedule.Segments); `lyrics` the lines kept for
     the song and `lyrics_given` how many the file held; `outputs` maps video, storyboard,
-    subtitles, run_dir and report to their paths (None for one not written)."""
+    subtitles, run_dir and report to their paths (None for one not written); `workers` is
+    workers() of the run's journal; `resumed` whether the run folder held finished segments
+    (None: whether fewer steps than the plan's were rendered)."""
     frames, seconds = count_frames(video)
     song_frames = round(song_seconds * fps)
     gpu, gpu_reserved = peak_gpu_mb(device)
@@ -107,7 +115,8 @@ def build(*, song: Path, song_seconds: float, video: Path, fps: float, segments:
         "song_frames": song_frames, "frame_difference": frames - song_frames,
         "segments": len(segments),
         "lyric_lines_given": lyrics_given, "lyric_lines_used": lyric_lines_used(lyrics, segments),
-        "steps": steps, "steps_this_run": steps_this_run, "resumed": steps_this_run < steps,
+        "steps": steps, "steps_this_run": steps_this_run,
+        "resumed": steps_this_run < steps if resumed is None else resumed,
         "render_seconds": render_seconds,
         "steps_per_second": steps_this_run / render_seconds if render_seconds > 0 else None,
         "wall_seconds": wall_seconds,
@@ -117,7 +126,40 @@ def build(*, song: Path, song_seconds: float, video: Path, fps: float, segments:
         "device": str(device), "precision": precision,
         "outputs": {key: _path(path) for key, path in outputs.items()},
         "seed": seed, "totals": totals, "versions": versions(),
+        "workers": list(workers or []),
     }
+
+
+def workers(entries: list[dict]) -> list[dict]:
+    """Who rendered a run's segments, from its journal entries: one item per node, hardware,
+    precision and threads, with the sections it rendered and its segment count."""
+    groups: dict[tuple, dict] = {}
+    for entry in entries:
+        if "hardware" not in entry:
+            continue  # written by an older version
+        key = (entry.get("node"), entry["hardware"], entry.get("precision"), entry.get("threads"))
+        group = groups.setdefault(key, {"node": key[0], "hardware": key[1], "precision": key[2],
+                                        "threads": key[3], "sections": set(), "segments": 0})
+        group["sections"].add(entry.get("section"))
+        group["segments"] += 1
+    return [{**g, "sections": sorted(s for s in g["sections"] if s is not None)}
+            for g in groups.values()]
+
+
+def mixed_line(report: dict) -> str | None:
+    """A summary line naming the hardware when the sections rendered on more than one kind
+    (None otherwise): the same frames hold only on the same hardware."""
+    kinds: dict[str, set] = {}
+    for group in report.get("workers", []):
+        kinds.setdefault(f"{group['hardware']} {group['precision']}", set()).update(
+            group["sections"])
+    if len(kinds) < 2:
+        return None
+    named = "; ".join(f"{kind} (section{'s' if len(sections) > 1 else ''} "
+                      f"{', '.join(str(s + 1) for s in sorted(sections))})"
+                      for kind, sections in sorted(kinds.items()))
+    return (f"mixed hardware: {named}; another run gives the same frames only where each "
+            "section renders on the same hardware")
 
 
 def add_up(spent) -> dict:
@@ -178,5 +220,6 @@ def summary(report: dict) -> list[str]:
         f"{r['steps']} steps{this_run} rendered in {clock(r['render_seconds'])}, {rate}; wall "
         f"{clock(r['wall_seconds'])}, {r['realtime_factor']:.2f}x the song's length",
         f"{memory}; {r['device']}, {r['precision']}",
+        *([mixed_line(r)] if mixed_line(r) else []),
         f"wrote {written}",
     ]

@@ -1,11 +1,12 @@
-"""Sections: runs of whole segments cut at the song's structural changes, one unit of work each.
+"""Sections: runs of whole segments, balanced by steps, cut where the song changes; one unit of
+work each.
 
-A section boundary is a place where the music changes for longer than a bar or two: another
-timbre, key or texture (verse to chorus, into a bridge). It is found on a novelty curve: Foote's
-checkerboard kernel (Gaussian-tapered, KERNEL_SECONDS either side) slid along the diagonal of the
-cosine self-similarity matrix of the song's chroma + MFCC frames. Its peaks rank the boundaries
-by strength; each is then snapped to the nearest segment cut, so it falls on a beat in beats mode
-and on a lyric cut in interpolate mode.
+N sections each hold about 1/N of the song's steps, so N GPUs can share one song evenly. Each
+cut falls on a segment start (a beat in beats mode, a lyric cut in interpolate mode) near its
+even split, at the place in reach where the music changes most for longer than a bar or two:
+another timbre, key or texture (verse to chorus, into a bridge). That change is measured on a
+novelty curve: Foote's checkerboard kernel (Gaussian-tapered, KERNEL_SECONDS either side) slid
+along the diagonal of the cosine self-similarity matrix of the song's chroma + MFCC frames.
 """
 
 import math
@@ -14,7 +15,6 @@ from dataclasses import dataclass
 import librosa
 import numpy as np
 import scipy.ndimage
-import scipy.signal
 
 from ..errors import UserError
 from .audio import HOP_LENGTH, N_FFT
@@ -23,7 +23,8 @@ SECONDS_PER_SECTION = 30.0  # 'auto': one section per this many seconds of song,
 MIN_SECTION_SECONDS = 4.0  # no section is shorter than this (nor than one segment)
 FRAME_SECONDS = 0.15  # analysis frames are pooled to about this length before the novelty
 KERNEL_SECONDS = 10.0  # the checkerboard reaches this far either side, also its taper's sigma
-WEAK_NOVELTY = 0.1  # a peak below this is movement inside a section, not a change of section
+BALANCE = 0.2  # a section holds at most (1 + BALANCE) / N of the steps, where segments allow
+DRIFT = 0.5  # a cut's score given up for lying at its window's edge instead of the even split
 N_MFCC = 20  # MFCCs computed; the 0th (loudness) is left out of the features
 
 
@@ -106,81 +107,56 @@ def novelty(features: np.ndarray, half: int) -> np.ndarray:
     return (diff ** 2).sum(axis=0)  # (frames,)
 
 
-def _fill(chosen: list[float], curve: np.ndarray, step: float, duration: float) -> float | None:
-    """A cut at the strongest change in the middle third of the longest section, if it splits."""
-    edges = [0.0, *sorted(chosen), duration]
-    a, b = max(zip(edges, edges[1:]), key=lambda span: span[1] - span[0])
-    if b - a < 2 * MIN_SECTION_SECONDS - 1e-9:
-        return None
-    margin = max((b - a) / 3, MIN_SECTION_SECONDS)
-    lo = math.ceil((a + margin) / step - 1e-9)
-    hi = min(math.floor((b - margin) / step + 1e-9), len(curve) - 1)
-    if lo > hi:
-        return (a + b) / 2
-    return (lo + int(np.argmax(curve[lo : hi + 1]))) * step
-
-
-def structural_boundaries(samples: np.ndarray, sr: int, count: int) -> list[float]:
-    """Up to `count` boundary times (seconds), strongest first; a prefix of any longer list.
-
-    Boundaries are the novelty peaks of at least WEAK_NOVELTY, strongest first, each at least
-    MIN_SECTION_SECONDS from the song's ends and from every stronger one. When the song has
-    fewer such changes than asked for, the rest split the longest section at the strongest
-    change in its middle third, so a song without structure still gets even sections."""
-    duration = len(samples) / sr
-    if count < 1 or duration < 2 * MIN_SECTION_SECONDS:
-        return []
+def novelty_at(samples: np.ndarray, sr: int, times) -> np.ndarray:
+    """The song's Foote novelty at each time (seconds), as a share of its strongest change
+    (0 to 1; all 0 for a song without any change)."""
     features, step = _features(samples, sr)
     curve = novelty(features, max(1, round(KERNEL_SECONDS / step)))  # (frames,)
-    peaks, _ = scipy.signal.find_peaks(curve, height=WEAK_NOVELTY)
-    chosen: list[float] = []
-    for k in sorted(peaks, key=lambda k: (-curve[k], k)):
-        t = float(k * step)
-        inside = MIN_SECTION_SECONDS <= t <= duration - MIN_SECTION_SECONDS
-        if inside and all(abs(t - c) >= MIN_SECTION_SECONDS for c in chosen):
-            chosen.append(t)
-        if len(chosen) == count:
-            return chosen
-    while len(chosen) < count:
-        t = _fill(chosen, curve, step, duration)
-        if t is None:
+    frames = np.clip(np.round(np.asarray(times, dtype=float) / step).astype(int), 0,
+                     len(curve) - 1)
+    peak = float(curve.max())
+    return curve[frames] / peak if peak > 0 else np.zeros(len(frames))
+
+
+def balanced_cuts(steps: list[int], starts: list[float], scores, count: int, end: float,
+                  min_seconds: float | None = None) -> list[int]:
+    """The segments that open sections 2..count: each cut near j/count of the song's steps.
+
+    Cut j may fall where the steps before it are within BALANCE/2 of one section's share from
+    j shares, so no section holds more than (1 + BALANCE)/count of the steps where the segments
+    are short enough to allow it. In that window it takes the segment start with the best score
+    (the song's change there, 0 to 1) less DRIFT for each window's half-width it lies from the
+    even split; with no segment start in the window, the nearest to it. Cuts are taken in order,
+    each at least min_seconds (None: MIN_SECTION_SECONDS) after the one before and before the
+    song's end; one that cannot be is left out."""
+    min_seconds = MIN_SECTION_SECONDS if min_seconds is None else min_seconds
+    share = sum(steps) / count
+    before = np.concatenate([[0], np.cumsum(steps)])[:-1]  # steps before segment k
+    starts, scores = np.asarray(starts, dtype=float), np.asarray(scores, dtype=float)
+    reach = max(BALANCE / 2 * share, 1e-9)
+    cuts: list[int] = []
+    for j in range(1, count):
+        opened = starts[cuts[-1]] if cuts else 0.0
+        room = np.flatnonzero((starts >= opened + min_seconds - 1e-9)
+                              & (starts <= end - min_seconds + 1e-9))
+        room = room[room > (cuts[-1] if cuts else 0)]
+        if not len(room):
             break
-        chosen.append(float(t))
-    return chosen
+        off = np.abs(before[room] - j * share) / reach  # in half-widths of the window
+        inside = off <= 1 + 1e-9
+        if inside.any():
+            value = scores[room] - DRIFT * off
+            cuts.append(int(room[inside][np.argmax(value[inside])]))  # the earliest of equals
+        else:
+            cuts.append(int(room[np.argmin(off)]))
+    return sorted(set(cuts))
 
 
-def _around(cuts: list[float], t: float) -> list[int]:
-    """Indices into cuts of the cuts either side of t, nearest first (the earlier one on a tie)."""
-    k = int(np.searchsorted(cuts, t))
-    near = [j for j in (k - 1, k) if 0 <= j < len(cuts)]
-    return sorted(near, key=lambda j: (abs(cuts[j] - t), j))
-
-
-def plan_sections(segments: list, boundaries: list[float], count: int | None = None,
-                  min_seconds: float | None = None) -> list[Section]:
-    """Sections tiling the segments in order, cut at the boundaries snapped to segment starts.
-
-    Boundaries are taken in the order given (strongest first), each at the nearer of the two
-    segment starts around it that is not taken and leaves no section shorter than min_seconds,
-    or skipped when neither does. At most `count` sections (None: as many as they give);
-    min_seconds None is MIN_SECTION_SECONDS."""
+def tile(segments: list, cuts: list[int]) -> list[Section]:
+    """Sections tiling the segments in order, a new one opening at each cut (segment index)."""
     if not segments:
         raise ValueError("cannot plan sections for an empty schedule; build the segments first")
-    cuts = [float(s.start) for s in segments[1:]]  # segment k + 1 starts at cuts[k]
-    song_end = float(segments[-1].end)
-    min_seconds = MIN_SECTION_SECONDS if min_seconds is None else min_seconds
-    taken: list[int] = []  # accepted cuts, as indices into cuts
-    for t in boundaries:
-        if count is not None and len(taken) >= count - 1:
-            break
-        times = sorted([0.0, song_end] + [cuts[j] for j in taken])
-        for k in _around(cuts, t):
-            i = int(np.searchsorted(times, cuts[k]))
-            shortest = min(cuts[k] - times[i - 1], times[i] - cuts[k])
-            if k not in taken and shortest >= min_seconds - 1e-9:
-                taken.append(k)
-                break
-    firsts = [0] + sorted(k + 1 for k in taken)
+    firsts = [0, *sorted(cuts)]
     lasts = [f - 1 for f in firsts[1:]] + [len(segments) - 1]
     return [Section(i, first, last, float(segments[first].start), float(segments[last].end))
             for i, (first, last) in enumerate(zip(firsts, lasts))]
@@ -189,13 +165,17 @@ def plan_sections(segments: list, boundaries: list[float], count: int | None = N
 def sections_for(samples: np.ndarray, sr: int, segments: list, request: str | int) -> list[Section]:
     """The song's sections for --sections ('auto' or N); N = 1 runs no analysis.
 
-    N asks for N sections. Where fewer fit, it gets fewer: the cuts stop once no section can be
-    split into two of at least MIN_SECTION_SECONDS (and one segment) each."""
+    N sections each hold about 1/N of the song's steps, cut at segment starts (beats, or lyric
+    cuts) where the song changes most within reach of the even split (balanced_cuts), so N
+    workers can share one song evenly. Where fewer fit, fewer: no section is shorter than
+    MIN_SECTION_SECONDS nor than one segment. Nothing depends on how many workers render them."""
     request = parse_request(request)
     song_end = float(segments[-1].end) if segments else 0.0
     count = auto_count(song_end) if request == "auto" else request
-    if count == 1 or len(segments) < 2:
-        return plan_sections(segments, [])
-    # Every boundary that could fit, so the ones snapping makes unusable have stand-ins.
-    most = math.floor(song_end / MIN_SECTION_SECONDS)
-    return plan_sections(segments, structural_boundaries(samples, sr, most), count)
+    count = min(count, math.floor(song_end / MIN_SECTION_SECONDS + 1e-9), len(segments))
+    if count <= 1:
+        return tile(segments, [])
+    starts = [float(s.start) for s in segments]
+    scores = novelty_at(samples, sr, starts)
+    steps = [s.iterations for s in segments]
+    return tile(segments, balanced_cuts(steps, starts, scores, count, song_end))
