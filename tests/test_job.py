@@ -137,7 +137,7 @@ def test_a_finished_song_is_joined_while_the_next_songs_segments_keep_coming(tmp
         order.append(("finished", job.index))
 
     class Scheduler:
-        def run(self, specs, works):
+        def render(self, specs, works):
             yield Finished(0, 0, 0, video_chunk(15), None, None, wanted=True)
             for k in (0, 1):
                 yield Finished(1, 0, k, video_chunk(15), None, None, wanted=True)

@@ -133,8 +133,8 @@ def test_a_section_cross_fades_into_the_next_sections_opening(spec, samples, ren
     cut = Renderer(replace(spec, sections=plan), samples, renderer.models)
     fade = Renderer(replace(spec, sections=plan, seam=0.2), samples, renderer.models)
     works = [Work(0, 0, 0, 1, write=frozenset({0, 1})), Work(0, 1, 2, 3, write=frozenset({2, 3}))]
-    hard = [f.chunk for w in works for f in finished(cut.run(w))]
-    events = [e for w in works for e in fade.run(w)]
+    hard = [f.chunk for w in works for f in finished(cut.render(w))]
+    events = [e for w in works for e in fade.render(w)]
     soft = [f.chunk for f in finished(events)]
     assert soft[0] == hard[0] and soft[2:] == hard[2:]  # only the last 0.2 s (6 frames) change
     # The opening made on section 0's worker is the picture section 1's first step shows.

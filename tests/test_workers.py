@@ -360,8 +360,8 @@ def test_a_worker_whose_weights_differ_is_refused_naming_node_and_file(cluster, 
     work = Work(0, 0, 0, 1, write=frozenset({0, 1}))
     scheduler = RayScheduler(cluster["address"], 1)
     try:
-        refused = list(scheduler.run({0: (spec, samples)}, [work]))
-        fine = list(scheduler.run({0: (replace(spec, fingerprints=prints), samples)}, [work]))
+        refused = list(scheduler.render({0: (spec, samples)}, [work]))
+        fine = list(scheduler.render({0: (replace(spec, fingerprints=prints), samples)}, [work]))
     finally:
         scheduler.close()
     (failure,) = [e for e in refused if isinstance(e, Failed)]
@@ -609,7 +609,7 @@ def finished(events) -> list:
 def test_each_worker_keeps_going_from_section_to_section(stand_in_scheduler):
     scheduler = stand_in_scheduler["scheduler"]
     jobs = {0: (spec_for(12), np.zeros(1, np.float32))}
-    events = list(scheduler.run(jobs, sections_of(0, 6, 2)))
+    events = list(scheduler.render(jobs, sections_of(0, 6, 2)))
     done = finished(events)
     assert sorted(e.index for e in done) == list(range(12))
     # Six sections on two workers: two actors rendered them all, each holding its networks.
@@ -623,7 +623,7 @@ def test_a_failing_song_stops_alone_and_its_worker_is_replaced(stand_in_schedule
     scheduler = stand_in_scheduler["scheduler"]
     jobs = {job: (spec_for(6), np.zeros(1, np.float32)) for job in (0, 1)}
     works = sections_of(0, 3, 2) + sections_of(1, 3, 2)
-    events = list(scheduler.run(jobs, works))
+    events = list(scheduler.render(jobs, works))
     failures = [e for e in events if isinstance(e, Failed)]
     assert len(failures) == 1 and failures[0].job == 1 and "lower -lr" in failures[0].message
     assert sorted(e.index for e in finished(events) if e.job == 0) == list(range(6))
@@ -635,7 +635,7 @@ def test_a_dead_worker_costs_only_its_segment(stand_in_scheduler):
 
     scheduler = stand_in_scheduler["scheduler"]
     jobs = {2: (spec_for(8), np.zeros(1, np.float32))}
-    events = list(scheduler.run(jobs, sections_of(2, 2, 4)))
+    events = list(scheduler.render(jobs, sections_of(2, 2, 4)))
     done = finished(events)
     assert stand_in_scheduler["marker"].exists()  # a worker died
     assert sorted(e.index for e in done) == list(range(8))  # none lost, none twice

@@ -767,7 +767,7 @@ def ray_overhead(side: int, segments: int = 100, state_every: int = 1) -> dict:
         manifest = folder.open({}, list(plan), [(0, segments - 1)], False, 0, {}, {"fps": 30})
         sent, count, state = 0, 0, 0
         try:
-            events = scheduler.run({0: (spec, np.zeros(1, np.float32))},
+            events = scheduler.render({0: (spec, np.zeros(1, np.float32))},
                                    [Work(0, 0, 0, segments - 1, write=frozenset(range(segments)))])
             first = next(events)
             t = time.perf_counter()

@@ -363,7 +363,7 @@ def render_jobs(jobs: list[Job], scheduler, quiet: bool, estimate=None) -> dict[
         if estimate is not None and works:
             say(quiet, estimate([work_steps(plans[w.job], w) for w in works]))
         try:
-            for event in scheduler.run(specs, works):
+            for event in scheduler.render(specs, works):
                 job = plans[event.job]
                 job.handle(event)
                 if isinstance(event, Progress):

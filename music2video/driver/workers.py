@@ -179,7 +179,7 @@ class InProcess:
         """Seconds a step of the spec takes on this process's worker."""
         return self.worker.step_seconds(spec, samples)
 
-    def run(self, jobs: dict, works: list[Work]) -> Iterator:
+    def render(self, jobs: dict, works: list[Work]) -> Iterator:
         """Yields the events of every work; a job that fails yields Failed and is skipped."""
         failed = set()
         for work in sorted(works, key=lambda w: (w.job, w.first, not w.repair)):
@@ -330,7 +330,7 @@ class RayScheduler:
     Lost capacity never hangs a run: work waits in a queue and goes to whichever worker is free
     (never bound to a worker that has yet to start), a dead worker's section goes back to the
     front of the queue from the last state received, and when no worker is alive and none can
-    start within PLACE_SECONDS, or the cluster's head stops answering, run() raises one
+    start within PLACE_SECONDS, or the cluster's head stops answering, render() raises one
     SchedulerError line (the run folder is resumable). `worker` is the actor's class (tests and
     the benchmark use stand-ins)."""
 
@@ -555,7 +555,7 @@ class RayScheduler:
 
     # ---- the run --------------------------------------------------------------------------
 
-    def run(self, jobs: dict, works: list[Work]) -> Iterator:
+    def render(self, jobs: dict, works: list[Work]) -> Iterator:
         """Yields events as they arrive; a section whose worker died goes on from the last state
         received, on the next free worker (a lost worker costs at most STATE_SECONDS of its
         rendering). Raises SchedulerError when no worker is left or the head is lost."""
