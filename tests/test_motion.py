@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import command
 
 from music2video import options
 from music2video.engine import motion, optimise
@@ -367,15 +368,15 @@ def step_rate_renders(tiny_models):
     class Capture(Renderer):
         """Keeps every frame written, and the frame whose pose each was shown at."""
 
-        def _write(self, writer, frame, first, count):
-            self.frames += [frame.cpu().numpy()] * count
-            super()._write(writer, frame, first, count)
+        def _write(self, writer, image, first, count, fade=None):
+            self.frames += [optimise.to_frame(image).numpy()] * count  # one section: no fade
+            super()._write(writer, image, first, count, fade)
 
-        def _frames(self, writer, image, first, count):
+        def _frames(self, writer, image, first, count, fade=None):
             show = self.camera.show
             self.camera.show = lambda picture, frame: self.poses.append(frame) or show(picture,
                                                                                        frame)
-            super()._frames(writer, image, first, count)
+            super()._frames(writer, image, first, count, fade)
             self.camera.show = show
 
     weights = WeightChoice(str(tiny_models["vqgan_config"]), str(tiny_models["vqgan_checkpoint"]),
@@ -495,8 +496,8 @@ def click_song(tmp_path_factory):
 
 def react_args(out: str, song, model_flags, *extra) -> list[str]:
     """generate.py with --react, one step per frame, tiny models."""
-    return ["-ap", str(song), "-o", out, "-s", "64", "64", "-cuts", "2", "-ips", "30", "-sd", "2",
-            "--precision", "fp32", "-se", "0", "--react", "zoom=0.1,drift=0", *model_flags, *extra]
+    return command(song, out, "--precision", "fp32", "-se", "0", "--react", "zoom=0.1,drift=0",
+                   *extra, models=model_flags, ips=30, seed=2)
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import REPO, decoded_frames, run_script, video_stats, write_lyrics
+from helpers import REPO, command, decoded_frames, run_script, video_stats
 
 from music2video.testing import demo
 
@@ -48,16 +48,10 @@ def two_part_song(tmp_path_factory) -> Path:
     return two_parts(tmp_path_factory.mktemp("s") / "two.mp3", 8.0, 90, 3)
 
 
-@pytest.fixture(scope="module")
-def lyrics_file(tmp_path_factory) -> Path:
-    return write_lyrics(tmp_path_factory.mktemp("lyr") / "two.csv", LYRICS)
-
-
 def args_for(out: str, song: Path, lyrics: Path, model_flags, *extra) -> list[str]:
     """A small generate command with three sections."""
-    return ["-vid", "-o", out, "-ap", str(song), "-lyr", str(lyrics), "-ips", "3", "-s", "64",
-            "64", "-cuts", "2", "-sd", "11", "--sections", "3", "--warmup", "3", "-se", "0",
-            "--precision", "fp32", *model_flags, *extra]
+    return command(song, out, "-vid", "--sections", "3", "--warmup", "3", "-se", "0",
+                   "--precision", "fp32", *extra, lyrics=lyrics, models=model_flags, seed=11)
 
 
 @pytest.fixture(scope="module")
