@@ -401,15 +401,11 @@ def generate(opts: "Options", report) -> int:
                 say(opts.quiet and not opts.plan_only, line)
         step = None
         if opts.plan_only or not opts.quiet:
-            settings = choose_settings(precision, len(planned[0].plan.sections),
-                                       on_cluster(placement))
-            spec = render_spec(opts, planned[0], {"seed": opts.seed or 0, "settings": settings},
-                               size, placement, pictures, prints=prints)
-            step = scheduler.step_seconds(spec, planned[0].plan.song.samples)
+            step = step_seconds(scheduler, opts, planned[0], size, placement, pictures,
+                                precision, prints)
         if opts.plan_only:
-            works = [(song.plan, work_costs(song.plan, opts.warmup)) for song in planned]
-            say(False, estimate_line([c for _, costs in works for c in costs], placement,
-                                     precision, step))
+            costs = [cost for song in planned for cost in work_costs(song.plan, opts.warmup)]
+            say(False, estimate_line(costs, placement, precision, step))
             return failed
         for song in planned:
             try:
@@ -427,6 +423,15 @@ def generate(opts: "Options", report) -> int:
         if job.index in errors:
             report(name(job.plan.song.path, errors[job.index]))
     return failed + len(errors)
+
+
+def step_seconds(scheduler, opts: "Options", planned: Planned, size: tuple[int, int],
+                 placement: "Placement", pictures: tuple, precision: str, prints: tuple) -> float:
+    """Seconds one step of this song's render takes where the work runs (for the estimate)."""
+    settings = choose_settings(precision, len(planned.plan.sections), on_cluster(placement))
+    spec = render_spec(opts, planned, {"seed": opts.seed or 0, "settings": settings}, size,
+                       placement, pictures, prints=prints)
+    return scheduler.step_seconds(spec, planned.plan.song.samples)
 
 
 def work_costs(plan: "Plan", warmup: int) -> list[int]:
