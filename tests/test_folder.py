@@ -321,6 +321,43 @@ def test_record_writes_the_files_before_the_journal(tmp_path):
     assert folder.done() == {2}
 
 
+def test_a_chunk_a_worker_encoded_into_the_folder_is_renamed_not_written_again(tmp_path):
+    run = tmp_path / "run"
+    folder = RunFolder(run)
+    manifest = open_run(folder)
+    token = folder.handoff_token()
+    assert (run / ".music2video").read_text() == token and folder.handoff_token() != token
+    assert RunFolder(run).made_by_tool()  # the marker still marks the folder
+    handed = run.resolve() / ".chunk_1_0a1b2c3d.4242.part.mp4"
+    handed.write_bytes(b"encoded once")
+    inode = handed.stat().st_ino
+    folder.record(manifest, 1, handed, b"thumb", 0)
+    final = run / chunk_name(1, 3)
+    assert final.read_bytes() == b"encoded once" and final.stat().st_ino == inode
+    assert not handed.exists() and folder.done() == {1}
+
+
+def test_only_a_workers_own_chunk_of_that_segment_in_the_folder_is_taken(tmp_path):
+    run = tmp_path / "run"
+    folder = RunFolder(run)
+    manifest = open_run(folder)
+    elsewhere = tmp_path / ".chunk_0_0a1b2c3d.1.part.mp4"  # right name, wrong folder
+    other = run.resolve() / ".chunk_2_0a1b2c3d.1.part.mp4"  # another segment's
+    named = run.resolve() / "notes.mp4"  # not a temporary chunk's name
+    linked = run.resolve() / ".chunk_0_0a1b2c3d.2.part.mp4"  # a link to a user's file
+    for path in (elsewhere, other, named):
+        path.write_bytes(b"x")
+    (tmp_path / "precious.mp4").write_bytes(b"keep")
+    linked.symlink_to(tmp_path / "precious.mp4")
+    for path in (elsewhere, other, named, linked, run.resolve() / ".chunk_0_0a1b2c3d.3.part.mp4"):
+        with pytest.raises(RunError, match=r"^segment 0 came back naming .*rerun the same") as err:
+            folder.record(manifest, 0, path, b"thumb", 0)
+        assert "\n" not in str(err.value)
+    assert all(p.exists() for p in (elsewhere, other, named)) and linked.is_symlink()
+    assert (tmp_path / "precious.mp4").read_bytes() == b"keep"
+    assert not (run / chunk_name(0, 3)).exists() and folder.done() == set()
+
+
 class _FullDisk:
     """A file whose disk fills after `room` bytes: the write stores that much, then fails."""
 

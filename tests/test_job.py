@@ -163,3 +163,14 @@ def test_a_segment_is_journaled_with_who_rendered_it_and_a_resume_keeps_its_setu
     works, _ = make_job(tmp_path, [(0, 2), (3, 5)]).works()
     assert [(w.section, w.threads, w.precision) for w in works] == [(0, None, None),
                                                                    (1, 4, "bf16")]
+
+
+def test_a_chunk_written_in_place_is_kept_and_journaled_as_not_sent(tmp_path, video_chunk):
+    job = make_job(tmp_path, [(0, 1)])
+    handed = (tmp_path / "v").resolve() / ".chunk_1_00ff00ff.77.part.mp4"
+    handed.write_bytes(video_chunk(15))
+    job.handle(Finished(0, 0, 1, None, None, None, wanted=True, chunk_file=str(handed)))
+    job.handle(Finished(0, 0, 0, video_chunk(15), None, None, wanted=True))
+    assert [(e["segment"], e["chunk_sent"]) for e in job.folder.entries()] == [(1, False),
+                                                                                (0, True)]
+    assert not handed.exists() and job.folder.chunk_problems(job.manifest["segments"]) == {}

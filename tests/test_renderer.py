@@ -1,5 +1,7 @@
 """The section renderer: segments in, finished segments (chunk, state) out; sections open on a picture."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ from music2video.engine.modelset import WeightChoice
 from music2video.engine.motion import Zoom
 from music2video.engine.optimise import Optimiser
 from music2video.engine.renderer import (
+    Drop,
     Finished,
     Preview,
     Progress,
@@ -64,6 +67,31 @@ def test_a_section_yields_each_segment_with_its_chunk_and_state(renderer):
     assert {(f.threads, f.precision) for f in done} == {(1, "fp32")}
     assert sum(e.steps for e in events if isinstance(e, Progress)) == 12
     assert [p.iteration for p in events if isinstance(p, Preview)] == [0, 2, 4, 6, 8, 10]
+
+
+def test_a_worker_that_sees_the_run_folder_encodes_its_chunks_into_it(spec, samples, renderer,
+                                                                      tmp_path):
+    """Written once, under a temporary name the driver renames; a folder of the same path that is
+    not the driver's (another token) gets nothing, and the chunks travel as bytes."""
+    from dataclasses import replace
+
+    from music2video.driver.folder import HANDED
+
+    (tmp_path / "proof").write_text("token")
+    work = Work(0, 0, 0, 3, write=frozenset({1, 2}))
+    sent = finished(renderer.render(work))
+    drop = Drop(str(tmp_path), "proof", "token")
+    handed = finished(Renderer(replace(spec, drop=drop), samples, renderer.models).render(work))
+    assert [f.chunk for f in handed] == [None] * 4
+    assert [f.chunk_file is not None for f in handed] == [False, True, True, False]
+    for k in (1, 2):
+        path = Path(handed[k].chunk_file)
+        assert path.parent == tmp_path and int(HANDED.fullmatch(path.name)[1]) == k
+        assert path.read_bytes() == sent[k].chunk  # the same file the bytes would have made
+    elsewhere = replace(spec, drop=Drop(str(tmp_path), "proof", "another folder's token"))
+    again = finished(Renderer(elsewhere, samples, renderer.models).render(work))
+    assert [f.chunk for f in again] == [f.chunk for f in sent]
+    assert all(f.chunk_file is None for f in again) and len(list(tmp_path.iterdir())) == 3
 
 
 def test_only_wanted_chunks_are_encoded_and_the_rest_replayed(renderer):

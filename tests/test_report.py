@@ -185,14 +185,19 @@ def test_the_workers_are_grouped_from_the_journal_and_mixed_hardware_is_named():
     entries += [{"segment": k, "section": k // 2, "threads": 2, "precision": "bf16",
                  "node": "gpu-1", "hardware": "NVIDIA H100"} for k in range(1, 4)]
     entries += [{"segment": 4, "section": 2, "threads": 8, "precision": "fp32", "node": "cpu-1",
-                 "hardware": "AMD EPYC"}]
+                 "hardware": "AMD EPYC", "chunk_sent": True}]
+    entries[1]["chunk_sent"] = False  # written in place
     groups = report.workers(entries)
     assert groups == [
         {"node": "gpu-1", "hardware": "NVIDIA H100", "precision": "bf16", "threads": 2,
-         "sections": [0, 1], "segments": 3},
+         "sections": [0, 1], "segments": 3, "chunks_sent": 0},
         {"node": "cpu-1", "hardware": "AMD EPYC", "precision": "fp32", "threads": 8,
-         "sections": [2], "segments": 1}]
+         "sections": [2], "segments": 1, "chunks_sent": 1}]
     line = report.mixed_line({"workers": groups})
     assert line.startswith("mixed hardware: AMD EPYC fp32 (section 3); NVIDIA H100 bf16 "
                            "(sections 1, 2)") and "same hardware" in line
     assert report.mixed_line({"workers": groups[:1]}) is None
+    # A node that did not see the run folder sent its chunks over the network: one line says so.
+    assert report.sent_line({"workers": groups}).startswith(
+        "1 chunk crossed the network from 1 node that does not see the run folder")
+    assert report.sent_line({"workers": groups[:1]}) is None

@@ -74,6 +74,7 @@ def test_three_sections_tile_the_song_on_segment_cuts(in_process):
     stats = video_stats(in_process["video"])
     assert stats["frames"] == manifest["segments"][-1]["frame_end"]
     assert abs(stats["frames"] / FPS - stats["audio_seconds"]) <= 1 / FPS
+    assert written_in_place(in_process["cwd"] / "o" / "v")
 
 
 def test_two_ray_workers_give_the_same_frames(in_process, tmp_path, two_part_song, lyrics_file,
@@ -84,6 +85,7 @@ def test_two_ray_workers_give_the_same_frames(in_process, tmp_path, two_part_son
     assert decoded_frames(tmp_path / "o" / "v.mp4") == in_process["frames"]
     manifest = json.loads((tmp_path / "o" / "v" / "manifest.json").read_text())
     assert manifest["sections"] == in_process["manifest"]["sections"]
+    assert written_in_place(tmp_path / "o" / "v")  # the Ray workers see this machine's folder
 
 
 def parent_of(pid: int) -> int | None:
@@ -142,6 +144,13 @@ def entries(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
 
 
+def written_in_place(run_dir: Path) -> bool:
+    """Whether every chunk was encoded into the run folder by its worker (renamed there, not
+    sent as bytes and written again), and no temporary chunk is left."""
+    sent = [entry["chunk_sent"] for entry in entries(run_dir) if "chunk_sent" in entry]
+    return bool(sent) and not any(sent) and not list(run_dir.glob(".*.part*"))
+
+
 def journal(run_dir: Path) -> list[int]:
     """The finished segments the run folder records, in the order written."""
     return [entry["segment"] for entry in entries(run_dir)]
@@ -176,6 +185,7 @@ def test_a_killed_worker_costs_at_most_its_segment(in_process, tmp_path, two_par
     written = journal(run_dir)
     assert sorted(set(written)) == list(range(len(in_process["manifest"]["segments"])))
     assert decoded_frames(tmp_path / "o" / "v.mp4") == in_process["frames"]
+    assert written_in_place(run_dir)  # the dead worker's unfinished chunk is not left behind
 
 
 def test_a_killed_driver_resumes_with_another_worker_count(in_process, tmp_path, two_part_song,
@@ -190,6 +200,7 @@ def test_a_killed_driver_resumes_with_another_worker_count(in_process, tmp_path,
     assert result.returncode == 0, result.stderr
     assert "resuming" in result.stdout + result.stderr
     assert decoded_frames(tmp_path / "o" / "v.mp4") == in_process["frames"]
+    assert written_in_place(run_dir)
 
 
 def test_a_batch_with_a_corrupt_song_finishes_the_others(tmp_path, short_song, model_flags):
@@ -327,6 +338,9 @@ def test_a_cluster_renders_the_same_frames(in_process, cluster, tmp_path, two_pa
     assert decoded_frames(tmp_path / "o" / "v.mp4") == in_process["frames"]
     report = json.loads((tmp_path / "o" / "v" / "report.json").read_text())
     assert sum(w["segments"] for w in report["workers"]) == len(in_process["manifest"]["segments"])
+    assert written_in_place(tmp_path / "o" / "v")
+    assert {w["chunks_sent"] for w in report["workers"]} == {0}
+    assert "crossed the network" not in result.stderr
     assert {w["threads"] for w in report["workers"]} == {1}  # 2 cores / 3 sections, each worker
 
 
@@ -533,6 +547,11 @@ def test_the_bench_measures_each_segments_bytes_and_driver_time():
     state_kb = every["state_mb"] * 2**20 / 1000
     assert every["kb_per_segment"] - sparse["kb_per_segment"] == pytest.approx(
         state_kb * 4 / 6, rel=0.1)
+    # chunks encoded into the run folder: their bytes no longer cross, the same file is kept
+    placed = bench.ray_overhead(64, segments=6, state_every=3, in_place=True)
+    assert placed["in_place"] and not sparse["in_place"] and placed["chunk_kb"] == sparse["chunk_kb"]
+    assert sparse["kb_per_segment"] - placed["kb_per_segment"] == pytest.approx(
+        sparse["chunk_kb"], rel=0.1)
 
 
 def stand_in_worker(marker: Path):

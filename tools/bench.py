@@ -606,17 +606,20 @@ def sync_cells(figure: dict) -> str:
             f" % ({100 * figure['peak_chance_within_1']:.0f} %)")
 
 
-def traffic(states: tuple[int, ...] = (1, 30)) -> dict:
-    """ray_overhead at 256x256 and 512x512, with a state on every segment (as until issue 19)
-    and on every 30th (what STATE_SECONDS gives at a segment a second); prints a line each."""
+def traffic(runs: tuple = ((1, False), (30, False), (30, True))) -> dict:
+    """ray_overhead at 256x256 and 512x512 for each (state every, chunks in place): a state on
+    every segment (as until issue 19) or every 30th (what STATE_SECONDS gives at a segment a
+    second), chunks sent as bytes or encoded into the run folder; prints a line each."""
     figures = {}
     for side in (256, 512):
-        for every in states:
-            figure = ray_overhead(side, state_every=every)
-            figures[f"{side}x{side}, state every {every}"] = figure
-            print(f"{side}x{side}, a state every {every} segment(s): "
+        for every, in_place in runs:
+            figure = ray_overhead(side, state_every=every, in_place=in_place)
+            how = "in place" if in_place else "sent"
+            figures[f"{side}x{side}, state every {every}, chunks {how}"] = figure
+            print(f"{side}x{side}, a state every {every} segment(s), chunks {how}: "
                   f"{figure['kb_per_segment']:.0f} kB and {figure['ms_per_segment']:.1f} ms of "
-                  "the driver per segment", flush=True)
+                  f"the driver per segment ({figure['record_ms_per_segment']:.1f} ms writing "
+                  "it down)", flush=True)
     return figures
 
 
@@ -724,10 +727,13 @@ def seams(args) -> dict:
 
 def stand_in_worker(state_every: int):
     """The class of a worker that renders nothing: it yields the segments of a work at once,
-    each with a chunk of the size a real one has at the spec's picture size, and the state (of
-    its real size) with every `state_every`-th segment and the work's last."""
+    each with a chunk of the size a real one has at the spec's picture size (its bytes, or,
+    when the spec has a reachable Drop, a file written and fsynced in the run folder as the
+    renderer's encoder leaves it), and the state (of its real size) with every
+    `state_every`-th segment and the work's last."""
     from music2video.driver.workers import Worker
     from music2video.engine.renderer import Finished
+    from music2video.files import part_path
 
     class StandInWorker(Worker):
         def render(self, spec, samples, work):
@@ -737,35 +743,49 @@ def stand_in_worker(state_every: int):
                                                               "exp_avg_sq": latent.clone()}}},
                      "image": torch.zeros(1, 3, height, width), "iteration": 0}
             chunk = bytes(width * height // 2)  # about an H.264 chunk of half a second, crf 17
+            drop = spec.drop if spec.drop and spec.drop.reachable() else None
             for index in range(work.first, work.last + 1):
                 keep = (index - work.first + 1) % state_every == 0 or index == work.last
-                yield Finished(work.job, work.section, index, chunk, bytes(20_000),
-                               {**state, "segment": index} if keep else None, True)
+                handed = None
+                if drop:
+                    handed = part_path(drop.chunk(index))
+                    with open(handed, "wb") as f:
+                        f.write(chunk)
+                        f.flush()
+                        os.fsync(f.fileno())
+                yield Finished(work.job, work.section, index, None if drop else chunk,
+                               bytes(20_000), {**state, "segment": index} if keep else None,
+                               True, chunk_file=str(handed) if handed else None)
 
     return StandInWorker
 
 
-def ray_overhead(side: int, segments: int = 100, state_every: int = 1) -> dict:
+def ray_overhead(side: int, segments: int = 100, state_every: int = 1,
+                 in_place: bool = False) -> dict:
     """What one finished segment costs between a worker and the run folder: the bytes that
     cross from the worker (pickled events), and the driver's time per segment to receive it
     and write it down (chunk, thumbnail, state when it has one, journal: RunFolder.record),
     after the task has started. A stand-in worker yields real payload sizes at side x side
-    through a local Ray instance; state_every 1 is how every segment came back until issue 19."""
+    through a local Ray instance; state_every 1 is how every segment came back until issue 19;
+    in_place: the worker sees the run folder and encodes its chunks there (the driver renames
+    them), else they cross as bytes."""
     import pickle
 
-    from music2video.driver.folder import RunFolder
+    from music2video.driver.folder import MARKER, RunFolder
     from music2video.driver.workers import RayScheduler
-    from music2video.engine.renderer import Finished, RenderSpec, Work
+    from music2video.engine.renderer import Drop, Finished, RenderSpec, Work
     from music2video.song.segments import Segment
 
     plan = tuple(Segment(k, k / 2, (k + 1) / 2, 1, 15 * k, 15 * (k + 1)) for k in range(segments))
-    spec = RenderSpec(weights=None, device="cpu", size=(side, side), segments=plan, seed=0,
-                      sr=16000, fps=30, precision="fp32", threads=1)
     scheduler = RayScheduler("local", 1, worker=stand_in_worker(state_every))
     with tempfile.TemporaryDirectory(prefix="m2v-traffic-") as tmp:
         folder = RunFolder(Path(tmp) / "run")
         manifest = folder.open({}, list(plan), [(0, segments - 1)], False, 0, {}, {"fps": 30})
-        sent, count, state = 0, 0, 0
+        drop = (Drop(str(folder.path.resolve()), MARKER, folder.handoff_token()) if in_place
+                else None)
+        spec = RenderSpec(weights=None, device="cpu", size=(side, side), segments=plan, seed=0,
+                          sr=16000, fps=30, precision="fp32", threads=1, drop=drop)
+        sent, count, state, writing = 0, 0, 0, 0.0
         try:
             events = scheduler.render({0: (spec, np.zeros(1, np.float32))},
                                    [Work(0, 0, 0, segments - 1, write=frozenset(range(segments)))])
@@ -778,14 +798,21 @@ def ray_overhead(side: int, segments: int = 100, state_every: int = 1) -> dict:
                     count += 1
                 sent += len(pickle.dumps(event))
                 state = max(state, len(pickle.dumps(event.state)) if event.state else 0)
-                folder.record(manifest, event.index, event.chunk, event.thumb, 0, event.state)
+                chunk = Path(event.chunk_file) if event.chunk_file else event.chunk
+                started = time.perf_counter()
+                folder.record(manifest, event.index, chunk, event.thumb, 0, event.state)
+                writing += time.perf_counter() - started
             seconds = time.perf_counter() - t
+            chunk_kb = (folder.path / manifest["segments"][0]["chunk"]).stat().st_size / 1000
+            handed = first.chunk_file is not None
         finally:
             scheduler.close()
             folder.unlock()
-    return {"ms_per_segment": 1000 * seconds / count, "segments": segments,
-            "state_every": state_every, "kb_per_segment": sent / segments / 1000,
-            "state_mb": state / 2**20, "chunk_kb": len(first.chunk) / 1000}
+    return {"ms_per_segment": 1000 * seconds / count,
+            "record_ms_per_segment": 1000 * writing / (count + 1), "segments": segments,
+            "state_every": state_every, "in_place": handed,
+            "kb_per_segment": sent / segments / 1000, "state_mb": state / 2**20,
+            "chunk_kb": chunk_kb}
 
 
 def get_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,5 @@
-"""The run folder: a run's manifest, progress journal, states and chunks, owned by the driver.
+"""The run folder: a run's manifest, progress journal, states and chunks, owned by the driver
+(workers that see it encode chunks into it under temporary names, which the driver renames).
 
     outputs/output/
         manifest.json    identity, seed, settings, the segment and section plan (written at start)
@@ -7,7 +8,8 @@
         chunk_00012.mp4  segment 12's frames
         thumb_00012.png  segment 12's last picture, small (for the storyboard)
         .lock            held (flock) by the run that uses the folder
-        .music2video     made with the folder: only a folder holding it is ever used as a run's
+        .music2video     made with the folder: only a folder holding it is ever used as a run's;
+                         it holds the token that lets a worker see it shares the folder
 
 A run only ever deletes files it made itself: those its manifest lists, or, when the manifest is
 unreadable, files named exactly as a run names them. A folder the tool did not create is never
@@ -41,6 +43,8 @@ VERSION = 2
 OWN_FILE = re.compile(r"(chunk_\d+\.mp4|thumb_\d+\.png|state_s?\d+\.pt|manifest\.json|"
                       r"progress\.jsonl|report\.json|\.(chunk|thumb|state|manifest|progress|report)"
                       r"_?[\w-]*\.\d+\.part(\.\w+)?)")
+# A chunk a worker encoded into the folder (renderer.Drop), waiting for the driver to keep it.
+HANDED = re.compile(r"\.chunk_(\d+)_[0-9a-f]+\.\d+\.part\.mp4")
 
 
 def open_own(path: Path, flags: int) -> int:
@@ -582,12 +586,20 @@ class RunFolder:
         torch.save(state, buffer)
         write_bytes(self.path / state_name(section), buffer.getvalue())
 
-    def record(self, manifest: dict, index: int, chunk: bytes | None, thumb: bytes | None,
-               section: int | None = None, state: dict | None = None,
+    def handoff_token(self) -> str:
+        """A fresh token in the folder's marker: a worker that reads it there sees this folder
+        (not one of the same path on another machine) and encodes its chunks into it."""
+        token = os.urandom(16).hex()
+        write_bytes(self.path / MARKER, token.encode("ascii"))
+        return token
+
+    def record(self, manifest: dict, index: int, chunk: bytes | Path | None,
+               thumb: bytes | None, section: int | None = None, state: dict | None = None,
                spent: dict | None = None, extra: dict | None = None) -> None:
-        """Writes a finished segment: its chunk, thumbnail and section state, then the journal
-        (with what this invocation has spent so far, `spent`: {run, wall, render, steps}, and
-        `extra` facts: its section, threads, precision, worker).
+        """Writes a finished segment: its chunk (its bytes, or the file a worker encoded into
+        this folder: renamed, so it is written once), thumbnail and section state, then the
+        journal (with what this invocation has spent so far, `spent`: {run, wall, render,
+        steps}, and `extra` facts: its section, threads, precision, worker).
 
         In that order, so a segment the journal lists always has its files."""
         self.check_present()
@@ -595,12 +607,31 @@ class RunFolder:
         if record["chunk"]:
             if chunk is None:
                 raise RunError(f"segment {index} came back without its chunk")
-            write_bytes(self.path / record["chunk"], chunk)
+            if isinstance(chunk, Path):
+                self.keep(chunk, record["chunk"], index)
+            else:
+                write_bytes(self.path / record["chunk"], chunk)
         if thumb is not None:
             write_bytes(self.path / thumb_name(index, len(manifest["segments"])), thumb)
         if state is not None:
             self.save_state(section, state)
         self.journal(index, spent, extra)
+
+    def keep(self, handed: Path, name: str, index: int) -> None:
+        """Renames the chunk a worker encoded into this folder to its final name. Only a worker's
+        temporary chunk of this very segment, in this folder, is ever taken."""
+        match = HANDED.fullmatch(handed.name)
+        if (handed.parent != self.path.resolve() or not match or int(match[1]) != index
+                or not _regular(handed)):
+            raise RunError(f"segment {index} came back naming {handed} as its chunk, which is "
+                           "not one this run's workers write; rerun the same command to resume")
+        try:
+            os.replace(handed, self.path / name)
+        except OSError as err:
+            if err.errno in DISK_ERRORS:
+                raise disk_error(self.path / name, err) from None
+            raise RunError(f"cannot keep segment {index}'s chunk {handed} "
+                           f"({err.strerror or err}); rerun the same command to resume") from None
 
     def journal(self, index: int, spent: dict | None = None, extra: dict | None = None) -> None:
         """Appends a finished segment to the journal, durably (after a line a crash tore, on a

@@ -188,8 +188,11 @@ class Job:
         if event.wanted:
             facts = {"section": event.section, "threads": event.threads,
                      "precision": event.precision, **(event.worker or {})}
-            self.folder.record(self.manifest, event.index, event.chunk, event.thumb,
-                               event.section, state, self.spent(), facts)
+            if event.chunk is not None or event.chunk_file:
+                facts["chunk_sent"] = event.chunk is not None  # not written in place
+            chunk = Path(event.chunk_file) if event.chunk_file else event.chunk
+            self.folder.record(self.manifest, event.index, chunk, event.thumb, event.section,
+                               state, self.spent(), facts)
             self.left.discard(event.index)
             self.log(segment_line(self.plan.segments[event.index], len(self.plan.segments)),
                      detail=True)
@@ -241,6 +244,7 @@ class Job:
              subtitles=None if self.burn_lyrics else srt)
         self.board.write()
         self.report(render_seconds, srt)
+        self.folder.remove_leftovers()  # chunks of workers lost mid-segment, never kept
         self.log(f"done: {out.video}")
         return out.video
 

@@ -236,9 +236,10 @@ def plan_one(index: int, opts: "Options", song: Path) -> Planned:
 
 
 def render_spec(opts: "Options", planned: Planned, manifest: dict, size, placement, pictures,
-                captions: tuple = (), prints: tuple = ()):
+                captions: tuple = (), prints: tuple = (), drop=None):
     """The plain-data description a worker renders this song from (`prints`: the weight files'
-    fingerprints a cluster's workers check theirs against)."""
+    fingerprints a cluster's workers check theirs against; `drop`: the run folder, for workers
+    that see it to encode their chunks into)."""
     from ..engine.modelset import WeightChoice
     from ..engine.motion import Zoom
     from ..engine.renderer import RenderSpec
@@ -260,14 +261,15 @@ def render_spec(opts: "Options", planned: Planned, manifest: dict, size, placeme
         zoom=zoom, save_every=opts.save_every, warmup=opts.warmup, compile=opts.compile,
         deterministic=opts.deterministic, captions=captions, react=opts.react,
         sections=tuple(planned.plan.sections),
-        seam=settings.get("seam_seconds", 0.0), fingerprints=prints)
+        seam=settings.get("seam_seconds", 0.0), fingerprints=prints, drop=drop)
 
 
 def open_job(opts: "Options", planned: Planned, paths: dict, size, placement, pictures,
              precision: str, prints: tuple = ()):
     """Opens (locks) a song's run folder, resuming or starting it, and makes its Job."""
+    from ..engine.renderer import Drop
     from ..output.subtitles import cues as lyric_cues
-    from .folder import RunFolder
+    from .folder import MARKER, RunFolder
     from .job import Job
 
     plan, outputs = planned.plan, planned.outputs
@@ -281,8 +283,9 @@ def open_job(opts: "Options", planned: Planned, paths: dict, size, placement, pi
     folder = RunFolder(outputs.run_dir)
     manifest = folder.open(run_identity(opts, plan.song.path, planned.lyrics, paths),
                            plan.segments, plan.sections, opts.overwrite, seed, settings, info)
+    drop = Drop(str(folder.path.resolve()), MARKER, folder.handoff_token())
     spec = render_spec(opts, planned, manifest, size, placement, pictures,
-                       tuple(cues) if opts.burn_lyrics else (), prints)
+                       tuple(cues) if opts.burn_lyrics else (), prints, drop)
     job = Job(planned.index, plan, outputs, folder, manifest, spec, opts.quiet, cues,
               opts.burn_lyrics, opts.verbose)
     settings = manifest["settings"]

@@ -2,7 +2,8 @@
 
 Both take {job: (RenderSpec, samples)} and a list of Work, and yield the renderer's events
 (Progress, Preview, Finished) plus Failed when a job cannot go on. The driver alone writes them
-down. Ray is imported only by RayScheduler (and by a Worker that runs as a Ray actor)."""
+down (a worker that sees the run folder has encoded its chunk there, for the driver to rename).
+Ray is imported only by RayScheduler (and by a Worker that runs as a Ray actor)."""
 
 import contextlib
 import math

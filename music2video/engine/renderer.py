@@ -2,11 +2,13 @@
 
 A section renders like a whole song: the latent, the optimiser and the continuity picture carry
 over from segment to segment. It knows nothing of run folders or Ray: it yields plain-data
-events (progress, previews, finished segments with their chunk's bytes and the state after them)
-and whoever drives it writes them down."""
+events (progress, previews, finished segments with their chunk and the state after them) and
+whoever drives it writes them down. A chunk is encoded straight into the run folder when this
+process sees it (a Drop), under a temporary name the driver renames; else it travels as bytes."""
 
 import contextlib
 import os
+import secrets
 import tempfile
 import time
 from collections.abc import Iterator
@@ -17,6 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from ..files import part_path
 from ..models.networks import embed_audio
 from ..options import ReactSettings, parse_prompt, split_prompts
 from ..output.report import peak_gpu_mb
@@ -59,6 +62,29 @@ def out_of_memory(err: BaseException) -> bool:
 
 
 @dataclass(frozen=True)
+class Drop:
+    """Where a worker that shares the driver's file system leaves its finished chunks: the run
+    folder (absolute), and a file in it holding a token only that folder has, so a folder of the
+    same path on another machine is never taken for it."""
+
+    folder: str
+    proof: str  # the token file's name in `folder`
+    token: str
+
+    def reachable(self) -> bool:
+        """Whether this process sees the driver's folder (else chunks travel as bytes)."""
+        try:
+            return (Path(self.folder) / self.proof).read_text(encoding="utf-8") == self.token
+        except (OSError, UnicodeDecodeError):
+            return False
+
+    def chunk(self, index: int) -> Path:
+        """A name to encode segment `index`'s chunk under: FrameWriter writes it as its
+        temporary name (.chunk_<index>_<nonce>.<pid>.part.mp4), which the driver renames."""
+        return Path(self.folder) / f"chunk_{index}_{secrets.token_hex(4)}.mp4"
+
+
+@dataclass(frozen=True)
 class RenderSpec:
     """Everything needed to render any section of one song: plain data, picklable for workers."""
 
@@ -95,6 +121,7 @@ class RenderSpec:
     sections: tuple[tuple[int, int], ...] = ()  # (first, last) segment of each section
     seam: float = 0.0  # seconds a section's end cross-fades into the next one's opening (0: a cut)
     fingerprints: tuple = ()  # modelset.Fingerprint of each weight file, as the driver has it
+    drop: Drop | None = None  # the run folder, for workers that see it (None: chunks as bytes)
 
     def __post_init__(self):
         if not self.start_iteration:
@@ -146,7 +173,7 @@ class Finished:
     job: int
     section: int
     index: int
-    chunk: bytes | None  # the H.264 mp4 (None: no frames, or not asked for)
+    chunk: bytes | None  # the H.264 mp4 (None: no frames, not asked for, or in chunk_file)
     thumb: bytes | None  # small PNG of its last picture, for the storyboard (when wanted)
     state: dict | None  # optimiser state, last picture, global step, segment index (see
     #                     STATE_SECONDS: None on most segments)
@@ -156,6 +183,7 @@ class Finished:
     threads: int = 0  # the CPU threads it rendered with
     precision: str = ""  # the precision it rendered in
     worker: dict | None = None  # who rendered it: node and hardware (filled in by the scheduler)
+    chunk_file: str | None = None  # the chunk, encoded into the run folder under a temporary name
 
 
 def work_cost(spec: RenderSpec, work: Work) -> int:
@@ -412,19 +440,28 @@ class Renderer:
                 with self._memory_errors():  # before the segment's seed: its stream is its own
                     fade.picture = self._opening(work.section + 1, precision)
             torch.manual_seed(self.spec.seed + index)
+            drop = self.spec.drop if self.spec.drop and self.spec.drop.reachable() else None
+            chunk, handed = None, None
             with tempfile.TemporaryDirectory(dir=self.scratch) as scratch:
-                path = Path(scratch) / "chunk.mp4" if seg.frames and work.wants(index) else None
-                events = self._segment(seg, opt, previous, iteration, path, work.job, fade)
+                path = None
+                if seg.frames and work.wants(index):
+                    path = drop.chunk(index) if drop else Path(scratch) / "chunk.mp4"
+                events = self._segment(seg, opt, previous, iteration, path, work.job, fade,
+                                       rename=drop is None)
                 with self._memory_errors():
                     previous, iteration = yield from events
-                chunk = path.read_bytes() if path else None
+                if path and drop:
+                    handed = str(part_path(path))  # written once, where the driver keeps it
+                elif path:
+                    chunk = path.read_bytes()
             state = None
             if index == work.last or time.monotonic() - kept >= STATE_SECONDS:
                 state, kept = self._state(opt, previous, iteration, index), time.monotonic()
             wanted = work.wants(index)
             yield Finished(work.job, work.section, index, chunk,
                            thumbnail_png(previous) if wanted else None, state, wanted, work.repair,
-                           peak_gpu_mb(self.models.device)[0], threads, precision)
+                           peak_gpu_mb(self.models.device)[0], threads, precision,
+                           chunk_file=handed)
 
     def _state(self, opt: Optimiser, previous: torch.Tensor, iteration: int, index: int) -> dict:
         """What the rest of the section goes on from after segment `index` (on the CPU)."""
@@ -446,13 +483,14 @@ class Renderer:
                               f"{self.spec.num_cuts}; use a smaller -s or fewer -cuts") from None
 
     def _segment(self, seg: Segment, opt: Optimiser, previous, iteration: int, path, job: int,
-                 fade: Fade | None = None):
-        """Optimises one segment, streaming its frames into `path`; returns (picture, step)."""
+                 fade: Fade | None = None, rename: bool = True):
+        """Optimises one segment, streaming its frames into `path` (rename False: left under its
+        temporary name, see FrameWriter); returns (picture, step)."""
         m = self.models
         pairs = self._segment_targets(seg)
         continuity = m.perceptor.image_target(previous) if previous is not None else None
         counts = frame_sources(seg.iterations, seg.frames)
-        writer = (FrameWriter(path, self.width, self.height, self.spec.fps) if path
+        writer = (FrameWriter(path, self.width, self.height, self.spec.fps, rename=rename) if path
                   else contextlib.nullcontext())
         n, pending, last_report, written = seg.iterations, 0, time.monotonic(), 0
         finite = torch.ones((), dtype=torch.bool, device=m.device)

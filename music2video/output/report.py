@@ -33,8 +33,10 @@ Fields of report.json (all plain JSON values):
                         ones too): invocations, wall_seconds, render_seconds, steps_rendered
     versions            music2video, torch and Python that wrote this report
     workers             who rendered the segments, one item per node, hardware, precision and
-                        CPU threads: its sections and segment count (from the run's journal, so
-                        a resumed run lists the earlier run's workers too; [] for older runs)
+                        CPU threads: its sections, segment count, and chunks_sent, how many of
+                        its chunks crossed the network as bytes because it did not see the run
+                        folder (from the run's journal, so a resumed run lists the earlier run's
+                        workers too; [] for older runs)
 """
 
 from __future__ import annotations
@@ -132,16 +134,19 @@ def build(*, song: Path, song_seconds: float, video: Path, fps: float, segments:
 
 def workers(entries: list[dict]) -> list[dict]:
     """Who rendered a run's segments, from its journal entries: one item per node, hardware,
-    precision and threads, with the sections it rendered and its segment count."""
+    precision and threads, with the sections it rendered, its segment count and how many of its
+    chunks it sent as bytes."""
     groups: dict[tuple, dict] = {}
     for entry in entries:
         if "hardware" not in entry:
             continue  # written by an older version
         key = (entry.get("node"), entry["hardware"], entry.get("precision"), entry.get("threads"))
         group = groups.setdefault(key, {"node": key[0], "hardware": key[1], "precision": key[2],
-                                        "threads": key[3], "sections": set(), "segments": 0})
+                                        "threads": key[3], "sections": set(), "segments": 0,
+                                        "chunks_sent": 0})
         group["sections"].add(entry.get("section"))
         group["segments"] += 1
+        group["chunks_sent"] += bool(entry.get("chunk_sent"))
     return [{**g, "sections": sorted(s for s in g["sections"] if s is not None)}
             for g in groups.values()]
 
@@ -160,6 +165,19 @@ def mixed_line(report: dict) -> str | None:
                       for kind, sections in sorted(kinds.items()))
     return (f"mixed hardware: {named}; another run gives the same frames only where each "
             "section renders on the same hardware")
+
+
+def sent_line(report: dict) -> str | None:
+    """A summary line when cluster nodes sent their chunks as bytes, not seeing the run folder
+    (None otherwise): shared storage there would spare the network and the driver's disk."""
+    nodes = {g["node"] for g in report.get("workers", []) if g["node"] and g["chunks_sent"]}
+    if not nodes:
+        return None
+    sent = sum(g["chunks_sent"] for g in report["workers"])
+    many = len(nodes) != 1
+    return (f"{sent} chunk{'s' if sent != 1 else ''} crossed the network from {len(nodes)} "
+            f"node{'s that do' if many else ' that does'} not see the run folder; storage "
+            "shared at its path lets workers write them in place")
 
 
 def add_up(spent) -> dict:
@@ -221,5 +239,6 @@ def summary(report: dict) -> list[str]:
         f"{clock(r['wall_seconds'])}, {r['realtime_factor']:.2f}x the song's length",
         f"{memory}; {r['device']}, {r['precision']}",
         *([mixed_line(r)] if mixed_line(r) else []),
+        *([sent_line(r)] if sent_line(r) else []),
         f"wrote {written}",
     ]

@@ -30,10 +30,13 @@ class FrameWriter:
 
     Frames are (H, W, 3) uint8 arrays or tensors on any device (a GPU frame is copied to the host
     on the writer thread, so the loop never waits for it); the file appears under its final name
-    only when close() finishes it."""
+    only when close() finishes it. With rename False, close() leaves the finished file under its
+    temporary name (`part`), fsynced, for the caller to hand on: a worker's chunk that the
+    driver moves into place."""
 
-    def __init__(self, path: Path, width: int, height: int, fps: float, depth: int = 8):
-        self.path, self.part = Path(path), part_path(Path(path))
+    def __init__(self, path: Path, width: int, height: int, fps: float, depth: int = 8,
+                 rename: bool = True):
+        self.path, self.part, self.rename = Path(path), part_path(Path(path)), rename
         self.shape, self.count = (height, width, 3), 0
         self.cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
                     "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
@@ -85,7 +88,8 @@ class FrameWriter:
             self.count += repeat
 
     def close(self) -> Path:
-        """Finishes the file and moves it under its final name."""
+        """Finishes the file and moves it under its final name (returned; with rename False,
+        the temporary one)."""
         try:
             return self._finish()
         except BaseException:
@@ -103,6 +107,10 @@ class FrameWriter:
         if self.proc.wait() != 0 or self.error is not None:
             self.part.unlink(missing_ok=True)
             raise VideoError(f"ffmpeg failed to write {self.path}: {stderr_tail(stderr)}")
+        if not self.rename:
+            with open(self.part, "rb") as f:
+                os.fsync(f.fileno())  # durable before the driver's journal names it
+            return self.part
         os.replace(self.part, self.path)
         return self.path
 
