@@ -52,6 +52,13 @@ class DiskError(RunError):
         self.reason = reason
 
 
+def folder_gone(path: Path) -> RunError:
+    """The one-line error for a run folder deleted or replaced while a run was using it."""
+    return RunError(f"{path} was deleted or replaced while this run was using it, so the run can "
+                    "neither go on nor be resumed from it; start the run again (adding "
+                    "--overwrite to replace the files it already wrote beside it)")
+
+
 def disk_error(path: Path, err: OSError) -> DiskError:
     """The one-line error for a write that the disk refused."""
     return DiskError(path, err.strerror or type(err).__name__)

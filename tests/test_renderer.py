@@ -94,6 +94,27 @@ def test_a_worker_that_sees_the_run_folder_encodes_its_chunks_into_it(spec, samp
     assert all(f.chunk_file is None for f in again) and len(list(tmp_path.iterdir())) == 3
 
 
+def test_a_run_folder_deleted_while_a_chunk_is_encoded_into_it_is_one_line(spec, samples,
+                                                                           renderer, tmp_path):
+    import shutil
+    from dataclasses import replace
+
+    from music2video.files import RunError
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "proof").write_text("token")
+    drop = Drop(str(folder), "proof", "token")
+    events = Renderer(replace(spec, drop=drop), samples, renderer.models).render(
+        Work(0, 0, 0, 3, write=frozenset(range(4))))
+    with pytest.raises(RunError, match=r"^\S*run was deleted or replaced while this run was "
+                                       "using it.*start the run again") as caught:
+        for event in events:
+            if isinstance(event, Preview) and event.iteration == 4:  # inside segment 1
+                shutil.rmtree(folder)
+    assert "\n" not in str(caught.value)
+
+
 def test_only_wanted_chunks_are_encoded_and_the_rest_replayed(renderer):
     full = finished(renderer.render(Work(0, 0, 0, 3, write=frozenset(range(4)))))
     replay = finished(renderer.render(Work(0, 0, 0, 2, write=frozenset({2}), repair=True)))

@@ -25,12 +25,13 @@ import os
 import re
 import shutil
 import stat
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
 from ..ffmpeg import VideoError, count_decoded
-from ..files import DISK_ERRORS, RunError, disk_error, write_bytes, write_json
+from ..files import DISK_ERRORS, RunError, disk_error, folder_gone, write_bytes, write_json
 from ..output.storyboard import last_frame, load_thumbnail, thumbnail
 
 MANIFEST = "manifest.json"
@@ -45,6 +46,7 @@ OWN_FILE = re.compile(r"(chunk_\d+\.mp4|thumb_\d+\.png|state_s?\d+\.pt|manifest\
                       r"_?[\w-]*\.\d+\.part(\.\w+)?)")
 # A chunk a worker encoded into the folder (renderer.Drop), waiting for the driver to keep it.
 HANDED = re.compile(r"\.chunk_(\d+)_[0-9a-f]+\.\d+\.part\.mp4")
+HANDED_WAIT = 5.0  # seconds a handed chunk may take to show (a network file system's cache)
 
 
 def open_own(path: Path, flags: int) -> int:
@@ -181,6 +183,15 @@ def _regular(path: Path) -> bool:
         return stat.S_ISREG(os.lstat(path).st_mode)
     except OSError:
         return False
+
+
+def _arrives(path: Path, seconds: float) -> bool:
+    """Whether a path is a regular file, waiting up to `seconds` while nothing is there: a
+    network file system may show a file another machine just wrote a moment late."""
+    deadline = time.monotonic() + seconds
+    while not os.path.lexists(path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return _regular(path)
 
 
 def _is_int(value) -> bool:
@@ -489,9 +500,7 @@ class RunFolder:
         """Stops the run when its folder was deleted (or replaced) while the run held it."""
         if self._inode is not None and (_inode(self.path) != self._inode
                                         or not _regular(self.path / MARKER)):
-            raise RunError(f"{self.path} was deleted or replaced while this run was using it, so "
-                           "the run can neither go on nor be resumed from it; start the run again "
-                           "(adding --overwrite to replace the files it already wrote beside it)")
+            raise folder_gone(self.path)
 
     def lock(self) -> None:
         """Takes the folder's lock for this process's lifetime, or says who holds it."""
@@ -621,10 +630,12 @@ class RunFolder:
         """Renames the chunk a worker encoded into this folder to its final name. Only a worker's
         temporary chunk of this very segment, in this folder, is ever taken."""
         match = HANDED.fullmatch(handed.name)
-        if (handed.parent != self.path.resolve() or not match or int(match[1]) != index
-                or not _regular(handed)):
+        if handed.parent != self.path.resolve() or not match or int(match[1]) != index:
             raise RunError(f"segment {index} came back naming {handed} as its chunk, which is "
                            "not one this run's workers write; rerun the same command to resume")
+        if not _arrives(handed, HANDED_WAIT):
+            raise RunError(f"segment {index}'s chunk {handed} is not a file in the run folder "
+                           f"(waited {HANDED_WAIT:g} s); rerun the same command to resume")
         try:
             os.replace(handed, self.path / name)
         except OSError as err:

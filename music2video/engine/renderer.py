@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..files import part_path
+from ..ffmpeg import VideoError
+from ..files import folder_gone, part_path
 from ..models.networks import embed_audio
 from ..options import ReactSettings, parse_prompt, split_prompts
 from ..output.report import peak_gpu_mb
@@ -448,7 +449,7 @@ class Renderer:
                     path = drop.chunk(index) if drop else Path(scratch) / "chunk.mp4"
                 events = self._segment(seg, opt, previous, iteration, path, work.job, fade,
                                        rename=drop is None)
-                with self._memory_errors():
+                with self._memory_errors(), self._folder_errors(drop):
                     previous, iteration = yield from events
                 if path and drop:
                     handed = str(part_path(path))  # written once, where the driver keeps it
@@ -470,6 +471,17 @@ class Renderer:
         if self.camera:
             state["camera"] = self.camera.state_dict()
         return state
+
+    @contextlib.contextmanager
+    def _folder_errors(self, drop: Drop | None):
+        """An encoder that failed because the run folder it wrote into was deleted or replaced
+        meanwhile becomes the one line the driver would give (the chunk went with the folder)."""
+        try:
+            yield
+        except (OSError, VideoError):
+            if drop is None or drop.reachable():
+                raise
+            raise folder_gone(Path(drop.folder)) from None
 
     @contextlib.contextmanager
     def _memory_errors(self):
