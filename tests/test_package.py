@@ -94,7 +94,8 @@ def test_a_built_wheel_installs_the_commands(tmp_path):
     assert "devices, sections and workers:" in command("music2video", "--help").stdout
     listing = command("music2video-download", "--list")
     assert listing.returncode == 0 and listing.stdout.startswith("weights folder: ")
-    assert command("music2video-combine", "--help").returncode == 0
+    combine = command("music2video-combine", "--help")
+    assert combine.returncode == 0 and combine.stdout.startswith("usage: music2video-combine ")
     imported = subprocess.run([sys.executable, "-c", "import music2video; print(music2video.__file__)"],
                               cwd=empty, env=env, capture_output=True, text=True, timeout=60)
     assert imported.stdout.startswith(str(site))  # the wheel's copy, not the checkout

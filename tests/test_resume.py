@@ -454,6 +454,7 @@ def test_ctrl_c_in_the_storyboard_rebuild_is_one_line(full_run, tmp_path, monkey
         raise KeyboardInterrupt
 
     monkeypatch.setattr(combine, "rebuild", interrupted)
+    monkeypatch.setattr("sys.argv", ["combine_mp4.py"])  # as the seed's script is called
     try:
         code = combine.main([str(full_run["run_dir"]), "--output", str(tmp_path / "v.mp4")])
     except KeyboardInterrupt:

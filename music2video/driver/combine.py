@@ -12,8 +12,9 @@ from .folder import RunFolder, check_outputs, saved_pictures
 
 
 def get_parser() -> argparse.ArgumentParser:
-    """The seed's concat.py flags, with defaults read from the run's manifest."""
-    p = argparse.ArgumentParser(prog="combine_mp4.py", description=__doc__,
+    """The seed's concat.py flags, with defaults read from the run's manifest; named as it was
+    called (combine_mp4.py, or the installed music2video-combine)."""
+    p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("run_dir", nargs="?", type=Path, help="run folder (beside the -o picture)")
     p.add_argument("--dirs", type=Path, default=None, help="run folder (the seed's flag)")
@@ -96,15 +97,15 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     run_dir = args.dirs or args.run_dir
     if run_dir is None:
-        p.error("give the run folder, e.g. combine_mp4.py outputs/output")
+        p.error(f"give the run folder, e.g. {p.prog} outputs/output")
     try:
         out = combine(run_dir, args.music, args.output, args.partial, args.output_video_fps,
                       args.force)
     except (RunError, VideoError) as err:
-        print(f"combine_mp4.py: error: {err}", file=sys.stderr)
+        print(f"{p.prog}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("combine_mp4.py: interrupted; no half-written file is left: run the same command "
+        print(f"{p.prog}: interrupted; no half-written file is left: run the same command "
               "again to join", file=sys.stderr)
         return 130
     print(out)
