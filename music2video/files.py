@@ -5,6 +5,8 @@ import contextlib
 import errno
 import json
 import os
+import re
+import secrets
 from pathlib import Path
 
 from .errors import UserError
@@ -16,6 +18,18 @@ def part_path(path: Path) -> Path:
     It carries the process id: an ffmpeg orphaned by a killed run may still be finishing its
     own temporary file while a resumed run writes the same chunk."""
     return path.with_name(f".{path.stem}.{os.getpid()}.part{path.suffix}")
+
+
+# A chunk a worker encoded into a run folder, waiting for the driver to rename it: the temporary
+# name (part_path) of handed_chunk(folder, index).
+HANDED_CHUNK = re.compile(r"\.chunk_(\d+)_[0-9a-f]+\.\d+\.part\.mp4")
+
+
+def handed_chunk(folder: Path, index: int) -> Path:
+    """A name for a worker to encode segment `index`'s chunk under in a run folder (random, so
+    two workers never share it); the file is written as its part_path, which the driver
+    recognises (HANDED_CHUNK) and renames to the chunk's final name."""
+    return Path(folder) / f"chunk_{index}_{secrets.token_hex(4)}.mp4"
 
 
 HOME_VAR = "MUSIC2VIDEO_HOME"  # the tool's per-user folder (downloaded weights, machine cache)

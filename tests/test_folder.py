@@ -321,6 +321,15 @@ def test_record_writes_the_files_before_the_journal(tmp_path):
     assert folder.done() == {2}
 
 
+def test_the_name_a_worker_encodes_under_is_the_one_the_driver_takes(tmp_path):
+    from music2video.driver.folder import OWN_FILE
+    from music2video.files import HANDED_CHUNK, handed_chunk, part_path
+
+    names = {part_path(handed_chunk(tmp_path, 12)).name for _ in range(20)}
+    assert len(names) == 20  # random: two workers never share one
+    assert all(HANDED_CHUNK.fullmatch(n)[1] == "12" and OWN_FILE.fullmatch(n) for n in names)
+
+
 def test_a_chunk_a_worker_encoded_into_the_folder_is_renamed_not_written_again(tmp_path):
     run = tmp_path / "run"
     folder = RunFolder(run)
@@ -337,32 +346,7 @@ def test_a_chunk_a_worker_encoded_into_the_folder_is_renamed_not_written_again(t
     assert not handed.exists() and folder.done() == {1}
 
 
-def test_a_handed_chunk_that_shows_late_is_waited_for_briefly(tmp_path, monkeypatch):
-    """On a network file system another machine's new file may show a moment late."""
-    import threading
-
-    from music2video.driver import folder as module
-
-    monkeypatch.setattr(module, "HANDED_WAIT", 2.0)
-    run = tmp_path / "run"
-    folder = RunFolder(run)
-    manifest = open_run(folder)
-    late = run.resolve() / ".chunk_0_0a1b2c3d.1.part.mp4"
-    timer = threading.Timer(0.3, late.write_bytes, [b"late"])
-    timer.start()
-    folder.record(manifest, 0, late, b"thumb", 0)
-    timer.join()
-    assert (run / chunk_name(0, 3)).read_bytes() == b"late" and folder.done() == {0}
-    never = run.resolve() / ".chunk_1_0a1b2c3d.1.part.mp4"
-    with pytest.raises(RunError, match=r"^segment 1's chunk .* is not a file in the run folder "
-                                       r"\(waited 2 s\); rerun the same command to resume"):
-        folder.record(manifest, 1, never, b"thumb", 0)
-
-
-def test_only_a_workers_own_chunk_of_that_segment_in_the_folder_is_taken(tmp_path, monkeypatch):
-    from music2video.driver import folder as module
-
-    monkeypatch.setattr(module, "HANDED_WAIT", 0.1)
+def test_only_a_workers_own_chunk_of_that_segment_in_the_folder_is_taken(tmp_path):
     run = tmp_path / "run"
     folder = RunFolder(run)
     manifest = open_run(folder)
@@ -438,6 +422,7 @@ def test_leftovers_touch_only_our_temporary_files(tmp_path):
     folder = RunFolder(run)
     open_run(folder)
     (run / ".chunk_00001.123.part.mp4").write_bytes(b"x")
+    (run / ".chunk_1_0a1b2c3d.123.part.mp4").write_bytes(b"x")  # a lost worker's, never kept
     (run / ".my.part.notes").write_bytes(b"keep")
     (tmp_path / ".run.456.part.mp4").write_bytes(b"x")
     (tmp_path / ".run.456.concat.txt").write_text("x")

@@ -174,3 +174,19 @@ def test_a_chunk_written_in_place_is_kept_and_journaled_as_not_sent(tmp_path, vi
     assert [(e["segment"], e["chunk_sent"]) for e in job.folder.entries()] == [(1, False),
                                                                                 (0, True)]
     assert not handed.exists() and job.folder.chunk_problems(job.manifest["segments"]) == {}
+
+
+def test_a_lost_chunk_rendered_again_in_place_replaces_the_damaged_one(tmp_path, finish,
+                                                                       video_chunk):
+    job = make_job(tmp_path, [(0, 1)])
+    finish(job, 0, 0)
+    finish(job, 1, 0)
+    (tmp_path / "v" / chunk_name(0, 2)).write_bytes(b"damaged")
+    (repair,), _ = job.works()
+    assert repair.repair and repair.write == frozenset({0})
+    handed = (tmp_path / "v").resolve() / ".chunk_0_00ff00ff.77.part.mp4"
+    handed.write_bytes(video_chunk(15))
+    job.handle(Finished(0, 0, 0, None, None, {"segment": 0, "iteration": 0}, wanted=True,
+                        repair=True, chunk_file=str(handed)))
+    assert job.folder.chunk_problems(job.manifest["segments"]) == {}
+    assert job.folder.load_state(0)["segment"] == 1  # the section's state is not moved back

@@ -75,7 +75,7 @@ def test_a_worker_that_sees_the_run_folder_encodes_its_chunks_into_it(spec, samp
     not the driver's (another token) gets nothing, and the chunks travel as bytes."""
     from dataclasses import replace
 
-    from music2video.driver.folder import HANDED
+    from music2video.files import HANDED_CHUNK
 
     (tmp_path / "proof").write_text("token")
     work = Work(0, 0, 0, 3, write=frozenset({1, 2}))
@@ -86,12 +86,49 @@ def test_a_worker_that_sees_the_run_folder_encodes_its_chunks_into_it(spec, samp
     assert [f.chunk_file is not None for f in handed] == [False, True, True, False]
     for k in (1, 2):
         path = Path(handed[k].chunk_file)
-        assert path.parent == tmp_path and int(HANDED.fullmatch(path.name)[1]) == k
+        assert path.parent == tmp_path and int(HANDED_CHUNK.fullmatch(path.name)[1]) == k
         assert path.read_bytes() == sent[k].chunk  # the same file the bytes would have made
     elsewhere = replace(spec, drop=Drop(str(tmp_path), "proof", "another folder's token"))
     again = finished(Renderer(elsewhere, samples, renderer.models).render(work))
     assert [f.chunk for f in again] == [f.chunk for f in sent]
     assert all(f.chunk_file is None for f in again) and len(list(tmp_path.iterdir())) == 3
+
+
+def test_a_run_folder_this_worker_cannot_write_gets_bytes(spec, samples, renderer, tmp_path,
+                                                         monkeypatch):
+    """Read-only storage, another user's folder: the chunk travels as bytes, as before."""
+    from dataclasses import replace
+
+    from music2video.engine import renderer as module
+
+    (tmp_path / "proof").write_text("token")
+    monkeypatch.setattr(module, "handed_chunk",
+                        lambda folder, index: tmp_path / "no such folder" / f"chunk_{index}.mp4")
+    drop = Drop(str(tmp_path), "proof", "token")
+    work = Work(0, 0, 0, 1, write=frozenset({1}))
+    done = finished(Renderer(replace(spec, drop=drop), samples, renderer.models).render(work))
+    assert done[1].chunk == finished(renderer.render(work))[1].chunk and not done[1].chunk_file
+
+
+def test_a_full_disk_under_a_chunk_encoded_in_place_is_one_line(spec, samples, renderer,
+                                                                tmp_path, monkeypatch):
+    import errno
+    import os
+    from dataclasses import replace
+
+    from music2video.files import DiskError
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    (tmp_path / "proof").write_text("token")
+    drop = Drop(str(tmp_path), "proof", "token")
+    events = Renderer(replace(spec, drop=drop), samples, renderer.models).render(
+        Work(0, 0, 0, 0, write=frozenset({0})))
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(DiskError, match=r"^cannot write .* \(No space left on device\); free "):
+        list(events)
+    assert list(tmp_path.iterdir()) == [tmp_path / "proof"]  # no temporary chunk left
 
 
 def test_a_run_folder_deleted_while_a_chunk_is_encoded_into_it_is_one_line(spec, samples,

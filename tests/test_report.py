@@ -201,3 +201,5 @@ def test_the_workers_are_grouped_from_the_journal_and_mixed_hardware_is_named():
     assert report.sent_line({"workers": groups}).startswith(
         "1 chunk crossed the network from 1 node that does not see the run folder")
     assert report.sent_line({"workers": groups[:1]}) is None
+    # journal lines from before the count: unknown, not "none sent"
+    assert report.workers([{"segment": 0, "hardware": "AMD EPYC"}])[0]["chunks_sent"] is None

@@ -748,7 +748,7 @@ def stand_in_worker(state_every: int):
                 keep = (index - work.first + 1) % state_every == 0 or index == work.last
                 handed = None
                 if drop:
-                    handed = part_path(drop.chunk(index))
+                    handed = part_path(drop.claim(index))
                     with open(handed, "wb") as f:
                         f.write(chunk)
                         f.flush()

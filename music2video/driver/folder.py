@@ -25,13 +25,20 @@ import os
 import re
 import shutil
 import stat
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
 from ..ffmpeg import VideoError, count_decoded
-from ..files import DISK_ERRORS, RunError, disk_error, folder_gone, write_bytes, write_json
+from ..files import (
+    DISK_ERRORS,
+    HANDED_CHUNK,
+    RunError,
+    disk_error,
+    folder_gone,
+    write_bytes,
+    write_json,
+)
 from ..output.storyboard import last_frame, load_thumbnail, thumbnail
 
 MANIFEST = "manifest.json"
@@ -44,9 +51,6 @@ VERSION = 2
 OWN_FILE = re.compile(r"(chunk_\d+\.mp4|thumb_\d+\.png|state_s?\d+\.pt|manifest\.json|"
                       r"progress\.jsonl|report\.json|\.(chunk|thumb|state|manifest|progress|report)"
                       r"_?[\w-]*\.\d+\.part(\.\w+)?)")
-# A chunk a worker encoded into the folder (renderer.Drop), waiting for the driver to keep it.
-HANDED = re.compile(r"\.chunk_(\d+)_[0-9a-f]+\.\d+\.part\.mp4")
-HANDED_WAIT = 5.0  # seconds a handed chunk may take to show (a network file system's cache)
 
 
 def open_own(path: Path, flags: int) -> int:
@@ -183,15 +187,6 @@ def _regular(path: Path) -> bool:
         return stat.S_ISREG(os.lstat(path).st_mode)
     except OSError:
         return False
-
-
-def _arrives(path: Path, seconds: float) -> bool:
-    """Whether a path is a regular file, waiting up to `seconds` while nothing is there: a
-    network file system may show a file another machine just wrote a moment late."""
-    deadline = time.monotonic() + seconds
-    while not os.path.lexists(path) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return _regular(path)
 
 
 def _is_int(value) -> bool:
@@ -629,13 +624,13 @@ class RunFolder:
     def keep(self, handed: Path, name: str, index: int) -> None:
         """Renames the chunk a worker encoded into this folder to its final name. Only a worker's
         temporary chunk of this very segment, in this folder, is ever taken."""
-        match = HANDED.fullmatch(handed.name)
+        match = HANDED_CHUNK.fullmatch(handed.name)
         if handed.parent != self.path.resolve() or not match or int(match[1]) != index:
             raise RunError(f"segment {index} came back naming {handed} as its chunk, which is "
                            "not one this run's workers write; rerun the same command to resume")
-        if not _arrives(handed, HANDED_WAIT):
-            raise RunError(f"segment {index}'s chunk {handed} is not a file in the run folder "
-                           f"(waited {HANDED_WAIT:g} s); rerun the same command to resume")
+        if not _regular(handed):
+            raise RunError(f"segment {index}'s chunk {handed} is not a file in the run folder; "
+                           "rerun the same command to resume")
         try:
             os.replace(handed, self.path / name)
         except OSError as err:

@@ -244,7 +244,8 @@ class Job:
              subtitles=None if self.burn_lyrics else srt)
         self.board.write()
         self.report(render_seconds, srt)
-        self.folder.remove_leftovers()  # chunks of workers lost mid-segment, never kept
+        with contextlib.suppress(OSError):  # housekeeping: the video is done either way
+            self.folder.remove_leftovers()  # chunks of workers lost mid-segment, never kept
         self.log(f"done: {out.video}")
         return out.video
 

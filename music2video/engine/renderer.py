@@ -8,7 +8,6 @@ process sees it (a Drop), under a temporary name the driver renames; else it tra
 
 import contextlib
 import os
-import secrets
 import tempfile
 import time
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ import torch
 
 from ..errors import UserError
 from ..ffmpeg import VideoError
-from ..files import folder_gone, part_path
+from ..files import DISK_ERRORS, disk_error, folder_gone, handed_chunk, part_path
 from ..models.networks import embed_audio
 from ..options import ReactSettings, parse_prompt, split_prompts
 from ..output.report import peak_gpu_mb
@@ -79,10 +78,17 @@ class Drop:
         except (OSError, UnicodeDecodeError):
             return False
 
-    def chunk(self, index: int) -> Path:
-        """A name to encode segment `index`'s chunk under: FrameWriter writes it as its
-        temporary name (.chunk_<index>_<nonce>.<pid>.part.mp4), which the driver renames."""
-        return Path(self.folder) / f"chunk_{index}_{secrets.token_hex(4)}.mp4"
+    def claim(self, index: int) -> Path | None:
+        """A name to encode segment `index`'s chunk under (FrameWriter writes it as its
+        temporary name, which the driver renames), its file made here first; None when this
+        process cannot make files in the folder (read-only, another user's): send bytes."""
+        path = handed_chunk(Path(self.folder), index)
+        try:
+            os.close(os.open(part_path(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                             | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644))
+        except OSError:
+            return None
+        return path
 
 
 @dataclass(frozen=True)
@@ -446,7 +452,9 @@ class Renderer:
             with tempfile.TemporaryDirectory(dir=self.scratch) as scratch:
                 path = None
                 if seg.frames and work.wants(index):
-                    path = drop.chunk(index) if drop else Path(scratch) / "chunk.mp4"
+                    path = drop.claim(index) if drop else None
+                    drop = drop if path else None
+                    path = path or Path(scratch) / "chunk.mp4"
                 events = self._segment(seg, opt, previous, iteration, path, work.job, fade,
                                        rename=drop is None)
                 with self._memory_errors(), self._folder_errors(drop):
@@ -475,13 +483,19 @@ class Renderer:
     @contextlib.contextmanager
     def _folder_errors(self, drop: Drop | None):
         """An encoder that failed because the run folder it wrote into was deleted or replaced
-        meanwhile becomes the one line the driver would give (the chunk went with the folder)."""
+        meanwhile becomes the one line the driver would give (the chunk went with the folder);
+        one that the folder's disk refused (full, quota, storage error at the fsync), the
+        driver's disk line."""
         try:
             yield
-        except (OSError, VideoError):
-            if drop is None or drop.reachable():
+        except (OSError, VideoError) as err:
+            if drop is None:
                 raise
-            raise folder_gone(Path(drop.folder)) from None
+            if not drop.reachable():
+                raise folder_gone(Path(drop.folder)) from None
+            if isinstance(err, OSError) and err.errno in DISK_ERRORS:
+                raise disk_error(Path(drop.folder), err) from None
+            raise
 
     @contextlib.contextmanager
     def _memory_errors(self):

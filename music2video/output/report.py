@@ -35,8 +35,9 @@ Fields of report.json (all plain JSON values):
     workers             who rendered the segments, one item per node, hardware, precision and
                         CPU threads: its sections, segment count, and chunks_sent, how many of
                         its chunks crossed the network as bytes because it did not see the run
-                        folder (from the run's journal, so a resumed run lists the earlier run's
-                        workers too; [] for older runs)
+                        folder (None where its journal lines predate that count) (from the run's
+                        journal, so a resumed run lists the earlier run's workers too; [] for
+                        older runs)
 """
 
 from __future__ import annotations
@@ -143,10 +144,11 @@ def workers(entries: list[dict]) -> list[dict]:
         key = (entry.get("node"), entry["hardware"], entry.get("precision"), entry.get("threads"))
         group = groups.setdefault(key, {"node": key[0], "hardware": key[1], "precision": key[2],
                                         "threads": key[3], "sections": set(), "segments": 0,
-                                        "chunks_sent": 0})
+                                        "chunks_sent": None})
         group["sections"].add(entry.get("section"))
         group["segments"] += 1
-        group["chunks_sent"] += bool(entry.get("chunk_sent"))
+        if "chunk_sent" in entry:  # older journals do not say
+            group["chunks_sent"] = (group["chunks_sent"] or 0) + bool(entry["chunk_sent"])
     return [{**g, "sections": sorted(s for s in g["sections"] if s is not None)}
             for g in groups.values()]
 
@@ -170,10 +172,10 @@ def mixed_line(report: dict) -> str | None:
 def sent_line(report: dict) -> str | None:
     """A summary line when cluster nodes sent their chunks as bytes, not seeing the run folder
     (None otherwise): shared storage there would spare the network and the driver's disk."""
-    nodes = {g["node"] for g in report.get("workers", []) if g["node"] and g["chunks_sent"]}
-    if not nodes:
+    groups = [g for g in report.get("workers", []) if g["node"] and g.get("chunks_sent")]
+    if not groups:
         return None
-    sent = sum(g["chunks_sent"] for g in report["workers"])
+    nodes, sent = {g["node"] for g in groups}, sum(g["chunks_sent"] for g in groups)
     many = len(nodes) != 1
     return (f"{sent} chunk{'s' if sent != 1 else ''} crossed the network from {len(nodes)} "
             f"node{'s that do' if many else ' that does'} not see the run folder; storage "

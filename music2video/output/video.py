@@ -47,6 +47,11 @@ class FrameWriter:
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._drain, daemon=True)
 
+    @property
+    def target(self) -> Path:
+        """The file this writer leaves: its final name, or (rename False) its temporary one."""
+        return self.path if self.rename else self.part
+
     def start(self) -> "FrameWriter":
         """Starts ffmpeg and the writer thread (once); a Ctrl-C meanwhile stops both cleanly."""
         if self.proc is None:
@@ -80,7 +85,8 @@ class FrameWriter:
         if self.error is not None:
             message = stderr_tail(self.proc.stderr.read()) if not self.proc.stderr.closed else ""
             self.abort()
-            raise VideoError(f"ffmpeg stopped while writing {self.path}: {message or self.error}")
+            raise VideoError(f"ffmpeg stopped while writing {self.target}: "
+                             f"{message or self.error}")
         if tuple(frame.shape) != self.shape:
             raise ValueError(f"frame of shape {tuple(frame.shape)}, expected {self.shape}")
         if repeat > 0:
@@ -106,7 +112,7 @@ class FrameWriter:
         self.proc.stderr.close()
         if self.proc.wait() != 0 or self.error is not None:
             self.part.unlink(missing_ok=True)
-            raise VideoError(f"ffmpeg failed to write {self.path}: {stderr_tail(stderr)}")
+            raise VideoError(f"ffmpeg failed to write {self.target}: {stderr_tail(stderr)}")
         if not self.rename:
             with open(self.part, "rb") as f:
                 os.fsync(f.fileno())  # durable before the driver's journal names it
