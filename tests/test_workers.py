@@ -267,18 +267,23 @@ class Cluster:
         self.address = f"127.0.0.1:{port}"
         self.add("head", cpus, "--head", "--port", str(port), "--include-dashboard", "false")
 
-    def add(self, name: str, cpus: int = 1, *args: str) -> subprocess.Popen:
-        """Starts a node (joining the head unless it is the head) and waits until it is up."""
+    def add(self, name: str, cpus: int = 1, *args: str, hide: Path | None = None
+            ) -> subprocess.Popen:
+        """Starts a node (joining the head unless it is the head) and waits until it is up.
+        `hide`: a folder the node does not see (an empty tmpfs over it, in a mount namespace of
+        its own), as a machine without the driver's storage."""
         folder = self.root / name
         folder.mkdir(parents=True, exist_ok=True)
         log = folder / "ray-start.log"
         join = [] if args else ["--address", self.address]
+        command = [self.ray, "start", "--block", "--node-ip-address", "127.0.0.1", "--num-cpus",
+                   str(cpus), "--num-gpus", "0", "--disable-usage-stats", *join, *args]
+        if hide is not None:
+            command = ["unshare", "-m", "sh", "-c", 'mount -t tmpfs none "$0" && exec "$@"',
+                       str(hide), *command]
         with open(log, "w") as out:
-            node = subprocess.Popen(
-                [self.ray, "start", "--block", "--node-ip-address", "127.0.0.1", "--num-cpus",
-                 str(cpus), "--num-gpus", "0", "--disable-usage-stats", *join, *args],
-                cwd=folder, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True)
+            node = subprocess.Popen(command, cwd=folder, env=self.env, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
         self.nodes[name] = node
         deadline = time.time() + 120
         while "Ray runtime started" not in log.read_text(errors="replace"):
@@ -426,7 +431,9 @@ def test_a_node_that_joins_gets_work_and_its_loss_costs_nothing(long_reference, 
                                                                 tiny_models, tmp_path):
     """One node renders; a second joins mid-song and takes a section; its raylet is killed
     (the node is lost) mid-section; the run finishes on the first with the same frames. The
-    weights are given as paths relative to where the command runs: the nodes run elsewhere."""
+    weights are given as paths relative to where the command runs: the nodes run elsewhere.
+    The second node does not see the driver's folder, so it sends its chunks as bytes, while
+    the first writes its own in place."""
     nodes = Cluster(tmp_path / "cluster", cpus=1)
     cwd = tmp_path / "driver"
     cwd.mkdir()
@@ -438,7 +445,7 @@ def test_a_node_that_joins_gets_work_and_its_loss_costs_nothing(long_reference, 
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         run_dir = cwd / "o" / "v"
         wait_until(lambda: journal(run_dir), proc)
-        nodes.add("joiner", cpus=1)
+        nodes.add("joiner", cpus=1, hide=cwd)
 
         def joiner_rendered():
             pids = set(nodes.workers("joiner"))
@@ -460,6 +467,11 @@ def test_a_node_that_joins_gets_work_and_its_loss_costs_nothing(long_reference, 
     assert decoded_frames(cwd / "o" / "v.mp4") == long_reference["frames"]
     report = json.loads((run_dir / "report.json").read_text())
     assert len({w["node"] for w in report["workers"]}) == 2  # both nodes rendered
+    sent = {w["node"]: w["chunks_sent"] for w in report["workers"]}
+    assert sorted(sent.values())[0] == 0 and sorted(sent.values())[1] > 0, report["workers"]
+    assert "chunks crossed the network from 1 node that does not see the run folder" in stderr \
+        or "chunk crossed the network from 1 node that does not see the run folder" in stderr
+    assert not list(run_dir.glob(".*.part*"))
 
 
 def stopped(proc: subprocess.Popen, seconds: float = 120) -> tuple[str, str, float]:
