@@ -447,14 +447,10 @@ class Renderer:
                 with self._memory_errors():  # before the segment's seed: its stream is its own
                     fade.picture = self._opening(work.section + 1, precision)
             torch.manual_seed(self.spec.seed + index)
-            drop = self.spec.drop if self.spec.drop and self.spec.drop.reachable() else None
-            chunk, handed = None, None
+            path, drop, chunk, handed = None, None, None, None
             with tempfile.TemporaryDirectory(dir=self.scratch) as scratch:
-                path = None
                 if seg.frames and work.wants(index):
-                    path = drop.claim(index) if drop else None
-                    drop = drop if path else None
-                    path = path or Path(scratch) / "chunk.mp4"
+                    path, drop = self._chunk_path(index, Path(scratch))
                 events = self._segment(seg, opt, previous, iteration, path, work.job, fade,
                                        rename=drop is None)
                 with self._memory_errors(), self._folder_errors(drop):
@@ -471,6 +467,13 @@ class Renderer:
                            thumbnail_png(previous) if wanted else None, state, wanted, work.repair,
                            peak_gpu_mb(self.models.device)[0], threads, precision,
                            chunk_file=handed)
+
+    def _chunk_path(self, index: int, scratch: Path) -> tuple[Path, Drop | None]:
+        """Where segment `index`'s chunk is encoded, and the Drop when that is the run folder
+        (this process sees it and may make files there); else in `scratch`, to send as bytes."""
+        drop = self.spec.drop
+        path = drop.claim(index) if drop and drop.reachable() else None
+        return (path, drop) if path else (scratch / "chunk.mp4", None)
 
     def _state(self, opt: Optimiser, previous: torch.Tensor, iteration: int, index: int) -> dict:
         """What the rest of the section goes on from after segment `index` (on the CPU)."""
