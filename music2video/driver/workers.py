@@ -319,6 +319,14 @@ def _reason(err: BaseException) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
 
 
+def _task_line(err, actor: _Actor) -> str:
+    """A worker call that raised (a RayTaskError) as one line: where, then its last line (a
+    UserError's own message)."""
+    cause = err.cause if isinstance(err.cause, UserError) else err
+    where = f"on {actor.name['node']}: " if actor.name else ""
+    return f"{where}{str(cause).strip().splitlines()[-1]}"
+
+
 class RayScheduler:
     """Renders work on Ray actors, one section at a time each, streaming its segments back.
 
@@ -539,9 +547,7 @@ class RayScheduler:
         try:
             return ray.get(timed)
         except ray.exceptions.RayTaskError as err:  # its weights, its memory: one line
-            cause = err.cause if isinstance(err.cause, UserError) else err
-            raise SchedulerError(f"on {actor.name['node']}: "
-                                 f"{str(cause).strip().splitlines()[-1]}") from None
+            raise SchedulerError(_task_line(err, actor)) from None
         except ray.exceptions.RayError:  # it died: the render finds another
             self._drop(actor)
             return None
@@ -599,10 +605,7 @@ class RayScheduler:
         except ray.exceptions.RayTaskError as err:
             del flights[gen]
             idle.append(flight.actor)  # the actor lives on; its work raised
-            cause = err.cause if isinstance(err.cause, UserError) else err
-            line = str(cause).strip().splitlines()[-1]
-            where = f"on {flight.actor.name['node']}: " if flight.actor.name else ""
-            yield from self._fail(flight.work.job, f"{where}{line}", flights, failed)
+            yield from self._fail(flight.work.job, _task_line(err, flight.actor), flights, failed)
             return
         except ray.exceptions.RayError as err:  # the worker, or its node, is gone
             del flights[gen]
