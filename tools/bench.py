@@ -626,14 +626,9 @@ def traffic(runs: tuple = ((1, False), (30, False), (30, True))) -> dict:
 def frame_changes(video: Path) -> np.ndarray:
     """The mean absolute difference (of 255) between each frame of a video and the one before."""
     from music2video import ffmpeg
+    from music2video.output.sync import visual_change
 
-    previous, changes = None, []
-    for frame in ffmpeg.read_frames(video):
-        frame = frame.astype(np.int16)
-        if previous is not None:
-            changes.append(float(np.abs(frame - previous).mean()))
-        previous = frame
-    return np.array(changes)  # (frames - 1,)
+    return visual_change(ffmpeg.read_frames(video))[1:]  # (frames - 1,)
 
 
 def seam_figures(video: Path, manifest: dict) -> dict:
